@@ -1,0 +1,68 @@
+"""The FSAdapter protocol and the error taxonomy every adapter shares."""
+
+from __future__ import annotations
+
+import errno
+from typing import BinaryIO, NamedTuple, Protocol
+
+
+class Entry(NamedTuple):
+    name: str
+    type: str  # model.FOLDER | FILE | SYMLINK
+    size: int
+    mtime_ns: int
+    mode: int  # permission bits
+
+
+# Errors worth another attempt: the medium hiccuped, the same call may work later.
+TRANSIENT_ERRNOS = frozenset({
+    errno.EIO, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE, errno.EBUSY, errno.EINTR,
+    errno.ENOTCONN, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTDOWN, errno.EHOSTUNREACH,
+    errno.ENETDOWN, errno.ENETUNREACH, errno.ENOLCK,
+})
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, TimeoutError):
+        return True
+    return isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the dead-letter table: the reason, not the traceback."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror} (errno {exc.errno})"
+    return str(exc) or type(exc).__name__
+
+
+class FSAdapter(Protocol):
+    """Paths are relative to the adapter's root, '/'-separated, '' for the root itself."""
+
+    def list(self, path: str) -> list[Entry]: ...
+
+    def stat(self, path: str) -> Entry | None:
+        """lstat: never follows a symlink; None when nothing is there."""
+
+    def open_read(self, path: str) -> BinaryIO: ...
+
+    def read_link(self, path: str) -> str: ...
+
+    def create_folder(self, path: str, mode: int) -> None:
+        """Create one folder; FileExistsError when something is there already."""
+
+    def create_temp(self, folder: str, name: str) -> tuple[str, BinaryIO]:
+        """A new, exclusive temporary file beside `name` in `folder`: (its path, open for writing)."""
+
+    def create_temp_link(self, folder: str, name: str, target: str) -> str: ...
+
+    def commit_temp(self, temp_path: str, final_path: str, mtime_ns: int, mode: int | None) -> None:
+        """Set mtime and mode on the temporary entry, then rename it over the final name."""
+
+    def remove(self, path: str) -> None:
+        """Remove a temporary file; no error when it is gone already."""
+
+    def set_folder_mtime(self, path: str, mtime_ns: int) -> None: ...

@@ -1,0 +1,426 @@
+"""Migration: wires store, queues, coordinator and observer; the controller the CLI and console drive."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+
+from engine.adapters.base import FSAdapter
+from engine.adapters.local import LocalAdapter
+from engine.coordinator import QueueCoordinator
+from engine.counters import CopyCounters, SideCounters
+from engine.errors import UserError
+from engine.excludes import compile_excludes
+from engine.model import (
+    ACTION_SKIP, DST, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name, node_id,
+)
+from engine.modes.copy import CopyMode
+from engine.modes.traversal import TraversalMode
+from engine.observer import Observer
+from engine.queue import Queue
+from engine.settings import Settings
+from engine.snapshot import (
+    CopyView, ErrorView, GateView, LevelView, MigrationSnapshot, QueueView, Summary,
+)
+from engine.store import RunInfo, Store
+from engine.summary import summarize
+from engine.validate import check_roots
+from engine.workers import BandwidthLimiter
+
+FINISHED_PHASES = ("planned", "done")
+LIVE_SETTINGS = ("src_workers", "dst_workers", "copy_workers", "bwlimit", "max_src_ahead", "max_retries",
+                 "lease_timeout", "backoff_base", "backoff_cap")
+
+
+class Migration:
+    """Thread-safe controller. Commands return at once; the engine's own threads do the work."""
+
+    def __init__(self, store: Store, info: RunInfo, settings: Settings, src: FSAdapter, dst: FSAdapter,
+                 dry_run: bool):
+        self.store = store
+        self.settings = settings
+        self.src_root, self.dst_root = info.src_root, info.dst_root
+        self.src, self.dst = src, dst
+        self.dry_run = dry_run
+        self.phase = info.phase
+        self._stored_elapsed = info.elapsed_s
+        self._started_at: float | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = False
+        self._force = False
+        self._paused = False
+        self._retry_requested = False
+        self.coordinator = QueueCoordinator(settings.max_src_ahead)
+        self.counters = {SRC: SideCounters(), DST: SideCounters()}
+        self.copy_counters = CopyCounters()
+        self.limiter = BandwidthLimiter(settings.bwlimit)
+        self.queues: dict[str, Queue] = {}
+        self.errors: deque[ErrorView] = deque(maxlen=200)
+        self.failed_count = 0
+        self.copy_totals = (0, 0)
+        self.message: str | None = None
+        self.summary: Summary | None = summarize(store, info.elapsed_s) if info.phase in FINISHED_PHASES else None
+        self.observer = Observer(store, settings.observer_interval, self._metrics)
+        self.excluded = compile_excludes(settings.exclude)
+        self.fatal: str | None = None
+        self.fresh = False  # a run created now, not yet started
+
+    # construction ----------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, db_path: str, src: str, dst: str, settings: Settings | None = None, dry_run: bool = False,
+               src_adapter: FSAdapter | None = None, dst_adapter: FSAdapter | None = None) -> "Migration":
+        """A new run, or the continuation of an unfinished run of the same pair in the same file.
+        A finished run of the same pair is compared again from scratch, as rsync would."""
+        settings = settings or Settings()
+        if src_adapter is None:
+            src, dst = check_roots(src, dst, db_path)
+        store = Store.open(db_path, settings.duckdb_memory_limit, settings.duckdb_threads)
+        try:
+            info = store.run_info()
+            if info is not None and (info.src_root, info.dst_root) != (src, dst):
+                raise UserError(f"'{db_path}' holds the run {info.src_root} -> {info.dst_root}, not this pair; "
+                                "give a new --db path for a different pair")
+            if info is None or info.phase == "done" or (info.phase == "planned" and dry_run):
+                if info is not None:
+                    store.reset_nodes()
+                store.create_run(src, dst, settings.model_dump(), dry_run)
+                seed(store)
+            elif info.dry_run != dry_run:
+                store.set_phase(info.phase, dry_run=dry_run)
+            info = store.run_info()
+        except BaseException:
+            store.close()
+            raise
+        migration = cls(store, info, settings, src_adapter or LocalAdapter(src), dst_adapter or LocalAdapter(dst),
+                        dry_run)
+        migration.fresh = info.elapsed_s == 0.0 and info.phase == "traversal"
+        return migration
+
+    @classmethod
+    def open(cls, db_path: str, settings: Settings | None = None) -> "Migration":
+        """An existing run file: a finished run to look at, or an interrupted one to resume."""
+        if not os.path.exists(db_path):
+            raise UserError(f"run file '{db_path}' does not exist; start a run with SRC and DST")
+        store = Store.open(db_path)
+        info = store.run_info()
+        if info is None:
+            store.close()
+            raise UserError(f"'{db_path}' holds no run yet; start one with SRC and DST")
+        if settings is None:
+            try:
+                settings = Settings(**info.settings)
+            except Exception as exc:  # noqa: BLE001 - pydantic's message, made one line
+                store.close()
+                raise UserError(f"the settings stored in '{db_path}' are invalid: {exc}") from None
+        return cls(store, info, settings, LocalAdapter(info.src_root), LocalAdapter(info.dst_root), info.dry_run)
+
+    # commands --------------------------------------------------------------------------------------
+
+    @property
+    def interrupted(self) -> bool:
+        return self.phase not in FINISHED_PHASES and not self.running and self.summary is None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        with self._lock:
+            if self.running or self._stop:
+                return
+            if self.phase in FINISHED_PHASES and not self._retry_requested \
+                    and not (self.phase == "planned" and not self.dry_run):
+                return
+            self._started_at = time.monotonic()
+            self._thread = threading.Thread(target=self._drive_guarded, name="migration", daemon=True)
+            self._thread.start()
+
+    def resume_from_db(self) -> None:
+        if self.interrupted and isinstance(self.src, LocalAdapter):
+            check_roots(self.src_root, self.dst_root, None)
+        self.message = "resuming from the run file"
+        self.start()
+
+    def pause(self) -> None:
+        with self._lock:
+            self._paused = True
+            for q in self.queues.values():
+                q.pause()
+        self.message = "paused: in-flight tasks finish, nothing new starts"
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            for q in self.queues.values():
+                q.resume()
+        self.message = "resumed"
+
+    def retry(self) -> None:
+        """Retry mode: failed and pending tasks at every depth run again, then the copy."""
+        with self._lock:
+            self._retry_requested = True
+            running = self.running
+        self.message = "retry mode: failed and pending tasks run again" if not running else \
+            "retry mode requested: starts when the current phase ends"
+        if not running:
+            self.summary = None
+            self.start()
+
+    def stop(self, force: bool = False) -> None:
+        with self._lock:
+            self._stop = True
+            self._force = self._force or force
+            for q in self.queues.values():
+                q.stop(force)
+        self.message = "stopping now" if force else "stopping: finishing in-flight tasks, then sealing"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            return not t.is_alive()
+        return True
+
+    def close(self) -> None:
+        self.wait(None if not self._force else 5)
+        self.store.close()
+
+    def apply_settings(self, changes: dict) -> list[str]:
+        """Apply live-tunable settings now; returns the keys refused because they cannot change mid-run."""
+        refused = [k for k in changes if k not in LIVE_SETTINGS]
+        live = {k: v for k, v in changes.items() if k in LIVE_SETTINGS}
+        for key, value in live.items():
+            setattr(self.settings, key, value)
+        s = self.settings
+        self.limiter.rate = s.bwlimit
+        self.coordinator.set_max_src_ahead(s.max_src_ahead)
+        with self._lock:
+            for name, q in self.queues.items():
+                q.set_workers({"src": s.src_workers, "dst": s.dst_workers, "copy": s.copy_workers}[name])
+        if live:
+            self.message = "settings applied: " + ", ".join(f"{k}={getattr(s, k)}" for k in live)
+            self.store.set_settings(s.model_dump())
+        return refused
+
+    # the driver ------------------------------------------------------------------------------------
+
+    def _on_error(self, side: str, phase: str, path: str, message: str, attempts: int) -> None:
+        self.failed_count += 1
+        self.errors.append(ErrorView(time.time(), side, phase, display(path), message, attempts))
+
+    def _on_stop_run(self, reason: str | None) -> None:
+        self.fatal = reason
+        self.message = f"stopped: {reason}; fix it and resume"
+        self.stop()
+
+    def _drive_guarded(self) -> None:
+        self.observer.start()
+        try:
+            self._drive()
+        except UserError as exc:
+            self.fatal = str(exc)
+            self.message = str(exc)
+        except Exception as exc:  # noqa: BLE001 - reported, never a silent dead thread
+            self.fatal = f"internal error: {exc!r}"
+            self.message = self.fatal
+        finally:
+            self.observer.stop()
+            self._stored_elapsed = self.elapsed()
+            self._started_at = None
+            if self.phase not in FINISHED_PHASES:
+                self.store.set_phase(self.phase, elapsed_s=self._stored_elapsed)
+
+    def _drive(self) -> None:
+        phase = self.store.run_info().phase
+        if self._retry_requested:
+            self._retry_requested = False
+            self.store.reset_for_retry()
+            phase = "retry"
+            self.store.set_phase(phase)
+        resuming_copy = phase == "copy"
+        while True:
+            self.phase = phase
+            if phase in ("traversal", "retry"):
+                self._run_traversal(retry=phase == "retry")
+                if self._stop:
+                    return
+                phase = "planned" if self.dry_run else "copy"
+                self.store.set_phase(phase, elapsed_s=self.elapsed())
+            elif phase == "planned" and not self.dry_run:
+                phase = "copy"
+                self.store.set_phase(phase)
+            elif phase == "copy":
+                self._run_copy(resuming_copy)
+                if self._stop:
+                    return
+                phase = "done"
+            if phase in FINISHED_PHASES:
+                if self._retry_requested:
+                    self._retry_requested = False
+                    self.store.reset_for_retry()
+                    phase = "retry"
+                    self.store.set_phase(phase)
+                    continue
+                self.phase = phase
+                self.summary = summarize(self.store, self.elapsed())
+                self.store.set_phase(phase, elapsed_s=self.elapsed())
+                self.message = "dry run complete: nothing was written" if phase == "planned" else \
+                    ("nothing to copy: destination already up to date" if not self.summary.copied
+                     and not self.summary.failed else "migration complete")
+                return
+
+    def _run_traversal(self, retry: bool) -> None:
+        self.coordinator = QueueCoordinator(self.settings.max_src_ahead)
+        s = self.settings
+        queues = {}
+        for side, adapter, workers in ((SRC, self.src, s.src_workers), (DST, self.dst, s.dst_workers)):
+            mode = TraversalMode(side, self.store, adapter, self.counters[side], self._on_error, retry,
+                                 self.excluded)
+            queues[side] = Queue(side, mode, self.coordinator, s, workers, self._on_stop_run)
+        self._run_queues(queues)
+
+    def _run_copy(self, resuming: bool) -> None:
+        if resuming:
+            self._sweep_temporary_files()
+        if isinstance(self.dst, LocalAdapter):
+            os.makedirs(self.dst_root, exist_ok=True)
+        self.copy_totals = (self.store.count(SRC, "copy_status IN ('pending', 'in_progress') AND depth > 0"),
+                            self.store.sum_size("copy_status IN ('pending', 'in_progress') AND type = 'file'"))
+        mode = CopyMode(self.store, self.src, self.dst, self.settings, self.copy_counters, self.limiter,
+                        self._on_error)
+        self._run_queues({"copy": Queue(SRC, mode, self.coordinator, self.settings, self.settings.copy_workers,
+                                        self._on_stop_run)})
+        if not self._stop:
+            self._restore_folder_times()
+
+    def _run_queues(self, queues: dict[str, Queue]) -> None:
+        with self._lock:
+            if self._stop:
+                return
+            self.queues = queues
+            for q in queues.values():
+                if self._paused:
+                    q.pause()
+                q.start()
+        for q in queues.values():
+            q.join()
+        for q in queues.values():
+            if q.error is not None:
+                raise q.error
+
+    def _sweep_temporary_files(self) -> None:
+        """A copy interrupted by a crash may leave temporary files where files were being written."""
+        for folder in self.store.pending_copy_folders():
+            try:
+                entries = self.dst.list(folder)
+            except OSError:
+                continue
+            for e in entries:
+                if is_temp_name(e.name) and e.type != FOLDER:
+                    self.dst.remove(f"{folder}/{e.name}" if folder else e.name)
+
+    def _restore_folder_times(self) -> None:
+        """Writing files changed the created folders' mtimes; give them the source's, as rsync -a does."""
+        for path, mtime_ns in self.store.created_folders():
+            try:
+                self.dst.set_folder_mtime(path, mtime_ns)
+            except OSError:
+                pass
+
+    # views -----------------------------------------------------------------------------------------
+
+    def elapsed(self) -> float:
+        started = self._started_at
+        return self._stored_elapsed + (time.monotonic() - started if started is not None else 0.0)
+
+    def _metrics(self) -> dict[str, dict]:
+        out = {}
+        with self._lock:
+            queues = dict(self.queues)
+        for name, q in queues.items():
+            buffered, in_flight, workers = q.counts()
+            m = {"round": q.round, "state": q.state, "mode": q.mode.name, "pending": buffered,
+                 "in_progress": in_flight, "workers": workers, "completed": q.completed_total,
+                 "failed": q.failed_total, "retried": q.retried_total, "expired_leases": q.expired_leases}
+            if name == "copy":
+                c = self.copy_counters
+                m.update(folders=c.folders_created, files=c.files_copied, total=c.items, bytes=c.bytes,
+                         skipped=c.skipped)
+            else:
+                c = self.counters[name]
+                m.update(files_discovered_total=c.files_discovered, folders_discovered_total=c.folders_discovered,
+                         total_discovered=c.files_discovered + c.folders_discovered)
+            out[name] = m
+        return out
+
+    def _queue_view(self, side: str) -> QueueView:
+        with self._lock:
+            q = self.queues.get(side) or (self.queues.get("copy") if side == SRC else None)
+        c = self.counters[side]
+        rate = self.observer.rates["discovery"].value
+        if q is None:
+            done = self.phase in FINISHED_PHASES or "copy" in self.queues
+            return QueueView(side, "traversal", "completed" if done else "idle", 0, 0, 0, 0, 0, 0, 0, 0,
+                             c.files_discovered, c.folders_discovered, 0.0, ())
+        with q.lock:
+            is_copy = q.mode.name == "copy"
+            levels = []
+            for depth in q.mode.cache.depths():
+                level = q.mode.cache.level(depth)
+                counts = level.copy_counts() if is_copy else level.status_counts()
+                shown_depth = q.mode.view_round(depth)[0] if is_copy else depth
+                levels.append(LevelView(shown_depth, len(level), counts.get(PENDING, 0),
+                                        counts.get(IN_PROGRESS, 0), counts.get(SUCCESSFUL, 0),
+                                        counts.get("failed", 0)))
+            shown_round, copy_pass = q.mode.view_round(q.round)
+            view = QueueView(
+                side, q.mode.name, q.state, shown_round, q.round_expected, q.round_completed,
+                len(q.buffer) + len(q.delayed), len(q.in_flight), q._live_workers, q.completed_total,
+                q.failed_total, c.files_discovered, c.folders_discovered, 0.0 if is_copy else rate,
+                tuple(levels), self.coordinator.reason(side) if q.state == "waiting" else None, copy_pass)
+        return view
+
+    def snapshot(self) -> MigrationSnapshot:
+        src_round, dst_round, src_done, dst_done, ahead = self.coordinator.state()
+        gate = GateView(ahead, src_round, dst_round, src_done, dst_done,
+                        src_done or dst_done or src_round <= dst_round + ahead,
+                        src_done or src_round >= dst_round + 2,
+                        self.coordinator.reason(SRC), self.coordinator.reason(DST))
+        cc = self.copy_counters
+        items_total, bytes_total = self.copy_totals
+        rates = self.observer.rates
+        items_rate, bytes_rate = rates["items"].value, rates["bytes"].value
+        eta = None
+        if bytes_total and bytes_rate > 1:
+            eta = max(0.0, (bytes_total - cc.bytes) / bytes_rate)
+        elif items_total and items_rate > 0.1:
+            eta = max(0.0, (items_total - cc.items) / items_rate)
+        copy = CopyView(cc.items, cc.bytes, items_total, bytes_total, cc.folders_created, cc.files_copied,
+                        cc.skipped, cc.failed, items_rate, bytes_rate, eta)
+        if self.running:
+            state = "stopping" if self._stop else ("paused" if self._paused else "running")
+        else:
+            state = "finished" if self.phase in FINISHED_PHASES else "stopped"
+        phase = self.phase if self.running or self.phase in FINISHED_PHASES else "interrupted"
+        if self.fresh and not self.running and not self.queues:
+            phase = "new"
+        s = self.settings
+        return MigrationSnapshot(
+            phase=phase, state=state, src_root=self.src_root, dst_root=self.dst_root, db_path=self.store.path,
+            dry_run=self.dry_run, taken_at=time.time(), elapsed_s=self.elapsed(),
+            src=self._queue_view(SRC), dst=self._queue_view(DST), gate=gate, copy=copy,
+            errors=tuple(self.errors), failed_count=self.failed_count, history=tuple(self.observer.history),
+            summary=self.summary, message=self.message,
+            settings=tuple((k, str(getattr(s, k))) for k in LIVE_SETTINGS))
+
+
+def seed(store: Store) -> None:
+    """Root nodes of both sides: depth 0, pending, deterministic ids."""
+    src_root = Node(node_id(SRC, ""), None, "", 0, FOLDER, 0, 0, 0o755, PENDING, SUCCESSFUL, ACTION_SKIP)
+    dst_root = Node(node_id(DST, ""), None, "", 0, FOLDER, 0, 0, 0o755, PENDING, None, ACTION_SKIP,
+                    src_root.id)
+    store.seed_roots(src_root, dst_root)

@@ -1,0 +1,125 @@
+"""Nodes, tasks and statuses: plain data shared by every part of the engine."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+SRC = "src"
+DST = "dst"
+
+FOLDER = "folder"
+FILE = "file"
+SYMLINK = "symlink"
+
+# Traversal status of a node (both sides).
+PENDING = "pending"
+IN_PROGRESS = "in_progress"
+SUCCESSFUL = "successful"
+FAILED = "failed"
+EXCLUDED = "excluded"
+
+# Copy status of a SRC node: pending (must copy), successful (copied or already identical),
+# skipped (destination newer: kept), failed.
+SKIPPED = "skipped"
+
+# What the comparison decided for a SRC entry (and the matching DST entry).
+ACTION_COPY = "copy"
+ACTION_SKIP = "skip"
+ACTION_KEEP_DST_NEWER = "keep_dst_newer"
+ACTION_NOT_ON_SRC = "not_on_src"
+
+# DST classification of a listed entry.
+IDENTICAL = "identical"
+MISSING = "missing"
+CHANGED = "changed"
+DST_NEWER = "dst_newer"
+NOT_ON_SRC = "not_on_src"
+
+MTIME_WINDOW_NS = 2_000_000_000  # FAT and SMB keep 2 s mtimes; closer than this counts as equal
+
+TEMP_SUFFIX = ".migrate-tmp"
+
+
+def node_id(side: str, path: str) -> int:
+    """Deterministic 63-bit id from side and relative path, so a resume finds the same node."""
+    digest = hashlib.blake2b(os.fsencode(path), digest_size=8, person=side.encode()).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+def parent_of(path: str) -> str:
+    return path.rpartition("/")[0]
+
+
+def name_of(path: str) -> str:
+    return path.rpartition("/")[2]
+
+
+def display(path: str) -> str:
+    """A path an operator can read: undecodable bytes shown as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+class Node:
+    """One entry of one side. Mutated only under its queue's lock."""
+
+    __slots__ = (
+        "id", "parent_id", "path", "depth", "type", "size", "mtime_ns", "mode",
+        "status", "copy_status", "action", "src_id", "attempts", "error",
+    )
+
+    def __init__(self, id, parent_id, path, depth, type, size, mtime_ns, mode,
+                 status=PENDING, copy_status=None, action=None, src_id=None, attempts=0, error=None):
+        self.id = id
+        self.parent_id = parent_id
+        self.path = path
+        self.depth = depth
+        self.type = type
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.mode = mode
+        self.status = status
+        self.copy_status = copy_status
+        self.action = action
+        self.src_id = src_id
+        self.attempts = attempts
+        self.error = error
+
+    @property
+    def parent_path(self) -> str | None:
+        return None if self.depth == 0 else parent_of(self.path)
+
+    @property
+    def name(self) -> str:
+        return name_of(self.path)
+
+    def __repr__(self) -> str:
+        return f"Node({self.type} {self.path!r} d={self.depth} {self.status}/{self.copy_status})"
+
+
+class Task:
+    """A leased unit of work: list one folder, create one folder, or copy one file."""
+
+    __slots__ = ("kind", "node", "round", "attempts", "expected", "not_before", "error", "transient")
+
+    def __init__(self, kind: str, node: Node, round: int):
+        self.kind = kind
+        self.node = node
+        self.round = round
+        self.attempts = 0
+        self.expected = None  # DST listing: name -> SRC node expected under this folder
+        self.not_before = 0.0
+        self.error = None
+        self.transient = False
+
+    @property
+    def key(self) -> int:
+        return self.node.id

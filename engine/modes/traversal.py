@@ -1,0 +1,133 @@
+"""Traversal and retry rounds: list every pending folder of depth N, put the children in level N+1."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from engine.adapters.base import FSAdapter
+from engine.cache import NodeCache
+from engine.counters import SideCounters
+from engine.model import (
+    DST, EXCLUDED, FAILED, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Task,
+)
+from engine.queue import Outcome
+from engine.store import Store
+from engine.workers import list_dst, list_src
+
+
+class TraversalMode:
+    """retry=False: the BFS of a new run; a round with nothing to list ends it.
+    retry=True: re-lists the pending and failed folders of every known depth, then goes on deeper
+    while new folders turn up; the rounds are sealed by node id instead of by whole level."""
+
+    gated = True
+
+    def __init__(self, side: str, store: Store, adapter: FSAdapter, counters: SideCounters,
+                 on_error: Callable[[str, str, str, int], None], retry: bool = False,
+                 excluded: Callable[[str, bool], bool] | None = None):
+        self.side = side
+        self.name = "retry" if retry else "traversal"
+        self.retry = retry
+        self.store = store
+        self.adapter = adapter
+        self.cache = NodeCache()
+        self.counters = counters
+        self.on_error = on_error
+        self.excluded = excluded
+        self.dead_letters: list[tuple[str, str, int]] = []
+        self.src_updates: list[tuple[int, str, str]] = []  # DST only: copy decisions for SRC nodes
+        self.relisted: list[str] = []  # retry, SRC only: folders listed now that failed before
+        self.max_known_depth = 0
+        self._execute = list_src if side == SRC else list_dst
+
+    def first_round(self) -> int | None:
+        self.max_known_depth = self.store.max_depth(self.side)
+        return self.store.min_depth(self.side, "traversal_status IN ('pending', 'in_progress')")
+
+    def begin_round(self, r: int) -> int:
+        level = self.cache.level(r)
+        if level is None:
+            if self.retry:
+                self.cache.clear()
+                nodes = self.store.load_level(self.side, r, "AND traversal_status IN ('pending', 'in_progress')")
+            else:  # a resume: the whole level, and what a graceful stop sealed of the next one
+                nodes = self.store.load_level(self.side, r)
+                self.cache.ensure(r + 1).put_all(self.store.load_level(self.side, r + 1))
+            level = self.cache.ensure(r)
+            for node in nodes:
+                if node.status == IN_PROGRESS:
+                    node.status = PENDING
+            level.put_all(nodes)
+        return level.count(PENDING)
+
+    def ends_when_empty(self, r: int) -> bool:
+        return not self.retry or r >= self.max_known_depth
+
+    def take(self, r: int, limit: int) -> list[Task]:
+        kind = f"list-{self.side}"
+        return [Task(kind, node, r) for node in self.cache.level(r).take_pending(limit)]
+
+    def prepare(self, tasks: list[Task]) -> list[Task]:
+        if self.side == DST and tasks:
+            expected = self.store.expected_children(tasks[0].round, [t.node.path for t in tasks])
+            for t in tasks:
+                t.expected = expected.get(t.node.path, (None, []))
+        return tasks
+
+    def execute(self, task: Task, heartbeat) -> Outcome:
+        return self._execute(self.adapter, task, self.excluded)
+
+    def complete(self, task: Task, outcome: Outcome) -> None:
+        node = task.node
+        self.cache.level(task.round).set_status(node, SUCCESSFUL)
+        node.attempts, node.error = task.attempts, None
+        nxt = self.cache.ensure(task.round + 1)
+        counters = self.counters
+        counters.listed += 1
+        for child in outcome.children:
+            if nxt.put(child) and child.status != EXCLUDED:
+                if child.type == FOLDER:
+                    counters.folders_discovered += 1
+                else:
+                    counters.files_discovered += 1
+        if outcome.updates:
+            self.src_updates.extend(outcome.updates)
+        if self.retry and self.side == SRC:
+            self.relisted.append(node.path)
+
+    def fail(self, task: Task, message: str) -> None:
+        node = task.node
+        self.cache.level(task.round).set_status(node, FAILED)
+        node.attempts, node.error = task.attempts, message
+        self.dead_letters.append((node.path, message, task.attempts))
+        self.on_error(self.side, self.name, node.path, message, task.attempts)
+
+    def requeue(self, task: Task) -> None:
+        self.cache.level(task.round).set_status(task.node, PENDING)
+
+    def round_done(self, r: int) -> bool:
+        level = self.cache.level(r)
+        return level.count(PENDING) == 0 and level.count(IN_PROGRESS) == 0
+
+    def seal(self, r: int, final: bool) -> None:
+        level = self.cache.level(r)
+        nxt = self.cache.ensure(r + 1)
+        for node in level.by_status.get(IN_PROGRESS, {}).copy().values():
+            level.set_status(node, PENDING)  # never seal a half-done task: it is redone on resume
+        if self.retry:
+            self.store.seal_by_id(self.side, r, list(level.nodes()), list(nxt.nodes()),
+                                  self.dead_letters, self.src_updates, self.relisted)
+        else:
+            self.store.seal_traversal(self.side, r, list(level.nodes()), list(nxt.nodes()),
+                                      self.dead_letters, self.src_updates)
+        self.dead_letters, self.src_updates, self.relisted = [], [], []
+        if final:
+            self.cache.drop(r)
+            if self.retry:
+                self.cache.drop(r + 1)  # reloaded with the other pending nodes of that depth
+
+    def next_round(self, r: int) -> int | None:
+        return r + 1
+
+    def view_round(self, r: int) -> tuple[int, int]:
+        return r, 0

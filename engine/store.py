@@ -1,0 +1,512 @@
+"""The DuckDB file of a run: schema, seals, rehydration, inspection and reports. The only SQL here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from engine.errors import UserError
+from engine.model import DST, SRC, Node
+
+APP = "migrate-tui"
+SCHEMA_VERSION = 1
+DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
+
+NODE_COLUMNS = {
+    SRC: ("id", "parent_id", "path", "parent_path", "depth", "type", "size", "mtime_ns", "mode",
+          "traversal_status", "copy_status", "action", "attempts", "error"),
+    DST: ("id", "parent_id", "path", "parent_path", "depth", "type", "size", "mtime_ns", "mode",
+          "traversal_status", "match", "src_id", "attempts", "error"),
+}
+
+_NODE_TABLE = """CREATE TABLE {side}_nodes (
+    id BIGINT, parent_id BIGINT, path BLOB, parent_path BLOB, depth INTEGER, type VARCHAR,
+    size BIGINT, mtime_ns BIGINT, mode INTEGER, traversal_status VARCHAR, {extra},
+    attempts INTEGER, error VARCHAR)"""
+
+SCHEMA = [
+    "CREATE TABLE meta (key VARCHAR, value VARCHAR)",
+    """CREATE TABLE run (src_root BLOB, dst_root BLOB, settings VARCHAR, phase VARCHAR, dry_run BOOLEAN,
+       created_at DOUBLE, updated_at DOUBLE, finished_at DOUBLE, elapsed_s DOUBLE)""",
+    _NODE_TABLE.format(side=SRC, extra="copy_status VARCHAR, action VARCHAR"),
+    _NODE_TABLE.format(side=DST, extra='"match" VARCHAR, src_id BIGINT'),
+    *[f"""CREATE TABLE {side}_stats (depth INTEGER, pending BIGINT, successful BIGINT, failed BIGINT,
+          completed BIGINT, copy_pending BIGINT, copy_successful BIGINT, copy_failed BIGINT,
+          copy_skipped BIGINT, sealed_at DOUBLE)""" for side in (SRC, DST)],
+    "CREATE TABLE queue_stats (queue VARCHAR, ts DOUBLE, metrics VARCHAR)",
+    """CREATE TABLE task_errors (side VARCHAR, phase VARCHAR, path BLOB, message VARCHAR,
+       attempts INTEGER, ts DOUBLE)""",
+]
+
+STATS_COLUMNS = ("depth", "pending", "successful", "failed", "completed",
+                 "copy_pending", "copy_successful", "copy_failed", "copy_skipped")
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    src_root: str
+    dst_root: str
+    settings: dict
+    phase: str
+    dry_run: bool
+    created_at: float
+    finished_at: float | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    side: str
+    phase: str
+    path: str
+    message: str
+    attempts: int
+    time: float
+
+
+def _fs(path: str | None) -> bytes | None:
+    return None if path is None else os.fsencode(path)
+
+
+def _explain_open_error(path: str, exc: Exception) -> UserError:
+    text = str(exc)
+    if "lock" in text.lower():
+        pid = re.search(r"PID (\d+)", text)
+        holder = f" (process {pid.group(1)})" if pid else ""
+        return UserError(f"'{path}' is in use by another running migration{holder}; "
+                         "wait for it to finish or stop it first")
+    return UserError(f"'{path}' is not a readable DuckDB database ({text.splitlines()[0]}); "
+                     "give a new --db path or restore the file")
+
+
+class Store:
+    """One DuckDB file. Every call takes one lock: DuckDB connections are not thread-safe, and the
+    writes are few (one transaction per seal, one small insert per observer tick)."""
+
+    def __init__(self, path: str, con: duckdb.DuckDBPyConnection):
+        self.path = path
+        self._con = con
+        self._lock = threading.RLock()
+        self.write_log: list[tuple[str, str]] = []  # (kind, thread name): tests prove who wrote when
+
+    # opening ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def check_file(path: str) -> None:
+        """Refuse a file that is not ours before DuckDB opens it read-write (and could touch it)."""
+        try:
+            with open(path, "rb") as f:
+                head = f.read(12)
+        except PermissionError:
+            raise UserError(f"cannot read '{path}': permission denied")
+        except IsADirectoryError:
+            raise UserError(f"'{path}' is a folder; give a file path for --db")
+        if len(head) < 12 or head[8:12] != DUCKDB_MAGIC:
+            raise UserError(f"'{path}' is not a DuckDB database (corrupt or another kind of file); "
+                            "give a new --db path")
+        try:
+            con = duckdb.connect(path, read_only=True)
+        except Exception as exc:  # noqa: BLE001 - duckdb raises several types; all mean "not usable"
+            raise _explain_open_error(path, exc) from None
+        try:
+            tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            if "meta" not in tables:
+                raise UserError(f"'{path}' is a DuckDB database of another program, not a migrate-tui run; "
+                                "give a new --db path")
+            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+        finally:
+            con.close()
+        if meta.get("app") != APP:
+            raise UserError(f"'{path}' is a DuckDB database of another program, not a migrate-tui run")
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise UserError(f"'{path}' was written by a newer migrate-tui (schema {version}, this one reads "
+                            f"{SCHEMA_VERSION}); upgrade migrate-tui")
+
+    @classmethod
+    def open(cls, path: str, memory_limit: str = "1GB", threads: int = 2) -> "Store":
+        """Open an existing run file (validated first) or create a new one."""
+        path = os.fspath(path)
+        exists = os.path.exists(path)
+        if exists:
+            cls.check_file(path)
+        else:
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise UserError(f"cannot create '{path}': folder '{parent}' does not exist")
+        try:
+            con = duckdb.connect(path, config={"memory_limit": memory_limit, "threads": threads})
+        except Exception as exc:  # noqa: BLE001
+            raise _explain_open_error(path, exc) from None
+        store = cls(path, con)
+        if not exists:
+            with store._lock:
+                con.execute("BEGIN")
+                for statement in SCHEMA:
+                    con.execute(statement)
+                con.executemany("INSERT INTO meta VALUES (?, ?)",
+                                [("app", APP), ("schema_version", str(SCHEMA_VERSION))])
+                con.execute("COMMIT")
+        return store
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._con.execute("CHECKPOINT")
+            except duckdb.Error:
+                pass
+            self._con.close()
+
+    def _log(self, kind: str) -> None:
+        self.write_log.append((kind, threading.current_thread().name))
+
+    # the run ---------------------------------------------------------------------------------------
+
+    def create_run(self, src_root: str, dst_root: str, settings: dict, dry_run: bool) -> None:
+        with self._lock:
+            self._log("run")
+            now = time.time()
+            self._con.execute("DELETE FROM run")
+            self._con.execute("INSERT INTO run VALUES (?, ?, ?, 'traversal', ?, ?, ?, NULL, 0)",
+                              [_fs(src_root), _fs(dst_root), json.dumps(settings), dry_run, now, now])
+
+    def run_info(self) -> RunInfo | None:
+        with self._lock:
+            row = self._con.execute("SELECT src_root, dst_root, settings, phase, dry_run, created_at, "
+                                    "finished_at, elapsed_s FROM run").fetchone()
+        if row is None:
+            return None
+        return RunInfo(os.fsdecode(row[0]), os.fsdecode(row[1]), json.loads(row[2]), row[3], bool(row[4]),
+                       row[5], row[6], row[7] or 0.0)
+
+    def set_phase(self, phase: str, elapsed_s: float | None = None, dry_run: bool | None = None) -> None:
+        with self._lock:
+            self._log("run")
+            now = time.time()
+            finished = now if phase in ("done", "planned") else None
+            self._con.execute("UPDATE run SET phase = ?, updated_at = ?, finished_at = ?, "
+                              "elapsed_s = coalesce(?, elapsed_s), dry_run = coalesce(?, dry_run)",
+                              [phase, now, finished, elapsed_s, dry_run])
+
+    def set_settings(self, settings: dict) -> None:
+        with self._lock:
+            self._log("run")
+            self._con.execute("UPDATE run SET settings = ?", [json.dumps(settings)])
+
+    def reset_nodes(self) -> None:
+        """Forget a finished run's nodes so the same file can compare the trees again."""
+        with self._lock:
+            self._log("reset")
+            self._con.execute("BEGIN")
+            for table in ("src_nodes", "dst_nodes", "src_stats", "dst_stats", "task_errors", "queue_stats"):
+                self._con.execute(f"DELETE FROM {table}")
+            self._con.execute("COMMIT")
+
+    # nodes -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _node_table(side: str, nodes: Sequence[Node]) -> pa.Table:
+        extra = ((pa.array([n.copy_status for n in nodes], pa.string()),
+                  pa.array([n.action for n in nodes], pa.string())) if side == SRC else
+                 (pa.array([n.action for n in nodes], pa.string()),
+                  pa.array([n.src_id for n in nodes], pa.int64())))
+        return pa.Table.from_arrays([
+            pa.array([n.id for n in nodes], pa.int64()),
+            pa.array([n.parent_id for n in nodes], pa.int64()),
+            pa.array([os.fsencode(n.path) for n in nodes], pa.binary()),
+            pa.array([None if n.depth == 0 else os.fsencode(n.path.rpartition("/")[0]) for n in nodes],
+                     pa.binary()),
+            pa.array([n.depth for n in nodes], pa.int32()),
+            pa.array([n.type for n in nodes], pa.string()),
+            pa.array([n.size for n in nodes], pa.int64()),
+            pa.array([n.mtime_ns for n in nodes], pa.int64()),
+            pa.array([n.mode for n in nodes], pa.int32()),
+            pa.array([n.status for n in nodes], pa.string()),
+            *extra,
+            pa.array([n.attempts for n in nodes], pa.int32()),
+            pa.array([n.error for n in nodes], pa.string()),
+        ], names=list(NODE_COLUMNS[side]))
+
+    @staticmethod
+    def _errors_table(side: str, phase: str, letters: Sequence[tuple[str, str, int]]) -> pa.Table:
+        now = time.time()
+        return pa.table({
+            "side": pa.array([side] * len(letters), pa.string()),
+            "phase": pa.array([phase] * len(letters), pa.string()),
+            "path": pa.array([os.fsencode(p) for p, _, _ in letters], pa.binary()),
+            "message": pa.array([m for _, m, _ in letters], pa.string()),
+            "attempts": pa.array([a for _, _, a in letters], pa.int32()),
+            "ts": pa.array([now] * len(letters), pa.float64()),
+        })
+
+    def _refresh_stats(self, side: str, depths: Sequence[int]) -> None:
+        """Per-depth stats, counted by DuckDB from the rows just written (inside the caller's transaction)."""
+        copy = ("count(*) FILTER (copy_status = 'pending'), count(*) FILTER (copy_status = 'successful'), "
+                "count(*) FILTER (copy_status = 'failed'), count(*) FILTER (copy_status = 'skipped')"
+                if side == SRC else "0, 0, 0, 0")
+        depths = [int(d) for d in depths]
+        self._con.execute(f"DELETE FROM {side}_stats WHERE depth IN (SELECT unnest(?))", [depths])
+        self._con.execute(
+            f"INSERT INTO {side}_stats SELECT depth, "
+            "count(*) FILTER (traversal_status IN ('pending', 'in_progress')), "
+            "count(*) FILTER (traversal_status = 'successful'), count(*) FILTER (traversal_status = 'failed'), "
+            f"count(*) FILTER (traversal_status IN ('successful', 'failed')), {copy}, epoch(now()) "
+            f"FROM {side}_nodes WHERE depth IN (SELECT unnest(?)) GROUP BY depth", [depths])
+
+    def _transaction(self, kind: str, body, tables: dict[str, pa.Table]) -> None:
+        """Run body(con) in one transaction, with the Arrow tables visible to SQL under their names."""
+        with self._lock:
+            self._log(kind)
+            con = self._con
+            for name, table in tables.items():
+                con.register(name, table)
+            con.execute("BEGIN")
+            try:
+                body(con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                for name in tables:
+                    con.unregister(name)
+
+    def _with_tables(self, tables: dict[str, pa.Table], sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            for name, table in tables.items():
+                self._con.register(name, table)
+            try:
+                return self._con.execute(sql, list(params)).fetchall()
+            finally:
+                for name in tables:
+                    self._con.unregister(name)
+
+    def seed_roots(self, src_root: Node, dst_root: Node) -> None:
+        self.seal_traversal(SRC, 0, [src_root], [], [])
+        self.seal_traversal(DST, 0, [dst_root], [], [])
+
+    def seal_traversal(self, side: str, depth: int, level: Sequence[Node], next_level: Sequence[Node],
+                       errors: Sequence[tuple[str, str, int]], src_updates: Sequence[tuple[int, str, str]] = (),
+                       phase: str = "traversal") -> None:
+        """Seal a round in ONE transaction: the level's nodes with their final statuses, the next level's
+        discovered nodes (so a crash resumes there), the dead letters, for DST the copy decisions on the
+        SRC nodes it compared (id, copy_status, action), and the stats of the depths touched."""
+        tables = {"nodes_tbl": self._node_table(side, [*level, *next_level]),
+                  "errors_tbl": self._errors_table(side, phase, errors)}
+
+        def body(con):
+            con.execute(f"DELETE FROM {side}_nodes WHERE depth IN (?, ?)", [depth, depth + 1])
+            con.execute(f"INSERT INTO {side}_nodes SELECT * FROM nodes_tbl")
+            if errors:
+                con.execute("INSERT INTO task_errors SELECT * FROM errors_tbl")
+            if src_updates:
+                self._update_src(src_updates, depth + 1)
+            self._refresh_stats(side, [depth, depth + 1])
+
+        self._transaction("seal", body, tables)
+
+    def seal_by_id(self, side: str, depth: int, level: Sequence[Node], next_level: Sequence[Node],
+                   errors: Sequence[tuple[str, str, int]], src_updates: Sequence[tuple[int, str, str]],
+                   relisted: Sequence[str]) -> None:
+        """Seal a retry round: the cache holds only the nodes retried, so rows are replaced by id. A SRC
+        folder listed now sends its DST counterpart back to pending, its stale DST children forgotten."""
+        tables = {"nodes_tbl": self._node_table(side, [*level, *next_level]),
+                  "errors_tbl": self._errors_table(side, "retry", errors),
+                  "relisted_tbl": pa.table({"path": pa.array([os.fsencode(p) for p in relisted], pa.binary())})}
+
+        def body(con):
+            con.execute(f"DELETE FROM {side}_nodes WHERE id IN (SELECT id FROM nodes_tbl)")
+            con.execute(f"INSERT INTO {side}_nodes SELECT * FROM nodes_tbl")
+            if errors:
+                con.execute("INSERT INTO task_errors SELECT * FROM errors_tbl")
+            if src_updates:
+                self._update_src(src_updates, depth + 1)
+            if relisted:
+                con.execute("DELETE FROM dst_nodes WHERE depth = ? AND parent_path IN (SELECT path FROM relisted_tbl)",
+                            [depth + 1])
+                con.execute("UPDATE dst_nodes SET traversal_status = 'pending' WHERE depth = ? AND type = 'folder' "
+                            "AND path IN (SELECT path FROM relisted_tbl)", [depth])
+                self._refresh_stats(DST, [depth, depth + 1])
+            self._refresh_stats(side, [depth, depth + 1])
+
+        self._transaction("seal", body, tables)
+
+    def _update_src(self, updates: Sequence[tuple[int, str, str]], depth: int) -> None:
+        self._con.register("upd", pa.table({
+            "id": pa.array([u[0] for u in updates], pa.int64()),
+            "copy_status": pa.array([u[1] for u in updates], pa.string()),
+            "action": pa.array([u[2] for u in updates], pa.string()),
+        }))
+        self._con.execute("UPDATE src_nodes SET copy_status = upd.copy_status, action = upd.action "
+                          "FROM upd WHERE src_nodes.id = upd.id AND src_nodes.depth = ?", [depth])
+        self._con.unregister("upd")
+        self._refresh_stats(SRC, [depth])
+
+    def seal_copy(self, depth: int, nodes: Sequence[Node], errors: Sequence[tuple[str, str, int]]) -> None:
+        """Seal one copy round: copy statuses (and decisions) of the round's nodes, stats, dead letters."""
+        tables = {"upd": pa.table({
+            "id": pa.array([n.id for n in nodes], pa.int64()),
+            "copy_status": pa.array([n.copy_status for n in nodes], pa.string()),
+            "action": pa.array([n.action for n in nodes], pa.string()),
+            "attempts": pa.array([n.attempts for n in nodes], pa.int32()),
+            "error": pa.array([n.error for n in nodes], pa.string()),
+        }), "errors_tbl": self._errors_table(SRC, "copy", errors)}
+
+        def body(con):
+            con.execute("UPDATE src_nodes SET copy_status = upd.copy_status, action = upd.action, "
+                        "attempts = upd.attempts, error = upd.error FROM upd "
+                        "WHERE src_nodes.id = upd.id AND src_nodes.depth = ?", [depth])
+            if errors:
+                con.execute("INSERT INTO task_errors SELECT * FROM errors_tbl")
+            self._refresh_stats(SRC, [depth])
+
+        self._transaction("seal", body, tables)
+
+    def load_level(self, side: str, depth: int, where: str = "", params: Sequence = ()) -> list[Node]:
+        """Rehydrate the nodes of one depth (optionally filtered) into Node objects."""
+        cols = NODE_COLUMNS[side]
+        select = ", ".join(c for c in cols if c != "parent_path")
+        with self._lock:
+            rows = self._con.execute(f"SELECT {select} FROM {side}_nodes WHERE depth = ? {where} ORDER BY id",
+                                     [depth, *params]).fetchall()
+        fsdecode = os.fsdecode
+        if side == SRC:
+            return [Node(r[0], r[1], fsdecode(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10],
+                         None, r[11], r[12]) for r in rows]
+        return [Node(r[0], r[1], fsdecode(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], None, r[9], r[10],
+                     r[11], r[12]) for r in rows]
+
+    def expected_children(self, depth: int, folders: Sequence[str]) -> dict[str, tuple[str | None, list[Node]]]:
+        """For DST folders at `depth`: the matching SRC folder's traversal status and its children."""
+        batch = pa.table({"path": pa.array([os.fsencode(p) for p in folders], pa.binary())})
+        rows = self._with_tables(
+                {"batch": batch},
+                "SELECT b.path, p.traversal_status, s.id, s.path, s.type, s.size, s.mtime_ns, s.mode, "
+                "s.traversal_status FROM batch b "
+                "LEFT JOIN src_nodes p ON p.depth = ? AND p.path = b.path "
+                "LEFT JOIN src_nodes s ON s.depth = ? AND s.parent_path = b.path",
+                [depth, depth + 1])
+        out: dict[str, tuple[str | None, list[Node]]] = {}
+        fsdecode = os.fsdecode
+        for folder, parent_status, sid, spath, stype, size, mtime, mode, status in rows:
+            key = fsdecode(folder)
+            entry = out.get(key)
+            if entry is None:
+                entry = out[key] = (parent_status, [])
+            if sid is not None:
+                entry[1].append(Node(sid, None, fsdecode(spath), depth + 1, stype, size, mtime, mode, status))
+        return out
+
+    # inspection ------------------------------------------------------------------------------------
+
+    def min_depth(self, side: str, where: str, params: Sequence = ()) -> int | None:
+        with self._lock:
+            return self._con.execute(f"SELECT min(depth) FROM {side}_nodes WHERE {where}", list(params)).fetchone()[0]
+
+    def max_depth(self, side: str) -> int:
+        with self._lock:
+            return self._con.execute(f"SELECT coalesce(max(depth), 0) FROM {side}_nodes").fetchone()[0]
+
+    def count(self, side: str, where: str = "true", params: Sequence = ()) -> int:
+        with self._lock:
+            return self._con.execute(f"SELECT count(*) FROM {side}_nodes WHERE {where}", list(params)).fetchone()[0]
+
+    def sum_size(self, where: str, params: Sequence = ()) -> int:
+        with self._lock:
+            return int(self._con.execute(f"SELECT coalesce(sum(size), 0) FROM src_nodes WHERE {where}",
+                                         list(params)).fetchone()[0])
+
+    def grouped(self, side: str, columns: str) -> list[tuple]:
+        """Counts (and SRC bytes) grouped by the given columns: one scan, counted by SQL."""
+        with self._lock:
+            return self._con.execute(f"SELECT {columns}, count(*), coalesce(sum(size), 0) FROM {side}_nodes "
+                                     f"GROUP BY ALL").fetchall()
+
+    def pending_copy_folders(self) -> list[str]:
+        """DST folders where files are still to be copied: where an interrupted copy left temporaries."""
+        with self._lock:
+            rows = self._con.execute("SELECT DISTINCT parent_path FROM src_nodes WHERE depth > 0 AND type <> 'folder' "
+                                     "AND copy_status IN ('pending', 'in_progress')").fetchall()
+        return [os.fsdecode(r[0]) for r in rows]
+
+    def created_folders(self) -> list[tuple[str, int]]:
+        with self._lock:
+            rows = self._con.execute("SELECT path, mtime_ns FROM src_nodes WHERE depth > 0 AND type = 'folder' "
+                                     "AND action = 'copy' AND copy_status = 'successful'").fetchall()
+        return [(os.fsdecode(p), m) for p, m in rows]
+
+    def duplicate_ids(self, side: str) -> int:
+        with self._lock:
+            return self._con.execute(f"SELECT count(*) - count(DISTINCT id) FROM {side}_nodes").fetchone()[0]
+
+    def stats(self, side: str) -> list[tuple]:
+        with self._lock:
+            return self._con.execute(f"SELECT {', '.join(STATS_COLUMNS)} FROM {side}_stats ORDER BY depth").fetchall()
+
+    def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
+        sql = "SELECT side, phase, path, message, attempts, ts FROM task_errors ORDER BY ts"
+        if limit:
+            sql = f"SELECT * FROM ({sql} DESC LIMIT {int(limit)}) ORDER BY ts"
+        with self._lock:
+            rows = self._con.execute(sql).fetchall()
+        return [DeadLetter(r[0], r[1], os.fsdecode(r[2]), r[3], r[4], r[5]) for r in rows]
+
+    # observer --------------------------------------------------------------------------------------
+
+    def write_queue_stats(self, rows: Sequence[tuple[str, float, dict]]) -> None:
+        with self._lock:
+            self._log("queue_stats")
+            self._con.executemany("INSERT INTO queue_stats VALUES (?, ?, ?)",
+                                  [(q, ts, json.dumps(m)) for q, ts, m in rows])
+
+    def latest_queue_stats(self) -> dict[str, dict]:
+        with self._lock:
+            rows = self._con.execute("SELECT queue, arg_max(metrics, ts) FROM queue_stats GROUP BY queue").fetchall()
+        return {q: json.loads(m) for q, m in rows}
+
+    # retry -----------------------------------------------------------------------------------------
+
+    def reset_for_retry(self) -> None:
+        """Failed traversals and copies go back to pending, so the retry rounds pick them up."""
+        with self._lock:
+            self._log("retry")
+            con = self._con
+            con.execute("BEGIN")
+            for side in (SRC, DST):
+                con.execute(f"UPDATE {side}_nodes SET traversal_status = 'pending', attempts = 0, error = NULL "
+                            "WHERE traversal_status IN ('failed', 'in_progress')")
+            con.execute("UPDATE src_nodes SET copy_status = 'pending', attempts = 0, error = NULL "
+                        "WHERE copy_status IN ('failed', 'in_progress')")
+            con.execute("DELETE FROM task_errors")
+            con.execute("COMMIT")
+
+    # reports ---------------------------------------------------------------------------------------
+
+    def report_rows(self, failed_only: bool = False) -> Iterator[tuple]:
+        """(side, path, type, size, traversal_status, action, copy_status, error) for every entry."""
+        where_src = "WHERE traversal_status = 'failed' OR copy_status = 'failed'" if failed_only else ""
+        where_dst = "WHERE traversal_status = 'failed'" if failed_only else ""
+        sql = (f"SELECT 'src', path, type, size, traversal_status, action, copy_status, error, depth "
+               f"FROM src_nodes {where_src} UNION ALL "
+               f"SELECT 'dst', path, type, size, traversal_status, \"match\", NULL, error, depth "
+               f"FROM dst_nodes {where_dst} ORDER BY 1 DESC, depth, path")
+        with self._lock:
+            cur = self._con.cursor()
+        try:
+            cur.execute(sql)
+            while True:
+                rows = cur.fetchmany(10_000)
+                if not rows:
+                    break
+                for r in rows:
+                    yield (r[0], os.fsdecode(r[1]), *r[2:8])
+        finally:
+            cur.close()

@@ -1,0 +1,41 @@
+"""Checks on the roots and the run file before anything is written."""
+
+from __future__ import annotations
+
+import os
+
+from engine.errors import UserError
+
+
+def _inside(child: str, parent: str) -> bool:
+    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def check_roots(src: str, dst: str, db_path: str | None) -> tuple[str, str]:
+    """Absolute, validated roots; UserError naming the problem otherwise."""
+    src_abs, dst_abs = os.path.abspath(src), os.path.abspath(dst)
+    if not os.path.lexists(src_abs):
+        raise UserError(f"source '{src}' does not exist; check the path")
+    if not os.path.isdir(src_abs):
+        raise UserError(f"source '{src}' is not a folder; give the folder to migrate")
+    if not os.access(src_abs, os.R_OK | os.X_OK):
+        raise UserError(f"source '{src}' is not readable; check its permissions")
+    try:
+        with os.scandir(src_abs) as it:
+            next(it, None)
+    except OSError as exc:
+        raise UserError(f"source '{src}' cannot be listed ({exc.strerror}); check its permissions") from None
+    if os.path.lexists(dst_abs) and not os.path.isdir(dst_abs):
+        raise UserError(f"destination '{dst}' exists and is not a folder; give a folder path")
+    if not os.path.exists(dst_abs) and not os.path.isdir(os.path.dirname(dst_abs)):
+        raise UserError(f"destination parent '{os.path.dirname(dst_abs)}' does not exist; create it first")
+    src_real, dst_real = os.path.realpath(src_abs), os.path.realpath(dst_abs)
+    if src_real == dst_real:
+        raise UserError(f"source and destination are the same folder ('{src_real}')")
+    if _inside(dst_real, src_real):
+        raise UserError(f"destination '{dst}' is inside the source '{src}'; choose a destination outside it")
+    if _inside(src_real, dst_real):
+        raise UserError(f"source '{src}' is inside the destination '{dst}'; choose folders that do not nest")
+    if db_path is not None and _inside(os.path.realpath(os.path.abspath(db_path)), src_real):
+        raise UserError(f"the run file '{db_path}' is inside the source; put it outside the tree being migrated")
+    return src_abs, dst_abs
