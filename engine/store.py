@@ -180,10 +180,11 @@ class Store:
 
     def run_info(self) -> RunInfo | None:
         with self._lock:
-            row = self._con.execute("SELECT src_root, dst_root, settings, phase, dry_run, created_at, "
-                                    "finished_at, elapsed_s FROM run").fetchone()
-        if row is None:
+            rows = self._con.execute("SELECT src_root, dst_root, settings, phase, dry_run, created_at, "
+                                     "finished_at, elapsed_s FROM run").fetchall()
+        if not rows:
             return None
+        row = rows[0]
         return RunInfo(os.fsdecode(row[0]), os.fsdecode(row[1]), json.loads(row[2]), row[3], bool(row[4]),
                        row[5], row[6], row[7] or 0.0)
 
@@ -409,20 +410,20 @@ class Store:
 
     def min_depth(self, side: str, where: str, params: Sequence = ()) -> int | None:
         with self._lock:
-            return self._con.execute(f"SELECT min(depth) FROM {side}_nodes WHERE {where}", list(params)).fetchone()[0]
+            return self._con.execute(f"SELECT min(depth) FROM {side}_nodes WHERE {where}", list(params)).fetchall()[0][0]
 
     def max_depth(self, side: str) -> int:
         with self._lock:
-            return self._con.execute(f"SELECT coalesce(max(depth), 0) FROM {side}_nodes").fetchone()[0]
+            return self._con.execute(f"SELECT coalesce(max(depth), 0) FROM {side}_nodes").fetchall()[0][0]
 
     def count(self, side: str, where: str = "true", params: Sequence = ()) -> int:
         with self._lock:
-            return self._con.execute(f"SELECT count(*) FROM {side}_nodes WHERE {where}", list(params)).fetchone()[0]
+            return self._con.execute(f"SELECT count(*) FROM {side}_nodes WHERE {where}", list(params)).fetchall()[0][0]
 
     def sum_size(self, where: str, params: Sequence = ()) -> int:
         with self._lock:
             return int(self._con.execute(f"SELECT coalesce(sum(size), 0) FROM src_nodes WHERE {where}",
-                                         list(params)).fetchone()[0])
+                                         list(params)).fetchall()[0][0])
 
     def grouped(self, side: str, columns: str) -> list[tuple]:
         """Counts (and SRC bytes) grouped by the given columns: one scan, counted by SQL."""
@@ -445,7 +446,7 @@ class Store:
 
     def duplicate_ids(self, side: str) -> int:
         with self._lock:
-            return self._con.execute(f"SELECT count(*) - count(DISTINCT id) FROM {side}_nodes").fetchone()[0]
+            return self._con.execute(f"SELECT count(*) - count(DISTINCT id) FROM {side}_nodes").fetchall()[0][0]
 
     def stats(self, side: str) -> list[tuple]:
         with self._lock:
@@ -492,8 +493,9 @@ class Store:
 
     def report_rows(self, failed_only: bool = False) -> Iterator[tuple]:
         """(side, path, type, size, traversal_status, action, copy_status, error) for every entry."""
-        where_src = "WHERE traversal_status = 'failed' OR copy_status = 'failed'" if failed_only else ""
-        where_dst = "WHERE traversal_status = 'failed'" if failed_only else ""
+        where_src = "WHERE depth > 0" + (" AND (traversal_status = 'failed' OR copy_status = 'failed')"
+                                         if failed_only else "")
+        where_dst = "WHERE depth > 0" + (" AND traversal_status = 'failed'" if failed_only else "")
         sql = (f"SELECT 'src', path, type, size, traversal_status, action, copy_status, error, depth "
                f"FROM src_nodes {where_src} UNION ALL "
                f"SELECT 'dst', path, type, size, traversal_status, \"match\", NULL, error, depth "

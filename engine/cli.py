@@ -1,0 +1,317 @@
+"""`migrate`: the headless command line. run | resume | retry | status | report | demo | config."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import humanize
+
+from engine.errors import UserError
+from engine.model import display
+from engine.settings import Settings
+
+PROG = "migrate"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UserError(f"{message} (see '{self.prog} --help')")
+
+
+def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("settings (override the settings file and MIGRATE_* variables)")
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                               help=field.description)
+        elif name == "exclude":
+            group.add_argument(flag, dest=name, action="append", default=None, metavar="GLOB",
+                               help=field.description)
+        else:
+            group.add_argument(flag, dest=name, default=None, metavar="VALUE", help=field.description)
+    group.add_argument("--config", default=None, metavar="FILE",
+                       help="settings file (default: migrate.toml beside the --db file, if present)")
+
+
+def _cli_overrides(args: argparse.Namespace) -> dict:
+    return {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
+
+
+def load_settings(args: argparse.Namespace):
+    from engine.config import load_settings as load
+    return load(config=args.config, db_path=getattr(args, "db", None), overrides=_cli_overrides(args))
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description="Migrate a large file tree, round by round, resumably.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+
+    run = sub.add_parser("run", help="compare SRC and DST, then copy what is missing or older on DST")
+    run.add_argument("src", help="source folder")
+    run.add_argument("dst", help="destination folder (created if missing)")
+    run.add_argument("--db", required=True, help="the run file (DuckDB); an unfinished run in it is continued")
+    run.add_argument("--dry-run", action="store_true", help="compare only: write nothing to DST")
+    _settings_flags(run)
+
+    for name, text in (("resume", "continue an interrupted run from its file"),
+                       ("retry", "run failed and pending tasks again, then copy")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--db", required=True)
+        _settings_flags(p)
+
+    status = sub.add_parser("status", help="where the run in a file stands")
+    status.add_argument("--db", required=True)
+
+    report = sub.add_parser("report", help="one record per source and destination entry")
+    report.add_argument("--db", required=True)
+    report.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    report.add_argument("--failed", action="store_true", help="only the failures, with their reasons")
+    report.add_argument("--output", "-o", default="-", help="file to write (default: standard output)")
+
+    demo = sub.add_parser("demo", help="generate a sample tree in a temporary folder and migrate it")
+    demo.add_argument("--files", type=int, default=5000)
+    demo.add_argument("--dir", default=None, help="where to generate it (default: a new temporary folder)")
+
+    config = sub.add_parser("config", help="settings")
+    config_sub = config.add_subparsers(dest="config_command", required=True, parser_class=ArgumentParser)
+    show = config_sub.add_parser("show", help="the effective settings and where each value came from")
+    show.add_argument("--db", default=None)
+    _settings_flags(show)
+
+    watch = sub.add_parser("watch", help="after a migration, mirror new and changed source files live")
+    watch.add_argument("src")
+    watch.add_argument("dst")
+    watch.add_argument("--db", required=True)
+    watch.add_argument("--propagate-deletes", action="store_true",
+                       help="delete on DST what is deleted on SRC (default: only report it)")
+    _settings_flags(watch)
+    return parser
+
+
+# progress -------------------------------------------------------------------------------------------
+
+def _n(value: float) -> str:
+    return humanize.intcomma(int(value))
+
+
+def progress_line(snap) -> str:
+    parts = [f"{snap.phase:<9}"]
+    if snap.phase in ("traversal", "retry"):
+        for q in (snap.src, snap.dst):
+            state = "" if q.state == "running" else f" {q.state}"
+            parts.append(f"{q.side.upper()} r{q.round}{state} {_n(q.files_discovered + q.folders_discovered)}")
+        parts.append(f"{humanize.intword(int(snap.src.discovery_rate)) if snap.src.discovery_rate >= 1e6 else _n(snap.src.discovery_rate)} entries/s")
+    elif snap.phase == "copy":
+        c = snap.copy
+        parts.append(f"{_n(c.items_done)}/{_n(c.items_total)} items")
+        parts.append(f"{humanize.naturalsize(c.bytes_done, binary=True)}/{humanize.naturalsize(c.bytes_total, binary=True)}")
+        parts.append(f"{humanize.naturalsize(c.bytes_per_s, binary=True)}/s {_n(c.items_per_s)} items/s")
+        if c.eta_s is not None:
+            parts.append(f"ETA {humanize.precisedelta(int(c.eta_s))}")
+    if snap.failed_count:
+        parts.append(f"failed {_n(snap.failed_count)}")
+    if snap.state == "paused":
+        parts.append("PAUSED")
+    return " · ".join(parts)
+
+
+def print_summary(migration, out=sys.stdout) -> None:
+    s = migration.summary
+    if s is None:
+        return
+    print(migration.message or "", file=out)
+    print(f"  source       {_n(s.src_files)} files, {_n(s.src_folders)} folders", file=out)
+    print(f"  identical    {_n(s.identical)}", file=out)
+    print(f"  to copy      {_n(s.to_copy)}" + (f"   copied {_n(s.copied)} "
+          f"({humanize.naturalsize(s.bytes_copied, binary=True)})" if not migration.dry_run else ""), file=out)
+    print(f"  kept newer   {_n(s.dst_newer)} destination files newer than the source", file=out)
+    print(f"  dst only     {_n(s.not_on_src)} entries not on the source (untouched)", file=out)
+    print(f"  failed       {_n(s.failed)}", file=out)
+    print(f"  elapsed      {s.elapsed_s:.1f} s", file=out)
+
+
+def _drive(migration, quiet: bool = False) -> int:
+    """Run to the end, printing progress; SIGINT/SIGTERM stop gracefully, a second one at once."""
+    signals = {"count": 0}
+
+    def on_signal(signum, frame):
+        signals["count"] += 1
+        force = signals["count"] > 1
+        migration.stop(force=force)
+        print(f"\n{PROG}: {'stopping now' if force else 'stopping: finishing in-flight tasks, then sealing'}"
+              " (the run file stays resumable)", file=sys.stderr)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    tty = sys.stderr.isatty()
+    last_line = 0.0
+    try:
+        migration.start()
+        while not migration.wait(0.5 if tty else 1.0):
+            if signals["count"] > 1:
+                break
+            now = time.monotonic()
+            if not quiet and (tty or now - last_line >= 5):
+                last_line = now
+                line = progress_line(migration.snapshot())
+                print(f"\r\033[K{line}" if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+        if tty and not quiet:
+            print(file=sys.stderr)
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if signals["count"] > 1:
+        os._exit(130)  # forced: the file is left as the last committed seal, resumable
+    if migration.fatal:
+        migration.close()
+        raise UserError(migration.fatal)
+    if migration.summary is None:
+        migration.close()
+        print(f"{PROG}: stopped; resume with: {PROG} resume --db {migration.store.path}", file=sys.stderr)
+        return 130
+    print_summary(migration)
+    failed = migration.summary.failed
+    migration.close()
+    if failed:
+        print(f"{PROG}: {failed} entries failed; list them with: {PROG} report --db {migration.store.path} --failed",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+# commands -------------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from engine.migration import Migration
+    settings = load_settings(args)
+    return _drive(Migration.create(args.db, args.src, args.dst, settings, dry_run=args.dry_run))
+
+
+def cmd_resume(args, retry: bool = False) -> int:
+    from engine.migration import Migration
+    overrides = _cli_overrides(args)
+    migration = Migration.open(args.db)
+    if overrides or args.config:
+        migration.apply_settings(load_settings(args).model_dump(include=set(overrides) if overrides else None))
+    if retry:
+        migration.retry()
+    elif not migration.interrupted:
+        migration.close()
+        print(f"the run in '{args.db}' is not interrupted ({migration.phase}); nothing to resume")
+        return 0
+    else:
+        migration.resume_from_db()
+    return _drive(migration)
+
+
+def cmd_status(args) -> int:
+    from engine.migration import Migration
+    from engine.summary import summarize
+    m = Migration.open(args.db)
+    try:
+        s = summarize(m.store, m.elapsed())
+        phase = m.phase if not m.interrupted else f"interrupted during {m.phase}"
+        print(f"run      {m.src_root} -> {m.dst_root}")
+        print(f"file     {args.db}")
+        print(f"phase    {phase}" + (" (dry run)" if m.dry_run else ""))
+        for side in ("src", "dst"):
+            stats = m.store.stats(side)
+            sealed = [row[0] for row in stats if row[1] == 0]
+            print(f"{side}      {len(stats)} depths known, pending at "
+                  f"{[row[0] for row in stats if row[1]] or 'none'}, sealed through depth {max(sealed, default=0)}")
+        print(f"source   {_n(s.src_files)} files, {_n(s.src_folders)} folders; {_n(s.identical)} identical, "
+              f"{_n(s.to_copy)} to copy ({_n(s.copied)} copied), {_n(s.dst_newer)} newer on destination kept, "
+              f"{_n(s.not_on_src)} destination only")
+        print(f"failed   {_n(s.failed)}")
+        print(f"elapsed  {humanize.precisedelta(int(m.elapsed())) if m.elapsed() >= 1 else '0 seconds'}")
+        if m.interrupted:
+            print(f"next     {PROG} resume --db {args.db}")
+    finally:
+        m.close()
+    return 0
+
+
+REPORT_FIELDS = ("side", "path", "type", "size", "traversal_status", "action", "copy_status", "error")
+
+
+def report_action(side, traversal, action, copy_status) -> str:
+    if traversal == "failed" or copy_status == "failed":
+        return "failed"
+    return action or ""
+
+
+def cmd_report(args) -> int:
+    from engine.store import Store
+    if not os.path.exists(args.db):
+        raise UserError(f"run file '{args.db}' does not exist")
+    store = Store.open(args.db)
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")
+    try:
+        writer = csv.writer(out) if args.format == "csv" else None
+        if writer:
+            writer.writerow(REPORT_FIELDS)
+        for side, path, type_, size, traversal, action, copy_status, error in store.report_rows(args.failed):
+            record = (side, display(path), type_, size, traversal,
+                      report_action(side, traversal, action, copy_status), copy_status, error)
+            if writer:
+                writer.writerow(record)
+            else:
+                out.write(json.dumps(dict(zip(REPORT_FIELDS, record)), ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        store.close()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from engine.migration import Migration
+    from engine.treegen import make_source, mirror
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="migrate-demo-"))
+    print(f"generating {args.files:,} files in {base} ...", file=sys.stderr)
+    tree = make_source(base / "src", args.files, seed=7, big_files=4, big_size=8 << 20)
+    mirror(tree, base / "dst", seed=8)
+    print(f"migrating {base / 'src'} -> {base / 'dst'} (run file {base / 'run.duckdb'})", file=sys.stderr)
+    return _drive(Migration.create(str(base / "run.duckdb"), str(base / "src"), str(base / "dst")))
+
+
+def cmd_config(args) -> int:
+    from engine.config import describe_settings
+    print(describe_settings(config=args.config, db_path=args.db, overrides=_cli_overrides(args)))
+    return 0
+
+
+def cmd_watch(args) -> int:
+    from engine.watch import watch
+    return watch(args.src, args.dst, args.db, load_settings(args), propagate_deletes=args.propagate_deletes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = _build_parser().parse_args(argv)
+        command = {"run": cmd_run, "resume": cmd_resume, "retry": lambda a: cmd_resume(a, retry=True),
+                   "status": cmd_status, "report": cmd_report, "demo": cmd_demo, "config": cmd_config,
+                   "watch": cmd_watch}[args.command]
+        return command(args)
+    except UserError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

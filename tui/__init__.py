@@ -1,0 +1,1 @@
+"""migrate-tui operator console (Textual)."""

@@ -1,0 +1,296 @@
+"""The operator console: a Textual app that drives one migration and watches it.
+
+The console polls ``controller.snapshot()`` a few times a second and sends
+commands to the controller from one background thread, in the order they were
+given, so the event loop never waits on the engine.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, VerticalScroll
+from textual.message import Message
+from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
+
+from engine.controller import Controller
+from engine.snapshot import MigrationSnapshot
+from tui.help import HelpScreen
+from tui.panels import (
+    ErrorsPanel,
+    GatePanel,
+    LevelsPanel,
+    Panel,
+    RoundsPanel,
+    SummaryPanel,
+    ThroughputPanel,
+    TitleBar,
+)
+
+FINISHED_PHASES = ("done", "planned")
+STOPPING_TEXT = "stopping: finishing in-flight tasks… (press q again to force)"
+RESUME_HINT = "Interrupted run: press R to resume it from the DuckDB file"
+
+
+@dataclass(frozen=True)
+class Key:
+    key: str
+    action: str
+    label: str  # short, for the footer
+    help: str  # one line, for the help screen
+    display: str | None = None
+
+
+KEYS = (
+    Key("p", "pause", "Pause", "pause: lease no new tasks; in-flight tasks finish"),
+    Key("r", "resume", "Resume", "resume after a pause"),
+    Key("t", "retry", "Retry", "retry mode: re-run failed and pending tasks, then copy"),
+    Key("R", "resume_db", "Resume run", "resume an interrupted run from its DuckDB file", "R"),
+    Key("question_mark", "help", "Help", "show this help", "?"),
+    Key("q", "quit", "Quit", "quit: finish in-flight tasks, then exit (q again: force stop)"),
+)
+
+
+class CommandDone(Message):
+    def __init__(self, label: str) -> None:
+        super().__init__()
+        self.label = label
+
+
+class CommandFailed(Message):
+    def __init__(self, label: str, error: BaseException) -> None:
+        super().__init__()
+        self.label = label
+        self.error = error
+
+
+class EngineStopped(Message):
+    """The graceful stop finished: the engine's threads have ended."""
+
+
+class MigrationConsole(App[int]):
+    CSS_PATH = "console.tcss"
+    TITLE = "migrate-tui"
+    ENABLE_COMMAND_PALETTE = False
+    AUTO_FOCUS = None  # nothing highlighted at start; tab moves into the tables
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    BINDINGS = [
+        Binding(k.key, k.action, k.label, key_display=k.display) for k in KEYS
+    ]
+
+    STALE_AFTER_S = 5.0
+
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        now: Callable[[], float] = time.time,
+        start_run: bool | None = None,
+        refresh_seconds: float = 0.25,
+    ) -> None:
+        """``start_run``: call ``controller.start()`` at mount; ``None`` starts
+        only a run whose snapshot says phase "new"."""
+        super().__init__()
+        self.controller = controller
+        self._now = now
+        self._start_run = start_run
+        self._refresh_seconds = refresh_seconds
+        self._commands: queue.Queue[tuple[str, Callable[[], None]]] = queue.Queue()
+        self._force = threading.Event()
+        self._quitting = False
+        self._resume_requested = False
+        self.engine_stopped = False
+        self.force_stop_thread: threading.Thread | None = None
+        self.snapshot: MigrationSnapshot | None = None
+
+    # -- layout -----------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield TitleBar(id="title")
+        yield Static(id="status")
+        with VerticalScroll(id="body"):
+            yield RoundsPanel(id="rounds")
+            with Container(id="columns"):
+                with VerticalScroll(id="left", classes="column"):
+                    yield SummaryPanel(id="summary")  # first: once there is one, it matters most
+                    yield GatePanel(id="gate")
+                    yield ThroughputPanel(id="throughput")
+                with VerticalScroll(id="right", classes="column"):
+                    yield LevelsPanel(id="levels")
+                    yield ErrorsPanel(id="errors")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        # Held, not queried per refresh: queries go to the active screen, which
+        # is the help screen while it is open.
+        self._title = self.query_one(TitleBar)
+        self._status = self.query_one("#status", Static)
+        self._panels = list(self.query(Panel))
+        self.refresh_view()
+        self.set_interval(self._refresh_seconds, self.refresh_view)
+        self.run_worker(
+            self._run_commands, thread=True, name="controller commands", exit_on_error=False
+        )
+        start = self._start_run
+        if start is None:
+            start = self.snapshot is not None and self.snapshot.phase == "new"
+        if start:
+            self._commands.put(("start", self.controller.start))
+
+    # -- polling ------------------------------------------------------------
+
+    def refresh_view(self) -> None:
+        try:
+            snapshot = self.controller.snapshot()
+        except Exception as exc:  # the engine's problem, shown rather than crashing the console
+            self._set_status(f"engine snapshot failed: {exc}", "-error")
+            return
+        self.snapshot = snapshot
+        self._title.show(snapshot)
+        for panel in self._panels:
+            panel.show(snapshot)
+        self._show_status(snapshot)
+
+    def _show_status(self, snapshot: MigrationSnapshot) -> None:
+        stale_s = self._now() - snapshot.taken_at
+        if self._quitting:
+            self._set_status(STOPPING_TEXT, "-stopping")
+        elif snapshot.phase == "interrupted":
+            self._set_status(RESUME_HINT, "-hint")
+        elif snapshot.state == "running" and stale_s > self.STALE_AFTER_S:
+            self._set_status(f"no news from the engine for {int(stale_s)}s", "-error")
+        else:
+            self._set_status(snapshot.message or "", "")
+
+    def _set_status(self, text: str, kind: str) -> None:
+        self._status.update(Text(text))  # Text: engine messages may contain [brackets]
+        self._status.set_classes(kind)
+
+    # -- commands -------------------------------------------------------------
+
+    def _run_commands(self) -> None:
+        """Thread worker: run controller commands one at a time, in order."""
+        worker = get_current_worker()
+        while not worker.is_cancelled:
+            try:
+                label, command = self._commands.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            try:
+                command()
+            except Exception as exc:  # shown to the operator, never a traceback
+                self._post(CommandFailed(label, exc))
+            else:
+                self._post(CommandDone(label))
+
+    def _post(self, message: Message) -> None:
+        try:
+            self.post_message(message)
+        except RuntimeError:  # the loop closed while we were working: nobody to tell
+            pass
+
+    def _send(self, label: str, command: Callable[[], None]) -> None:
+        """Queue a run command unless the run's state makes it meaningless."""
+        snapshot = self.snapshot
+        if self._quitting:
+            self.notify(f"stopping: {label} ignored", severity="warning")
+        elif snapshot is not None and snapshot.phase in FINISHED_PHASES:
+            self.notify(f"the run is {snapshot.phase}: nothing to {label}", severity="warning")
+        elif snapshot is not None and snapshot.phase == "interrupted":
+            self.notify("this run is interrupted: press R to resume it first", severity="warning")
+        else:
+            self._commands.put((label, command))
+
+    def on_command_done(self, message: CommandDone) -> None:
+        self.refresh_view()
+
+    def on_command_failed(self, message: CommandFailed) -> None:
+        if message.label == "resume from the DuckDB file":
+            self._resume_requested = False
+        self.notify(f"{message.label} failed: {message.error}", severity="error", timeout=10)
+        self.refresh_view()
+
+    def action_pause(self) -> None:
+        self._send("pause", self.controller.pause)
+
+    def action_resume(self) -> None:
+        self._send("resume", self.controller.resume)
+
+    def action_retry(self) -> None:
+        self._send("retry", self.controller.retry)
+
+    def action_resume_db(self) -> None:
+        snapshot = self.snapshot
+        if self._quitting:
+            self.notify("stopping: resume ignored", severity="warning")
+        elif snapshot is None or snapshot.phase != "interrupted":
+            phase = snapshot.phase if snapshot else "unknown"
+            self.notify(
+                f"R resumes an interrupted run; this run's phase is {phase!r}",
+                severity="warning",
+            )
+        elif self._resume_requested:
+            self.notify("already resuming from the DuckDB file")
+        else:
+            self._resume_requested = True
+            self._commands.put(("resume from the DuckDB file", self.controller.resume_from_db))
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen((k.display or k.key, k.help) for k in KEYS))
+
+    # -- quitting -------------------------------------------------------------
+
+    async def action_quit(self) -> None:
+        """First q: graceful stop, exit when the engine is done. Second q: force."""
+        if not self._quitting:
+            self._quitting = True
+            self._set_status(STOPPING_TEXT, "-stopping")
+            self._commands.put(("stop", self._stop_gracefully))
+            return
+        self._force.set()
+        # A plain, non-daemon thread: it must run even though the app exits now,
+        # and the process waits for it so the DuckDB file is left resumable.
+        self.force_stop_thread = threading.Thread(
+            target=self._stop_forced, name="migrate-tui force stop"
+        )
+        self.force_stop_thread.start()
+        self.exit(0)
+
+    def _stop_gracefully(self) -> None:
+        self.controller.stop()
+        while not self._force.is_set():
+            if self.controller.wait(timeout=0.25):
+                self.engine_stopped = True
+                self._post(EngineStopped())
+                return
+
+    def _stop_forced(self) -> None:
+        try:
+            self.controller.stop(force=True)
+            self.engine_stopped = True
+        except Exception as exc:  # the app is gone; say it on stderr, in one line
+            print(f"migrate-tui: error: forced stop failed: {exc}", file=sys.stderr)
+
+    def on_engine_stopped(self, message: EngineStopped) -> None:
+        self.exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``migrate-tui``."""
+    from tui.cli import run
+
+    return run(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

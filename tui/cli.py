@@ -1,0 +1,128 @@
+"""``migrate-tui`` command line: parse, open or create the run, launch the console.
+
+Bad input ends here with one line on stderr and exit code 2, before any screen
+is drawn. The engine is imported only now, so the console package imports
+without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+PROG = "migrate-tui"
+USAGE_ERROR = 2
+
+
+class CliError(Exception):
+    """A one-line, operator-facing reason why the console cannot start."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would print the usage block too
+        raise CliError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Operator console for a migrate-tui run: watch it, pause, retry, resume.",
+        epilog="Examples: migrate-tui --db run.duckdb /data/src /data/dst   (new run)\n"
+        "          migrate-tui --db run.duckdb                     (open a run)\n"
+        "          migrate-tui --demo                               (try it on a sample tree)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--db", metavar="FILE", help="the run's DuckDB file")
+    parser.add_argument("paths", nargs="*", metavar="SRC DST", help="trees to migrate (new run only)")
+    parser.add_argument("--dry-run", action="store_true", help="plan the run, copy nothing")
+    parser.add_argument(
+        "--demo", action="store_true", help="migrate a generated sample tree in a temporary folder"
+    )
+    return parser
+
+
+@dataclass
+class Launch:
+    controller: Any
+    start_run: bool
+    farewell: str | None = None  # printed after the console closes
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    if args.demo:
+        if args.db or args.paths:
+            raise CliError("--demo makes its own trees and database; give no --db, SRC or DST")
+        return args
+    if not args.db:
+        raise CliError("--db FILE is required (or try --demo)")
+    if len(args.paths) not in (0, 2):
+        got = len(args.paths)
+        raise CliError(f"give both SRC and DST, or neither (got {got} path{'s' if got > 1 else ''})")
+    if not args.paths:
+        if args.dry_run:
+            raise CliError("--dry-run applies to a new run: give SRC and DST")
+        if not Path(args.db).exists():
+            raise CliError(f"{args.db}: no such run file (give SRC and DST to start a new run)")
+    return args
+
+
+def launch(args: argparse.Namespace) -> Launch:
+    """Open or create the migration; engine input errors become CliError."""
+    from engine.errors import UserError
+    from engine.migration import Migration
+
+    try:
+        if args.demo:
+            from engine.treegen import make_demo_trees
+
+            base = Path(tempfile.mkdtemp(prefix="migrate-tui-demo-"))
+            src, dst = make_demo_trees(base)
+            controller = Migration.create(base / "demo.duckdb", src, dst)
+            return Launch(controller, True, f"{PROG}: demo trees and database kept in {base}")
+        if args.paths:
+            src, dst = (Path(p) for p in args.paths)
+            controller = Migration.create(Path(args.db), src, dst, dry_run=args.dry_run)
+            return Launch(controller, True)
+        return Launch(Migration.open(Path(args.db)), False)
+    except UserError as exc:
+        raise CliError(str(exc)) from None
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        raise CliError(f"{exc.strerror or exc}{where}") from None
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    try:
+        launched = launch(parse_args(argv))
+    except CliError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    except Exception as exc:  # an engine bug: still one line; MIGRATE_TUI_DEBUG=1 shows it all
+        if os.environ.get("MIGRATE_TUI_DEBUG"):
+            raise
+        print(f"{PROG}: error: could not open the run: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+    from tui.app import MigrationConsole
+
+    app = MigrationConsole(launched.controller, start_run=launched.start_run)
+    try:
+        app.run()
+    finally:
+        if app.force_stop_thread is not None:
+            app.force_stop_thread.join()
+        elif not app.engine_stopped:
+            # The console ended some other way (a crash, a signal): leave the file resumable.
+            try:
+                launched.controller.stop(force=True)
+            except Exception:
+                pass
+    if launched.farewell:
+        print(launched.farewell)
+    return app.return_code or 0
