@@ -126,10 +126,11 @@ def progress_line(snap) -> str:
     return " · ".join(parts)
 
 
-def print_summary(migration, out=sys.stdout) -> None:
+def print_summary(migration, out=None) -> None:
     s = migration.summary
     if s is None:
         return
+    out = out or sys.stdout
     print(migration.message or "", file=out)
     print(f"  source       {_n(s.src_files)} files, {_n(s.src_folders)} folders", file=out)
     print(f"  identical    {_n(s.identical)}", file=out)

@@ -34,6 +34,9 @@ class QueueCoordinator:
         self.done = {"src": False, "dst": False}
         self.decisions: list[GateDecision] = []
         self._record_limit = record_limit
+        # ordered ("start" | "sealed" | "done", side, round): lets a test prove the gates from evidence
+        # that does not depend on the gate code itself
+        self.events: list[tuple[str, str, int]] = []
 
     def _src_may_start(self, r: int) -> bool:
         return self.done["dst"] or r <= self.rounds["dst"] + self.max_src_ahead
@@ -59,9 +62,15 @@ class QueueCoordinator:
             self.rounds[side] = round_
             self._changed.notify_all()
 
+    def record(self, kind: str, side: str, round_: int) -> None:
+        with self._lock:
+            if len(self.events) < self._record_limit:
+                self.events.append((kind, side, round_))
+
     def mark_done(self, side: str) -> None:
         with self._lock:
             self.done[side] = True
+            self.events.append(("done", side, self.rounds[side]))
             self._changed.notify_all()
 
     def set_max_src_ahead(self, n: int) -> None:

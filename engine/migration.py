@@ -58,6 +58,7 @@ class Migration:
         self.copy_counters = CopyCounters()
         self.limiter = BandwidthLimiter(settings.bwlimit)
         self.queues: dict[str, Queue] = {}
+        self.finished_queues: list[Queue] = []  # every queue of this process, for inspection after a run
         self.errors: deque[ErrorView] = deque(maxlen=200)
         self.failed_count = 0
         self.copy_totals = (0, 0)
@@ -302,6 +303,7 @@ class Migration:
             if self._stop:
                 return
             self.queues = queues
+            self.finished_queues.extend(queues.values())
             for q in queues.values():
                 if self._paused:
                     q.pause()

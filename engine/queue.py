@@ -281,6 +281,8 @@ class Queue:
             with self.lock:
                 if self.state == "waiting":
                     self.state = "paused" if self.paused else "running"
+            if self.mode.gated:
+                self.coordinator.record("start", self.side, r)
             size = self.mode.begin_round(r)
             if not size:
                 if self.mode.ends_when_empty(r):
@@ -296,6 +298,8 @@ class Queue:
             self.mode.seal(r, final=finished_round)
             if not finished_round:
                 break
+            if self.mode.gated:
+                self.coordinator.record("sealed", self.side, r)
             r = self.mode.next_round(r)
         with self.lock:
             stopped = self._stopping and r is not None

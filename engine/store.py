@@ -122,6 +122,11 @@ class Store:
                 raise UserError(f"'{path}' is a DuckDB database of another program, not a migrate-tui run; "
                                 "give a new --db path")
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
+            for table in ("run", "src_nodes", "dst_nodes", "src_stats", "dst_stats", "task_errors"):
+                con.execute(f"SELECT count(*) FROM {table}").fetchall()  # reads every block: finds truncation
+        except duckdb.Error as exc:
+            raise UserError(f"'{path}' is damaged ({str(exc).splitlines()[0]}); give a new --db path "
+                            "or restore the file") from None
         finally:
             con.close()
         if meta.get("app") != APP:

@@ -1,0 +1,161 @@
+"""Bad input: one clear line, a non-zero exit, and nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import duckdb
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.fixture
+def trees(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "file").write_text("x")
+    dst.mkdir()
+    return src, dst
+
+
+def assert_refused(capsys, argv, must_mention: str):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2, (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("migrate: error: "), err
+    assert must_mention in lines[0], lines[0]
+    assert "Traceback" not in err + out
+    return lines[0]
+
+
+def test_missing_source(capsys, trees, tmp_path):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert_refused(capsys, ["run", str(tmp_path / "nope"), str(dst), "--db", str(db)], "does not exist")
+    assert not db.exists()
+
+
+def test_source_is_a_file(capsys, trees, tmp_path):
+    _, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert_refused(capsys, ["run", str(trees[0] / "sub" / "file"), str(dst), "--db", str(db)], "not a folder")
+    assert not db.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder whatever its mode")
+def test_unreadable_source(capsys, trees, tmp_path):
+    src, dst = trees
+    src.chmod(0)
+    try:
+        assert_refused(capsys, ["run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb")], "not readable")
+    finally:
+        src.chmod(0o755)
+
+
+@pytest.mark.parametrize("case", ["dst_inside_src", "src_inside_dst", "same"])
+def test_nested_or_equal_roots(capsys, trees, tmp_path, case):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    pair = {"dst_inside_src": (src, src / "sub" / "copy"), "src_inside_dst": (src / "sub", src),
+            "same": (src, src / "sub" / "..")}[case]
+    word = {"dst_inside_src": "inside the source", "src_inside_dst": "inside the destination",
+            "same": "same folder"}[case]
+    assert_refused(capsys, ["run", str(pair[0]), str(pair[1]), "--db", str(db)], word)
+    assert not db.exists() and not (src / "sub" / "copy").exists()
+
+
+def test_corrupt_db_is_refused_and_left_alone(capsys, trees, tmp_path):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    junk = os.urandom(8192)
+    db.write_bytes(junk)
+    assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], "not a DuckDB database")
+    assert db.read_bytes() == junk
+    assert sorted(os.listdir(tmp_path)) == ["dst", "run.duckdb", "src"]
+
+
+def test_truncated_duckdb_is_refused(capsys, trees, tmp_path):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 3])
+    assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], str(db))
+
+
+def test_foreign_duckdb_is_refused(capsys, trees, tmp_path):
+    src, dst = trees
+    db = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.close()
+    before = db.read_bytes()
+    assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], "another program")
+    assert db.read_bytes() == before
+
+
+def test_db_of_another_pair_is_refused(capsys, trees, tmp_path):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    other = tmp_path / "other"
+    other.mkdir()
+    line = assert_refused(capsys, ["run", str(src), str(other), "--db", str(db)], "not this pair")
+    assert str(dst) in line
+    assert os.listdir(other) == []
+
+
+def test_db_of_a_newer_schema_is_refused(capsys, trees, tmp_path):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    con.close()
+    assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], "newer migrate-tui")
+
+
+def test_db_locked_by_another_process_is_refused(capsys, trees, tmp_path):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); "
+                               "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], "in use by another")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("flag,value,key", [("--max-src-ahead", "0", "max_src_ahead"),
+                                            ("--bwlimit", "fast", "bwlimit"),
+                                            ("--src-workers", "many", "src_workers")])
+def test_bad_setting_names_the_key(capsys, trees, tmp_path, flag, value, key):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db), flag, value], key)
+    assert not db.exists()
+
+
+def test_missing_db_for_status(capsys, tmp_path):
+    assert_refused(capsys, ["status", "--db", str(tmp_path / "none.duckdb")], "does not exist")
+    assert not (tmp_path / "none.duckdb").exists()
+
+
+def test_usage_error_is_one_line(capsys):
+    assert_refused(capsys, ["run"], "required")
+
+
+def test_console_script_shows_no_traceback(tmp_path):
+    """The installed entry point, as a user runs it."""
+    result = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(tmp_path / "missing"),
+                             str(tmp_path / "d"), "--db", str(tmp_path / "r.duckdb")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+

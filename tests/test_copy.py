@@ -1,0 +1,68 @@
+"""Acceptance for the copy phase on a tricky 20k-file tree: bytes, mtimes, newer and destination-only
+files untouched, no temporary files, and a second run that copies nothing."""
+
+from __future__ import annotations
+
+import os
+
+from conftest import run_cli, tree_state
+
+from engine.model import MTIME_WINDOW_NS, TEMP_SUFFIX
+
+
+def test_run_copies_everything_and_touches_nothing_it_must_not(capsys, tree_20k, tmp_path):
+    tree, expected, dst = tree_20k
+    db = tmp_path / "run.duckdb"
+    before = tree_state(dst)
+    src_state = tree_state(tree.root)
+
+    code, out, err = run_cli(capsys, "run", str(tree.root), str(dst), "--db", str(db))
+    assert code == 0, err
+    after = tree_state(dst)
+
+    for path in tree.files:
+        kind, data, mtime = after[path]
+        if path in expected.newer_on_dst:
+            assert data == expected.newer_on_dst[path], f"newer destination file overwritten: {path!r}"
+            assert after[path] == before[path]
+            continue
+        assert kind == "file" and data == src_state[path][1], f"bytes differ: {path!r}"
+        assert abs(mtime - src_state[path][2]) <= MTIME_WINDOW_NS, f"mtime not kept: {path!r}"
+    for path in tree.folders:
+        assert after[path] == ("folder",), f"folder missing: {path!r}"
+    for path in tree.symlinks:
+        assert after[path][:2] == src_state[path][:2], f"symlink not recreated as a symlink: {path!r}"
+    for path in expected.not_on_src:
+        assert after[path] == before[path], f"destination-only file touched: {path!r}"
+    leftovers = [p for p in after if os.path.basename(p).endswith(TEMP_SUFFIX)]
+    assert not leftovers, leftovers
+    assert set(after) == set(src_state) | set(before)
+    # zero-byte and multi-megabyte files were among them
+    sizes = {len(src_state[p][1]) for p in tree.files}
+    assert 0 in sizes and max(sizes) >= 3 << 20
+
+    code, out, err = run_cli(capsys, "run", str(tree.root), str(dst), "--db", str(db))
+    assert code == 0, err
+    assert "nothing to copy" in out and "copied 0 (0 Bytes)" in out
+    assert tree_state(dst) == after
+
+
+def test_copy_then_status_and_report_show_copied(capsys, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "one").write_bytes(b"1")
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db))[0] == 0
+    code, out, _ = run_cli(capsys, "status", "--db", str(db))
+    assert code == 0 and "phase    done" in out and "1 files" in out
+    assert (dst / "a" / "one").read_bytes() == b"1"
+
+
+def test_verify_setting_copies_and_checks(capsys, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "data.bin").write_bytes(os.urandom(1 << 20))
+    db = tmp_path / "run.duckdb"
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--verify")
+    assert code == 0, err
+    assert (dst / "data.bin").read_bytes() == (src / "data.bin").read_bytes()

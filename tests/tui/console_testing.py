@@ -1,0 +1,32 @@
+"""Helpers shared by the console tests (imported by them; conftest only holds fixtures)."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Callable
+
+from rich.console import Console
+from textual.widgets import Static
+
+
+def plain(renderable, width: int = 200) -> str:
+    """What a Rich renderable (Text, Table…) reads as, without colours."""
+    console = Console(width=width, color_system=None, file=io.StringIO())
+    console.print(renderable)
+    return console.file.getvalue()
+
+
+def static_text(app, selector: str, width: int = 200) -> str:
+    """The text a Static on the main screen shows now (even under the help screen)."""
+    main_screen = app.screen_stack[0]
+    return plain(main_screen.query_one(selector, Static).content, width)
+
+
+async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Let the app run until ``predicate()`` holds: commands run in a thread."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(0.02)

@@ -1,0 +1,124 @@
+"""What the panels say, read as text: formatting, escaping, gate reasons, levels."""
+
+from __future__ import annotations
+
+import asyncio
+
+from console_testing import static_text
+
+from tui import format as fmt
+from tui.samples import FakeController, sample_app
+
+
+def shown(sample: str, selector: str, size=(160, 50)) -> str:
+    async def scenario():
+        app = sample_app(sample)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            return static_text(app, selector)
+
+    return asyncio.run(scenario())
+
+
+def test_display_path_escapes_undecodable_bytes_and_control_characters():
+    assert fmt.display_path("bad\udcff") == "bad\\xff"
+    assert fmt.display_path("a\udc80b") == "a\\x80b"
+    assert fmt.display_path("tab\there\x1b[2J") == "tab\\there\\x1b[2J"
+    assert fmt.display_path("Ünïcødé/日本語.txt") == "Ünïcødé/日本語.txt"
+
+
+def test_durations_rates_and_ages():
+    assert fmt.duration(None) == "—"
+    assert fmt.duration(12.4) == "12s"
+    assert fmt.duration(1189) == "19m 49s"
+    assert fmt.duration(18_734) == "5h 12m 14s"
+    assert fmt.duration(3 * 86400 + 3600) == "3d 01h 00m"
+    assert fmt.rate(0) == "0"
+    assert fmt.rate(3.25) == "3.2"
+    assert fmt.rate(5412.7) == "5,413"
+    assert fmt.bytes_per_second(486.2 * 1024**2) == "486.2 MiB/s"
+    assert fmt.age(59) == "59s" and fmt.age(61) == "1m" and fmt.age(7300) == "2h"
+
+
+def test_errors_show_escaped_unicode_and_bracketed_paths_newest_first():
+    text = shown("errors", "#errors-text")
+    assert "bad\\xff.dat" in text
+    assert "Ünïcødé/рабочие/日本語ファイル.txt" in text
+    assert "[draft] notes.md" in text  # not swallowed as markup
+    assert text.index(".~lock.budget") < text.index("hr/2019/salaries")  # newest first
+    assert "Input/output error" in text
+
+
+def test_errors_panel_title_counts_all_failures():
+    async def scenario():
+        app = sample_app("errors")
+        async with app.run_test(size=(120, 36)):
+            return app.screen_stack[0].query_one("#errors").border_title
+
+    assert asyncio.run(scenario()) == "Errors · 23 failed"
+
+
+def test_gate_reason_in_words():
+    text = shown("gate", "#gate-text")
+    assert "DST round 4 waits for SRC to finish round 5" in text
+    assert "SRC round 5" in text and "may start its next round" in text
+    assert "at most 2 rounds ahead" in text
+
+
+def test_throughput_shows_humanized_rates_totals_and_eta():
+    text = shown("copy", "#rates")
+    assert "212 items/s · 486.2 MiB/s" in text
+    assert "183,402 / 436,000 items · 412.6 GiB / 1.1 TiB" in text
+    assert "19m 49s" in text
+
+
+def test_level_caches_list_levels_and_totals():
+    async def scenario():
+        app = sample_app("running")
+        async with app.run_test(size=(120, 36)):
+            table = app.screen_stack[0].query_one("#levels-table")
+            return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+
+    rows = asyncio.run(scenario())
+    assert rows[0] == ["SRC", "5", "1,840", "609", "16", "1,212", "3"]
+    assert rows[2] == ["SRC", "total", "4,817", "3,586", "16", "1,212", "3"]
+    assert rows[-1] == ["DST", "total", "2,854", "1,820", "12", "1,020", "2"]
+
+
+def test_rounds_show_progress_and_load_per_side():
+    async def scenario():
+        app = sample_app("copy")
+        async with app.run_test(size=(120, 36)):
+            main = app.screen_stack[0]
+            bar = main.query_one("#src-progress ProgressBar")
+            return (
+                bar.total, bar.progress,
+                static_text(app, "#src-round"), static_text(app, "#src-mode"),
+                static_text(app, "#src-queue"), static_text(app, "#dst-round"),
+            )
+
+    total, progress, src_round, mode, queue, dst_round = asyncio.run(scenario())
+    assert (total, progress) == (5200, 3100)
+    assert "SRC round 7 · running" in src_round
+    assert "copy pass 2: files" in mode
+    assert "1,800 buffered · 16 in flight" in queue
+    assert "DST round 11 · completed" in dst_round
+
+
+def test_panels_redraw_only_when_their_part_of_the_snapshot_changes():
+    async def scenario():
+        controller = FakeController("running")
+        app = sample_app(controller=controller)
+        draws = []
+        async with app.run_test(size=(120, 36)) as pilot:
+            panel = app.screen_stack[0].query_one("#levels")
+            original = panel.draw
+            panel.draw = lambda snapshot: (draws.append(snapshot.phase), original(snapshot))
+            await pilot.pause(0.6)  # several refreshes of the same snapshot
+            controller.pause()  # new snapshot, same level caches
+            await pilot.pause(0.4)
+            controller.retry()  # level caches change
+            await pilot.pause(0.4)
+            return draws
+
+    assert asyncio.run(scenario()) == ["retry"]
