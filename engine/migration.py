@@ -131,8 +131,10 @@ class Migration:
 
     def start(self) -> None:
         with self._lock:
-            if self.running or self._stop:
+            if self.running:
                 return
+            self._stop = self._force = False  # a stopped run may be started again: that is a resume
+            self.fatal = None
             if self.phase in FINISHED_PHASES and not self._retry_requested \
                     and not (self.phase == "planned" and not self.dry_run):
                 return

@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 import duckdb
 import pyarrow as pa
 
+from engine import crashpoints
 from engine.errors import UserError
 from engine.model import DST, SRC, Node
 
@@ -277,7 +278,9 @@ class Store:
             con.execute("BEGIN")
             try:
                 body(con)
+                crashpoints.hit(kind)  # a kill here leaves the transaction uncommitted
                 con.execute("COMMIT")
+                crashpoints.hit(f"{kind}ed")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise

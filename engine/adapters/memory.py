@@ -151,6 +151,7 @@ class MemoryAdapter:
         return join(folder, f".{name}.{self._rng.getrandbits(32):08x}{TEMP_SUFFIX}")
 
     def create_temp(self, folder: str, name: str):
+        self._inject("write", join(folder, name))
         temp = self._temp_name(folder, name)
         with self._lock:
             if folder not in self.entries:

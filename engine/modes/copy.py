@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from engine import crashpoints
 from engine.adapters.base import FSAdapter
 from engine.cache import NodeCache
 from engine.counters import CopyCounters
@@ -82,6 +83,7 @@ class CopyMode:
 
     def _progress(self, n: int) -> None:
         self.counters.bytes += n  # one writer per chunk; a lost increment under a race only blurs a rate
+        crashpoints.hit("copy-chunk")  # mid-file: the temporary exists, the rename has not happened
 
     def execute(self, task: Task, heartbeat) -> Outcome:
         if task.kind == "mkdir":
@@ -97,6 +99,7 @@ class CopyMode:
             c.skipped += 1
             return
         level.set_copy_status(node, SUCCESSFUL)
+        crashpoints.hit("copied")
         if outcome.kind == "folder":
             c.folders_created += 1
         elif outcome.kind == "file":

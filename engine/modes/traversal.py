@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from engine import crashpoints
 from engine.adapters.base import FSAdapter
 from engine.cache import NodeCache
 from engine.counters import SideCounters
@@ -84,6 +85,7 @@ class TraversalMode:
         nxt = self.cache.ensure(task.round + 1)
         counters = self.counters
         counters.listed += 1
+        crashpoints.hit(f"{self.side}-listed")
         for child in outcome.children:
             if nxt.put(child) and child.status != EXCLUDED:
                 if child.type == FOLDER:

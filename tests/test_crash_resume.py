@@ -1,0 +1,136 @@
+"""kill -9 a real `migrate run` at chosen moments, resume from its file, and compare the destination
+with an uninterrupted run's. The resumed run must not list sealed rounds again."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import run_cli, tree_state
+
+from engine.adapters.local import LocalAdapter
+from engine.migration import Migration
+from engine.model import TEMP_SUFFIX
+from engine.treegen import make_source, mirror
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    base = tmp_path_factory.mktemp("crash")
+    tree = make_source(base / "src", 2500, seed=21, max_depth=7, fanout=3)
+    mirror(tree, base / "dst.orig", seed=22)
+    reference = base / "reference"
+    shutil.copytree(base / "dst.orig", reference, symlinks=True)
+    m = Migration.create(str(base / "reference.duckdb"), str(tree.root), str(reference))
+    m.start()
+    assert m.wait(120) and m.phase == "done"
+    m.close()
+    return tree, base, tree_state(reference)
+
+
+def migrate_killed_at(crash_at: str, src, dst, db, extra=()) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MIGRATE_CRASH_AT": crash_at}
+    return subprocess.run([sys.executable, "-m", "engine.cli", "run", str(src), str(dst), "--db", str(db), *extra],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def resume_recording_listings(db, monkeypatch) -> tuple[Migration, list[tuple[str, str]]]:
+    listed = []
+    original = LocalAdapter.list
+
+    def recording_list(self, path):
+        listed.append((self.root, path))
+        return original(self, path)
+
+    monkeypatch.setattr(LocalAdapter, "list", recording_list)
+    m = Migration.open(str(db))
+    assert m.interrupted
+    m.resume_from_db()
+    assert m.wait(120)
+    return m, listed
+
+
+def depth_of(path: str) -> int:
+    return 0 if path == "" else path.count("/") + 1
+
+
+@pytest.mark.parametrize("crash_at", ["src-listed:40", "dst-listed:30", "seal:6", "sealed:9", "copied:700"])
+def test_kill_and_resume_gives_the_uninterrupted_destination(scenario, tmp_path, monkeypatch, crash_at):
+    tree, base, reference = scenario
+    dst, db = tmp_path / "dst", tmp_path / "run.duckdb"
+    shutil.copytree(base / "dst.orig", dst, symlinks=True)
+
+    result = migrate_killed_at(crash_at, tree.root, dst, db)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+
+    probe = Migration.open(str(db))
+    sealed_below = {side: probe.store.min_depth(side, "traversal_status = 'pending'") for side in ("src", "dst")}
+    phase_at_crash = probe.phase
+    probe.close()
+
+    m, listed = resume_recording_listings(db, monkeypatch)
+    assert m.fatal is None and m.phase == "done", m.message
+    m.close()
+    if phase_at_crash in ("traversal", "retry"):
+        for root, path in listed:
+            side = "src" if root == str(tree.root) else "dst"
+            if sealed_below[side] is not None:
+                assert depth_of(path) >= sealed_below[side], f"{side} re-listed a sealed round: {path!r}"
+    else:  # interrupted in the copy phase: traversal is sealed, so no source folder is listed again
+        assert not [p for root, p in listed if root == str(tree.root)]
+
+    final = tree_state(dst)
+    assert final == reference
+    assert not [p for p in final if p.endswith(TEMP_SUFFIX)]
+
+
+def test_kill_mid_file_leaves_no_temporary_after_resume(tmp_path, monkeypatch):
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    src.mkdir()
+    blobs = {f"big {i}.bin": os.urandom(20 << 20) for i in range(3)}
+    for name, data in blobs.items():
+        (src / name).write_bytes(data)
+    result = migrate_killed_at("copy-chunk:2", src, dst, db)
+    assert result.returncode == -signal.SIGKILL
+    assert any(n.endswith(TEMP_SUFFIX) for n in os.listdir(dst)), "the kill did not happen mid-file"
+    assert not any((dst / n).exists() and (dst / n).read_bytes() != d for n, d in blobs.items()), \
+        "a partial file is visible under its final name"
+
+    m, _ = resume_recording_listings(db, monkeypatch)
+    assert m.phase == "done"
+    m.close()
+    assert sorted(os.listdir(dst)) == sorted(blobs)
+    for name, data in blobs.items():
+        assert (dst / name).read_bytes() == data
+
+
+def test_sigterm_drains_and_the_run_resumes(tmp_path, capsys):
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    src.mkdir()
+    for i in range(40):
+        (src / f"f{i}").write_bytes(os.urandom(256 << 10))
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(src), str(dst), "--db", str(db),
+                             "--bwlimit", "1M"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not (dst.exists() and any(n.startswith("f") for n in os.listdir(dst))):
+        assert time.monotonic() < deadline and proc.poll() is None, "copy never started"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "resume" in err and "Traceback" not in err
+    assert not [n for n in os.listdir(dst) if n.endswith(TEMP_SUFFIX)]
+
+    code, out, err = run_cli(capsys, "status", "--db", str(db))
+    assert code == 0 and "interrupted during copy" in out
+    code, out, err = run_cli(capsys, "resume", "--db", str(db))
+    assert code == 0, err
+    assert sorted(os.listdir(dst)) == sorted(os.listdir(src))
+    for name in os.listdir(src):
+        assert (dst / name).read_bytes() == (src / name).read_bytes()

@@ -1,0 +1,37 @@
+"""Screens of the console, compared with accepted SVGs in __snapshots__/.
+
+Update after an intended change: pytest tests/tui --snapshot-update (then look at them).
+Every screen comes from a fixed sample with the clock frozen at the sample's time.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tui.samples import FakeController, sample_app
+
+WIDE = (120, 36)
+
+
+@pytest.mark.parametrize(
+    "sample", ["running", "paused", "gate", "copy", "retry", "finished", "interrupted", "errors"]
+)
+def test_screen(sample, snap_compare):
+    assert snap_compare(sample_app(sample), terminal_size=WIDE)
+
+
+def test_help_screen(snap_compare):
+    assert snap_compare(sample_app("running"), press=["question_mark"], terminal_size=WIDE)
+
+
+def test_small_terminal_80x24(snap_compare):
+    assert snap_compare(sample_app("running"), terminal_size=(80, 24))
+
+
+def test_large_terminal_160x50(snap_compare):
+    assert snap_compare(sample_app("errors"), terminal_size=(160, 50))
+
+
+def test_stopping(snap_compare):
+    controller = FakeController("running", hold_stop=True)
+    assert snap_compare(sample_app(controller=controller), press=["q"], terminal_size=WIDE)
