@@ -66,3 +66,34 @@ def test_verify_setting_copies_and_checks(capsys, tmp_path):
     code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--verify")
     assert code == 0, err
     assert (dst / "data.bin").read_bytes() == (src / "data.bin").read_bytes()
+
+
+def test_excluded_entries_are_recorded_and_never_copied(capsys, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "keep").mkdir(parents=True)
+    (src / "node_modules" / "pkg").mkdir(parents=True)
+    (src / "keep" / "a.txt").write_text("a")
+    (src / "keep" / "b.tmp").write_text("b")
+    (src / "node_modules" / "pkg" / "index.js").write_text("js")
+    db = tmp_path / "run.duckdb"
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db),
+                           "--exclude", "*.tmp", "--exclude", "node_modules/")
+    assert code == 0, err
+    assert sorted(p for p in tree_state(dst)) == ["keep", "keep/a.txt"]
+    from conftest import report
+    rows = {r["path"]: r for r in report(capsys, db) if r["side"] == "src"}
+    assert rows["keep/b.tmp"]["traversal_status"] == "excluded"
+    assert rows["node_modules"]["traversal_status"] == "excluded"
+    assert "node_modules/pkg" not in rows, "an excluded folder was listed"
+
+
+def test_permission_bits_follow_the_source(capsys, tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / "script.sh").write_text("#!/bin/sh\n")
+    (src / "script.sh").chmod(0o750)
+    (src / "secret").write_text("s")
+    (src / "secret").chmod(0o600)
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"))[0] == 0
+    assert (dst / "script.sh").stat().st_mode & 0o7777 == 0o750
+    assert (dst / "secret").stat().st_mode & 0o7777 == 0o600

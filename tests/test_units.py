@@ -1,0 +1,95 @@
+"""Unit tests of the pieces with rules of their own: level cache, coordinator, excludes, sizes."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.cache import LevelCache, NodeCache
+from engine.coordinator import QueueCoordinator
+from engine.excludes import compile_excludes
+from engine.model import FILE, FOLDER, IN_PROGRESS, PENDING, SUCCESSFUL, Node, node_id
+from engine.settings import parse_size
+
+
+def node(path: str, type_=FOLDER, status=PENDING) -> Node:
+    depth = path.count("/") + 1
+    return Node(node_id("src", path), 0, path, depth, type_, 0, 0, 0o755, status, PENDING, "copy")
+
+
+def test_level_cache_pulls_each_pending_node_once():
+    level = LevelCache(2)
+    nodes = [node(f"a/f{i}") for i in range(10)] + [node("a/file", FILE, SUCCESSFUL)]
+    assert level.put_all(nodes) == 11
+    assert not level.put(node("a/f3")), "the same id twice"
+    first, second = level.take_pending(4), level.take_pending(100)
+    assert len(first) == 4 and len(second) == 6
+    assert not {n.id for n in first} & {n.id for n in second}
+    assert level.take_pending(5) == [] and level.count(IN_PROGRESS) == 10
+    assert [n.path for n in level.children_of("a")] == [n.path for n in nodes]
+    assert level.get_by_path("a/file").type == FILE
+    level.set_status(first[0], SUCCESSFUL)
+    assert level.status_counts() == {IN_PROGRESS: 9, SUCCESSFUL: 2}
+
+
+def test_take_pending_copy_filters_by_type():
+    level = LevelCache(1)
+    level.put_all([node("x"), node("y", FILE)])
+    assert [n.path for n in level.take_pending_copy(10, frozenset({FILE}))] == ["y"]
+    assert level.count_copy(PENDING) == 1
+
+
+def test_node_cache_refuses_a_third_level():
+    cache = NodeCache()
+    cache.ensure(0)
+    cache.ensure(1)
+    with pytest.raises(AssertionError):
+        cache.ensure(2)
+    cache.drop(0)
+    cache.ensure(2)
+    assert cache.depths() == [1, 2] and cache.peak_levels == 3
+
+
+def test_coordinator_gates_and_reasons():
+    c = QueueCoordinator(max_src_ahead=2)
+    assert not c.may_start("dst", 0)
+    assert c.reason("dst") == "DST round 0 waits for SRC to finish round 1"
+    c.set_round("src", 2)
+    assert c.may_start("dst", 0) and not c.may_start("dst", 1)
+    assert c.may_start("src", 2) and not c.may_start("src", 3)
+    c.set_round("src", 3)
+    assert "waits for DST to reach round 1" in c.reason("src")
+    c.mark_done("src")
+    assert c.may_start("dst", 40)
+    assert [d.allowed for d in c.decisions] == [False, True, False, True, False, True]
+
+
+def test_node_ids_are_deterministic_and_side_specific():
+    assert node_id("src", "a/b") == node_id("src", "a/b")
+    assert node_id("src", "a/b") != node_id("dst", "a/b")
+    assert 0 <= node_id("src", "x\udcff") < 2**63
+
+
+@pytest.mark.parametrize("pattern,path,is_folder,excluded", [
+    ("*.tmp", "a/b/c.tmp", False, True),
+    ("*.tmp", "a/b/c.tmpx", False, False),
+    ("/build", "build", True, True),
+    ("/build", "src/build", True, False),
+    ("cache/", "x/cache", True, True),
+    ("cache/", "x/cache", False, False),
+    ("docs/**/*.pdf", "docs/a/b/c.pdf", False, True),
+    ("docs/**/*.pdf", "other/docs/c.pdf", False, False),
+])
+def test_excludes_follow_gitignore(pattern, path, is_folder, excluded):
+    assert compile_excludes([pattern])(path, is_folder) is excluded
+
+
+def test_negated_exclude_reincludes():
+    match = compile_excludes(["*.log", "!keep.log"])
+    assert match("a.log", False) and not match("keep.log", False)
+    assert compile_excludes([]) is None
+
+
+def test_sizes():
+    assert parse_size("50M") == 50 << 20 and parse_size("10MB") == 10_000_000 and parse_size(0) == 0
+    with pytest.raises(ValueError):
+        parse_size("fast")
