@@ -59,7 +59,10 @@ class TraversalMode:
                 if node.status == IN_PROGRESS:
                     node.status = PENDING
             level.put_all(nodes)
-        return level.count(PENDING)
+        pending = level.count(PENDING)
+        if not pending and self.ends_when_empty(r):
+            self.cache.clear()  # sealed already as the previous round's next level: free it now
+        return pending
 
     def ends_when_empty(self, r: int) -> bool:
         return not self.retry or r >= self.max_known_depth
