@@ -54,6 +54,13 @@ def pristine_20k(tmp_path_factory):
 
 
 @pytest.fixture
+def tree_20k_read_only(pristine_20k):
+    """The shared 20k trees as they are, for dry runs (which a test proves write nothing)."""
+    tree, expected, base = pristine_20k
+    return tree, expected, base / "dst.orig"
+
+
+@pytest.fixture
 def tree_20k(pristine_20k, tmp_path):
     """A fresh copy of the 20k destination for a test that writes to it; the source is shared, read-only."""
     tree, expected, base = pristine_20k

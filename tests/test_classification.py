@@ -8,8 +8,8 @@ import io
 from conftest import report, run_cli, shown, tree_state
 
 
-def test_dry_run_report_classifies_every_entry(capsys, tree_20k, tmp_path):
-    tree, expected, dst = tree_20k
+def test_dry_run_report_classifies_every_entry(capsys, tree_20k_read_only, tmp_path):
+    tree, expected, dst = tree_20k_read_only
     db = tmp_path / "run.duckdb"
     before = tree_state(dst)
 
@@ -34,8 +34,8 @@ def test_dry_run_report_classifies_every_entry(capsys, tree_20k, tmp_path):
     assert kinds == {"file", "folder", "symlink"}
 
 
-def test_csv_report_round_trips_tricky_names(capsys, tree_20k, tmp_path):
-    tree, expected, dst = tree_20k
+def test_csv_report_round_trips_tricky_names(capsys, tree_20k_read_only, tmp_path):
+    tree, expected, dst = tree_20k_read_only
     db = tmp_path / "run.duckdb"
     assert run_cli(capsys, "run", str(tree.root), str(dst), "--db", str(db), "--dry-run")[0] == 0
     code, out, err = run_cli(capsys, "report", "--db", str(db), "--format", "csv")

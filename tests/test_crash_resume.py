@@ -113,7 +113,7 @@ def test_kill_mid_file_leaves_no_temporary_after_resume(tmp_path, monkeypatch):
 def test_sigterm_drains_and_the_run_resumes(tmp_path, capsys):
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
     src.mkdir()
-    for i in range(40):
+    for i in range(16):
         (src / f"f{i}").write_bytes(os.urandom(256 << 10))
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(src), str(dst), "--db", str(db),
                              "--bwlimit", "1M"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
