@@ -31,3 +31,6 @@ class Controller(Protocol):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the engine's threads have ended; True when they have."""
+
+    def close(self) -> None:
+        """Release the run file once the engine has stopped; call it before the process exits."""

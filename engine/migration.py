@@ -365,7 +365,7 @@ class Migration:
         with self._lock:
             q = self.queues.get(side) or (self.queues.get("copy") if side == SRC else None)
         c = self.counters[side]
-        rate = self.observer.rates["discovery"].value
+        rate = self.observer.rates[side].value
         if q is None:
             done = self.phase in FINISHED_PHASES or "copy" in self.queues
             return QueueView(side, "traversal", "completed" if done else "idle", 0, 0, 0, 0, 0, 0, 0, 0,

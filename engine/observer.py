@@ -39,7 +39,7 @@ class Observer:
         self.store = store
         self.interval = interval
         self._sample = sample
-        self.rates = {"discovery": Ema(), "items": Ema(), "bytes": Ema()}
+        self.rates = {"discovery": Ema(), "items": Ema(), "bytes": Ema(), "src": Ema(), "dst": Ema()}
         self.history: deque[RatePoint] = deque(maxlen=HISTORY_POINTS)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -78,7 +78,7 @@ class Observer:
             if name == "copy":
                 m["items_per_second"], m["bytes_per_second"] = round(i, 2), round(b, 2)
             else:
-                m["discovery_rate_items_per_sec"] = round(d, 2)
+                m["discovery_rate_items_per_sec"] = round(self.rates[name].update(m["total_discovered"], now), 2)
         self.store.write_queue_stats([(name, now, m) for name, m in metrics.items()])
         self.ticks += 1
         if now - self._last_history >= 1.0:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class LevelView:
-    """One BFS level held in a queue's memory cache."""
+    """One BFS level held in a queue's memory cache. in_progress counts tasks pulled into the queue's
+    buffer as well as leased ones: from the level's point of view both are taken."""
 
     depth: int
     nodes: int

@@ -42,7 +42,7 @@ RESUME_HINT = "Interrupted run: press R to resume it from the DuckDB file"
 
 
 @dataclass(frozen=True)
-class Key:
+class ConsoleKey:
     key: str
     action: str
     label: str  # short, for the footer
@@ -51,12 +51,12 @@ class Key:
 
 
 KEYS = (
-    Key("p", "pause", "Pause", "pause: lease no new tasks; in-flight tasks finish"),
-    Key("r", "resume", "Resume", "resume after a pause"),
-    Key("t", "retry", "Retry", "retry mode: re-run failed and pending tasks, then copy"),
-    Key("R", "resume_db", "Resume run", "resume an interrupted run from its DuckDB file", "R"),
-    Key("question_mark", "help", "Help", "show this help", "?"),
-    Key("q", "quit", "Quit", "quit: finish in-flight tasks, then exit (q again: force stop)"),
+    ConsoleKey("p", "pause", "Pause", "pause: lease no new tasks; in-flight tasks finish"),
+    ConsoleKey("r", "resume", "Resume", "resume after a pause"),
+    ConsoleKey("t", "retry", "Retry", "retry mode: re-run failed and pending tasks, then copy (any run)"),
+    ConsoleKey("R", "resume_db", "Resume run", "resume an interrupted run from its DuckDB file", "R"),
+    ConsoleKey("question_mark", "help", "Help", "show this help", "?"),
+    ConsoleKey("q", "quit", "Quit", "quit: finish in-flight tasks, then exit (q again: force stop)"),
 )
 
 
@@ -110,6 +110,7 @@ class MigrationConsole(App[int]):
         self._resume_requested = False
         self.engine_stopped = False
         self.force_stop_thread: threading.Thread | None = None
+        self.force_stop_error: str | None = None
         self.snapshot: MigrationSnapshot | None = None
 
     # -- layout -----------------------------------------------------------
@@ -155,6 +156,8 @@ class MigrationConsole(App[int]):
             self._set_status(f"engine snapshot failed: {exc}", "-error")
             return
         self.snapshot = snapshot
+        if snapshot.phase != "interrupted":
+            self._resume_requested = False  # the resume took (or the run moved on)
         self._title.show(snapshot)
         for panel in self._panels:
             panel.show(snapshot)
@@ -198,11 +201,14 @@ class MigrationConsole(App[int]):
         except RuntimeError:  # the loop closed while we were working: nobody to tell
             pass
 
-    def _send(self, label: str, command: Callable[[], None]) -> None:
-        """Queue a run command unless the run's state makes it meaningless."""
+    def _send(self, label: str, command: Callable[[], None], *, any_phase: bool = False) -> None:
+        """Queue a run command unless the run's state makes it meaningless.
+        ``any_phase``: the command also makes sense on a finished or interrupted run."""
         snapshot = self.snapshot
         if self._quitting:
             self.notify(f"stopping: {label} ignored", severity="warning")
+        elif any_phase:
+            self._commands.put((label, command))
         elif snapshot is not None and snapshot.phase in FINISHED_PHASES:
             self.notify(f"the run is {snapshot.phase}: nothing to {label}", severity="warning")
         elif snapshot is not None and snapshot.phase == "interrupted":
@@ -226,7 +232,8 @@ class MigrationConsole(App[int]):
         self._send("resume", self.controller.resume)
 
     def action_retry(self) -> None:
-        self._send("retry", self.controller.retry)
+        # Retrying failures is also how a finished or interrupted run is taken up again.
+        self._send("retry", self.controller.retry, any_phase=True)
 
     def action_resume_db(self) -> None:
         snapshot = self.snapshot
@@ -268,7 +275,8 @@ class MigrationConsole(App[int]):
 
     def _stop_gracefully(self) -> None:
         self.controller.stop()
-        while not self._force.is_set():
+        worker = get_current_worker()  # cancelled when the app exits some other way
+        while not (self._force.is_set() or worker.is_cancelled):
             if self.controller.wait(timeout=0.25):
                 self.engine_stopped = True
                 self._post(EngineStopped())
@@ -278,8 +286,8 @@ class MigrationConsole(App[int]):
         try:
             self.controller.stop(force=True)
             self.engine_stopped = True
-        except Exception as exc:  # the app is gone; say it on stderr, in one line
-            print(f"migrate-tui: error: forced stop failed: {exc}", file=sys.stderr)
+        except Exception as exc:  # the screen is going away: main() prints it afterwards
+            self.force_stop_error = str(exc)
 
     def on_engine_stopped(self, message: EngineStopped) -> None:
         self.exit(0)

@@ -83,18 +83,25 @@ def launch(args: argparse.Namespace) -> Launch:
 
             base = Path(tempfile.mkdtemp(prefix="migrate-tui-demo-"))
             src, dst = make_demo_trees(base)
-            controller = Migration.create(base / "demo.duckdb", src, dst)
+            controller = Migration.create(str(base / "demo.duckdb"), str(src), str(dst))
             return Launch(controller, True, f"{PROG}: demo trees and database kept in {base}")
         if args.paths:
-            src, dst = (Path(p) for p in args.paths)
-            controller = Migration.create(Path(args.db), src, dst, dry_run=args.dry_run)
-            return Launch(controller, True)
-        return Launch(Migration.open(Path(args.db)), False)
+            src, dst = args.paths
+            return Launch(Migration.create(args.db, src, dst, dry_run=args.dry_run), True)
+        return Launch(Migration.open(args.db), False)
     except UserError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         raise CliError(f"{exc.strerror or exc}{where}") from None
+
+
+def _quietly(action) -> None:
+    """Cleanup after the console closed: report a failure in one line, go on."""
+    try:
+        action()
+    except Exception as exc:
+        print(f"{PROG}: error: while closing the run: {exc}", file=sys.stderr)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -111,18 +118,22 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     from tui.app import MigrationConsole
 
-    app = MigrationConsole(launched.controller, start_run=launched.start_run)
+    controller = launched.controller
+    app = MigrationConsole(controller, start_run=launched.start_run)
     try:
         app.run()
     finally:
         if app.force_stop_thread is not None:
             app.force_stop_thread.join()
+            if app.force_stop_error:
+                print(f"{PROG}: error: forced stop failed: {app.force_stop_error}", file=sys.stderr)
         elif not app.engine_stopped:
             # The console ended some other way (a crash, a signal): leave the file resumable.
-            try:
-                launched.controller.stop(force=True)
-            except Exception:
-                pass
+            _quietly(lambda: controller.stop(force=True))
+        # Not in the Controller protocol, but Migration has it: seal and close the DuckDB file.
+        close = getattr(controller, "close", None)
+        if callable(close):
+            _quietly(close)
     if launched.farewell:
         print(launched.farewell)
     return app.return_code or 0

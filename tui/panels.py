@@ -162,7 +162,7 @@ class GatePanel(Panel):
         gate = snapshot.gate
         grid = Table.grid(padding=(0, 2))
         grid.add_column(no_wrap=True, style="bold")
-        grid.add_column(overflow="fold")
+        grid.add_column()
         grid.add_row(
             Text("ahead", style="dim"),
             Text(f"SRC may run at most {gate.max_src_ahead} rounds ahead of DST", style="dim"),
@@ -200,7 +200,8 @@ class ThroughputPanel(Panel):
             yield Sparkline([], id="copy-spark")
 
     def key(self, snapshot: MigrationSnapshot) -> Hashable:
-        return snapshot.src, snapshot.dst, snapshot.copy, snapshot.history
+        rates = snapshot.src.discovery_rate, snapshot.dst.discovery_rate
+        return rates, snapshot.copy, snapshot.history
 
     def draw(self, snapshot: MigrationSnapshot) -> None:
         src, dst, copy = snapshot.src, snapshot.dst, snapshot.copy
@@ -277,13 +278,15 @@ class ErrorsPanel(Panel):
     pushing the reason off screen."""
 
     TITLE = "Errors"
+    SHOWN = 50  # more would not fit a screen; the run file keeps them all
 
     def compose(self) -> ComposeResult:
         yield Static(id="errors-text")
 
     def key(self, snapshot: MigrationSnapshot) -> Hashable:
-        # Ages are relative to the snapshot's time, so they change only with it.
-        return snapshot.errors, snapshot.failed_count, snapshot.taken_at if snapshot.errors else None
+        # Ages count whole seconds from the snapshot's time: redraw at most once a second.
+        ages_at = int(snapshot.taken_at) if snapshot.errors else None
+        return snapshot.errors[-self.SHOWN:], snapshot.failed_count, ages_at
 
     def draw(self, snapshot: MigrationSnapshot) -> None:
         self.border_title = f"Errors · {fmt.count(snapshot.failed_count)} failed"
@@ -300,7 +303,7 @@ class ErrorsPanel(Panel):
         table.add_column("tries", justify="right", no_wrap=True)
         # The reason goes under its path, so the path gets the whole width.
         table.add_column("path / reason", overflow="fold", ratio=1)
-        for error in reversed(snapshot.errors):
+        for error in reversed(snapshot.errors[-self.SHOWN:]):
             where = Text(fmt.display_path(error.path))
             where.append("\n")
             where.append(fmt.display_path(error.message), style="red")

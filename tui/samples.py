@@ -371,7 +371,8 @@ def _errors(end: float) -> tuple[ErrorView, ...]:
         (95, "src", "traversal", "/mnt/nas01/projects/legacy/bad\udcff.dat", "Input/output error", 3),
         (64, "dst", "traversal", "/mnt/archive/projects/[draft] notes.md", "Operation timed out", 1),
         (21, "dst", "copy", "/mnt/archive/projects/render/final_v7.mov", "No space left on device", 2),
-        (4, "src", "traversal", "/mnt/nas01/projects/tmp/.~lock.budget.xlsx#", "No such file or directory", 1),
+        (4, "src", "traversal", "/mnt/nas01/projects/tmp/.~lock.budget.xlsx#",
+         "No such file or directory", 1),
     ]
     return tuple(
         ErrorView(time=end - ago, side=side, phase=phase, path=path, message=msg, attempts=n)
@@ -419,6 +420,11 @@ class FakeController:
         self._stop_requested = threading.Event()
         self._stopped = threading.Event()
         self._hold_stop = hold_stop
+
+    def set_snapshot(self, snapshot: MigrationSnapshot) -> None:
+        """Serve this snapshot from now on (tests use it for states between samples)."""
+        with self._lock:
+            self._snapshot = snapshot
 
     def _record(self, call: str, sample: str | None = None) -> None:
         with self._lock:

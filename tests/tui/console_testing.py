@@ -17,10 +17,11 @@ def plain(renderable, width: int = 200) -> str:
     return console.file.getvalue()
 
 
-def static_text(app, selector: str, width: int = 200) -> str:
-    """The text a Static on the main screen shows now (even under the help screen)."""
-    main_screen = app.screen_stack[0]
-    return plain(main_screen.query_one(selector, Static).content, width)
+def static_text(app, selector: str, width: int = 200, screen=None) -> str:
+    """The text a Static shows now: on ``screen``, else on the main screen
+    (even while the help screen is over it)."""
+    screen = screen or app.screen_stack[0]
+    return plain(screen.query_one(selector, Static).content, width)
 
 
 async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 5.0) -> None:

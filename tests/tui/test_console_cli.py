@@ -85,12 +85,12 @@ def test_new_run_starts_and_existing_file_opens(fake_engine, tmp_path, monkeypat
     db = tmp_path / "run.duckdb"
     launched = cli.launch(cli.parse_args(["--db", str(db), str(tmp_path), str(tmp_path), "--dry-run"]))
     assert launched.controller == "created" and launched.start_run is True
-    assert fake_engine.calls == [("create", db, tmp_path, tmp_path, True)]
+    assert fake_engine.calls == [("create", str(db), str(tmp_path), str(tmp_path), True)]
 
     monkeypatch.setattr(FakeMigration, "open", classmethod(lambda cls, path: ("opened", path)))
     db.write_bytes(b"")
     launched = cli.launch(cli.parse_args(["--db", str(db)]))
-    assert launched.controller == ("opened", db) and launched.start_run is False
+    assert launched.controller == ("opened", str(db)) and launched.start_run is False
 
 
 def test_unexpected_engine_failure_is_still_one_line(fake_engine, capsys, tmp_path, monkeypatch):

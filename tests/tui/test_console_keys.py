@@ -92,16 +92,28 @@ def test_resume_from_db_refused_unless_interrupted(sample, notes):
 
 
 @pytest.mark.parametrize(("sample", "why"), [("finished", "done"), ("interrupted", "press R")])
-def test_run_keys_refused_on_finished_or_interrupted_runs(sample, why, notes):
+def test_pause_and_resume_refused_on_finished_or_interrupted_runs(sample, why, notes):
     async def scenario():
         controller = FakeController(sample)
         app = sample_app(controller=controller)
         async with app.run_test(size=SIZE) as pilot:
             seen = notes(app)
-            await pilot.press("p", "r", "t")
+            await pilot.press("p", "r")
             await pilot.pause(0.2)
             assert controller.calls == []
-            assert len(seen) == 3 and all(why in note for note in seen)
+            assert len(seen) == 2 and all(why in note for note in seen)
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("sample", ["finished", "interrupted"])
+def test_retry_takes_up_a_finished_or_interrupted_run(sample):
+    async def scenario():
+        controller = FakeController(sample)
+        app = sample_app(controller=controller)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("t")
+            await wait_until(pilot, lambda: controller.calls == ["retry"])
 
     run(scenario())
 
@@ -150,7 +162,7 @@ def test_help_opens_lists_every_key_and_closes():
             await pilot.press("question_mark")
             await pilot.pause()
             assert isinstance(app.screen, HelpScreen)
-            shown = static_text_of(app.screen)
+            shown = static_text(app, "#help-keys", screen=app.screen)
             for key in KEYS:
                 assert f" {key.display or key.key} " in f" {shown} ".replace("\n", " ")
             bound = {binding.key for binding in app.BINDINGS}
@@ -160,13 +172,6 @@ def test_help_opens_lists_every_key_and_closes():
             assert not isinstance(app.screen, HelpScreen)
 
     run(scenario())
-
-
-def static_text_of(screen) -> str:
-    from console_testing import plain
-    from textual.widgets import Static
-
-    return plain(screen.query_one("#help-keys", Static).content)
 
 
 def test_screen_keeps_refreshing_under_the_help_screen():
@@ -212,7 +217,7 @@ def test_second_quit_forces_and_exits_at_once():
             await pilot.press("q")
             await wait_until(pilot, lambda: controller.calls == ["stop"])
             await pilot.press("q")
-            await wait_until(pilot, lambda: app.return_code == 0, timeout=1.0)
+            await wait_until(pilot, lambda: app.return_code == 0, timeout=3.0)  # held stop never ends
         app.force_stop_thread.join(timeout=5)
         assert controller.calls == ["stop", "stop(force=True)"]
         assert app.engine_stopped

@@ -114,11 +114,52 @@ def test_panels_redraw_only_when_their_part_of_the_snapshot_changes():
             panel = app.screen_stack[0].query_one("#levels")
             original = panel.draw
             panel.draw = lambda snapshot: (draws.append(snapshot.phase), original(snapshot))
-            await pilot.pause(0.6)  # several refreshes of the same snapshot
-            controller.pause()  # new snapshot, same level caches
-            await pilot.pause(0.4)
-            controller.retry()  # level caches change
-            await pilot.pause(0.4)
+            for _ in range(3):  # the same snapshot again and again
+                app.refresh_view()
+            controller.pause()  # a new snapshot, same level caches
+            app.refresh_view()
+            controller.retry()  # the level caches change
+            app.refresh_view()
+            await pilot.pause()
             return draws
 
     assert asyncio.run(scenario()) == ["retry"]
+
+
+def test_errors_panel_lists_only_the_latest_fifty():
+    from dataclasses import replace
+
+    from engine.snapshot import ErrorView
+    from tui.samples import error_state
+
+    base = error_state()
+    errors = tuple(
+        ErrorView(base.taken_at - 100 + i, "src", "traversal", f"/data/file-{i:03d}", "EIO", 1)
+        for i in range(60)
+    )
+    controller = FakeController("errors")
+    controller.set_snapshot(replace(base, errors=errors))
+
+    async def scenario():
+        app = sample_app(controller=controller)
+        async with app.run_test(size=(160, 50)):
+            return static_text(app, "#errors-text")
+
+    text = asyncio.run(scenario())
+    assert "/data/file-059" in text and "/data/file-010" in text
+    assert "/data/file-009" not in text
+
+
+def test_one_column_when_narrow_two_when_wide():
+    async def layout(size):
+        app = sample_app("running")
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()  # breakpoint classes land with the first resize
+            main = app.screen_stack[0]
+            left, right = main.query_one("#left").region, main.query_one("#right").region
+            return main.has_class("-wide"), left, right
+
+    wide, left, right = asyncio.run(layout((80, 24)))
+    assert not wide and left.x == right.x and right.y > left.y  # stacked
+    wide, left, right = asyncio.run(layout((160, 50)))
+    assert wide and right.x > left.x and right.y == left.y  # side by side

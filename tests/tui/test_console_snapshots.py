@@ -7,6 +7,7 @@ Every screen comes from a fixed sample with the clock frozen at the sample's tim
 from __future__ import annotations
 
 import pytest
+from console_testing import wait_until
 
 from tui.samples import FakeController, sample_app
 
@@ -34,4 +35,12 @@ def test_large_terminal_160x50(snap_compare):
 
 def test_stopping(snap_compare):
     controller = FakeController("running", hold_stop=True)
-    assert snap_compare(sample_app(controller=controller), press=["q"], terminal_size=WIDE)
+    app = sample_app(controller=controller)
+
+    async def quit_and_settle(pilot):
+        # The stop runs in a thread: wait for it, then refresh, so the shot is stable.
+        await pilot.press("q")
+        await wait_until(pilot, lambda: controller.calls == ["stop"])
+        app.refresh_view()
+
+    assert snap_compare(app, run_before=quit_and_settle, terminal_size=WIDE)

@@ -1,0 +1,163 @@
+"""The console driving the real engine on a real tree: keys reach engine.migration.Migration."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+from console_testing import static_text, wait_until
+
+from engine.adapters.local import LocalAdapter
+from engine.migration import Migration
+from engine.settings import Settings
+from engine.treegen import make_source
+from tui.app import RESUME_HINT, MigrationConsole
+
+SIZE = (120, 36)
+
+
+class SlowLocal(LocalAdapter):
+    """A real folder that lists slowly, like a busy NAS: leaves time to press keys mid-run."""
+
+    def list(self, path):
+        time.sleep(0.02)
+        return super().list(path)
+
+
+def files_below(root: Path) -> dict[str, bytes]:
+    out = {}
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            full = Path(dirpath, name)
+            if not full.is_symlink():
+                out[str(full.relative_to(root))] = full.read_bytes()
+    return out
+
+
+@pytest.fixture
+def trees(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_source(src, 300, seed=5, max_depth=4, symlinks=0)
+    dst.mkdir()
+    return src, dst, tmp_path / "run.duckdb"
+
+
+def new_migration(src: Path, dst: Path, db: Path) -> Migration:
+    return Migration.create(
+        str(db), str(src), str(dst), Settings(observer_interval=0.05),
+        src_adapter=SlowLocal(src), dst_adapter=LocalAdapter(dst),
+    )
+
+
+def test_pause_resume_and_finish_a_real_run(trees):
+    src, dst, db = trees
+    migration = new_migration(src, dst, db)
+
+    async def scenario():
+        app = MigrationConsole(migration, start_run=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: migration.snapshot().state == "running", timeout=20)
+            await pilot.press("p")
+            await wait_until(pilot, lambda: migration.snapshot().state == "paused")
+            await wait_until(pilot, lambda: migration.snapshot().src.in_flight == 0)
+            await pilot.pause(0.2)  # let the last in-flight results be counted
+            frozen = migration.snapshot().src.completed_total
+            await pilot.pause(0.4)
+            assert migration.snapshot().src.completed_total == frozen, "work went on while paused"
+            assert "paused" in static_text(app, "#title")
+
+            await pilot.press("r")
+            await wait_until(pilot, lambda: migration.snapshot().state != "paused")
+            await wait_until(pilot, lambda: migration.snapshot().phase == "done", timeout=90)
+            await wait_until(pilot, lambda: "done" in static_text(app, "#title"))
+            assert "SRC files" in static_text(app, "#summary-text")
+
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.return_code == 0, timeout=20)
+        assert app.engine_stopped
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        migration.close()
+    copied = files_below(dst)
+    assert copied == files_below(src) and len(copied) >= 250
+
+
+def test_an_interrupted_run_file_shows_the_hint_and_R_resumes_it(trees):
+    src, dst, db = trees
+    first = new_migration(src, dst, db)
+    first.start()
+    deadline = time.monotonic() + 20
+    while first.snapshot().src.completed_total < 3:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    first.stop(force=True)
+    assert first.wait(20)
+    first.close()
+
+    migration = Migration.open(str(db))
+    assert migration.snapshot().phase == "interrupted"
+
+    async def scenario():
+        app = MigrationConsole(migration, start_run=False)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            assert static_text(app, "#status").strip() == RESUME_HINT
+            assert migration.snapshot().phase == "interrupted"  # opening started nothing
+            await pilot.press("R")
+            await wait_until(pilot, lambda: migration.snapshot().phase == "done", timeout=90)
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.return_code == 0, timeout=20)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        migration.close()
+    assert files_below(dst) == files_below(src)
+
+
+def test_a_finished_run_file_opens_without_starting(trees):
+    src, dst, db = trees
+    first = new_migration(src, dst, db)
+    first.start()
+    assert first.wait(90)
+    first.close()
+
+    migration = Migration.open(str(db))
+
+    async def scenario():
+        app = MigrationConsole(migration)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            assert not migration.running
+            assert migration.snapshot().phase == "done"
+            assert "done" in static_text(app, "#title")
+            assert "SRC files" in static_text(app, "#summary-text")
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.return_code == 0, timeout=20)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        migration.close()
+
+
+def test_demo_builds_sample_trees_and_a_new_run_in_one_folder(tmp_path, monkeypatch):
+    from tui import cli
+
+    monkeypatch.setattr(cli.tempfile, "mkdtemp", lambda prefix="": str(tmp_path / "demo"))
+    (tmp_path / "demo").mkdir()
+    launched = cli.launch(cli.parse_args(["--demo"]))
+    try:
+        snapshot = launched.controller.snapshot()
+        assert launched.start_run is True
+        assert snapshot.phase == "new"
+        assert Path(snapshot.src_root).parent == Path(snapshot.db_path).parent == tmp_path / "demo"
+        assert any(Path(snapshot.src_root).iterdir())
+        assert str(tmp_path / "demo") in launched.farewell
+    finally:
+        launched.controller.close()
