@@ -312,6 +312,7 @@ class Migration:
                 q.start()
         for q in queues.values():
             q.join()
+        self.observer.tick()  # each queue's final numbers reach queue_stats before the next phase replaces it
         for q in queues.values():
             if q.error is not None:
                 raise q.error
@@ -419,7 +420,16 @@ class Migration:
             src=self._queue_view(SRC), dst=self._queue_view(DST), gate=gate, copy=copy,
             errors=tuple(self.errors), failed_count=self.failed_count, history=tuple(self.observer.history),
             summary=self.summary, message=self.message,
-            settings=tuple((k, str(getattr(s, k))) for k in LIVE_SETTINGS))
+            settings=tuple((k, _shown(k, getattr(s, k))) for k in LIVE_SETTINGS))
+
+
+def _shown(key: str, value) -> str:
+    """A setting as an operator reads it: bwlimit in MiB/s, durations in seconds."""
+    if key == "bwlimit":
+        return f"{value / 1048576:g} MiB/s" if value else "unlimited"
+    if key in ("lease_timeout", "backoff_base", "backoff_cap"):
+        return f"{value:g}s"
+    return str(value)
 
 
 def seed(store: Store) -> None:

@@ -44,6 +44,7 @@ class Observer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_history = 0.0
+        self._tick_lock = threading.Lock()  # the migration thread ticks once at each phase end
         self.ticks = 0
 
     def start(self) -> None:
@@ -67,6 +68,10 @@ class Observer:
                 raise
 
     def tick(self) -> None:
+        with self._tick_lock:
+            self._tick()
+
+    def _tick(self) -> None:
         now = time.time()
         metrics = self._sample()
         discovered = sum(m.get("total_discovered", 0) for m in metrics.values())

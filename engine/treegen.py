@@ -146,7 +146,7 @@ def mirror(tree: SourceTree, dst: Path, seed: int = 1, identical: float = 0.5, c
     return expected
 
 
-def make_demo_trees(base_dir: Path, files: int = 1500, seed: int = 7) -> tuple[Path, Path]:
+def make_demo_trees(base_dir: Path, files: int = 3000, seed: int = 7) -> tuple[Path, Path]:
     """A small sample SRC and a partly mirrored DST, for `migrate-tui --demo` and `migrate demo`."""
     src, dst = Path(base_dir) / "demo-src", Path(base_dir) / "demo-dst"
     tree = make_source(src, files, seed=seed, big_files=4, big_size=8 << 20)

@@ -79,11 +79,10 @@ def launch(args: argparse.Namespace) -> Launch:
 
     try:
         if args.demo:
-            from engine.treegen import make_demo_trees
+            from engine.demo import create_demo
 
             base = Path(tempfile.mkdtemp(prefix="migrate-tui-demo-"))
-            src, dst = make_demo_trees(base)
-            controller = Migration.create(str(base / "demo.duckdb"), str(src), str(dst))
+            controller = create_demo(base, watchable=True)
             return Launch(controller, True, f"{PROG}: demo trees and database kept in {base}")
         if args.paths:
             src, dst = args.paths

@@ -1,0 +1,20 @@
+"""An adapter that answers listings slowly, like a network mount: for demos and responsiveness tests."""
+
+from __future__ import annotations
+
+import time
+
+from engine.adapters.base import Entry, FSAdapter
+
+
+class PacedAdapter:
+    def __init__(self, inner: FSAdapter, list_delay: float):
+        self.inner = inner
+        self.list_delay = list_delay
+
+    def list(self, path: str) -> list[Entry]:
+        time.sleep(self.list_delay)
+        return self.inner.list(path)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
