@@ -49,8 +49,32 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
 
 
 def load_settings(args: argparse.Namespace):
+    """Effective settings: defaults < settings file < MIGRATE_* < flags; UserError (exit 2) when invalid."""
     from engine.config import load_settings as load
     return load(config=args.config, db_path=getattr(args, "db", None), overrides=_cli_overrides(args))
+
+
+def _load_layers(args: argparse.Namespace):
+    from engine.config import load
+    return load(config=args.config, db_path=getattr(args, "db", None), overrides=_cli_overrides(args))
+
+
+def _apply_resume_settings(migration, loaded) -> None:
+    """A resume keeps the run's stored settings except what a settings file, a MIGRATE_* variable or a flag
+    sets now; what cannot change for a run already started is kept, with a note."""
+    from engine.config import format_value
+    changes = {k: v for k, v in loaded.explicit().items() if getattr(migration.settings, k) != v}
+    refused = migration.apply_settings(changes) if changes else []
+    for key in refused:
+        print(f"{PROG}: note: '{key}' cannot change for a run already started; keeping "
+              f"{format_value(getattr(migration.settings, key))} ({loaded.origins[key]} says "
+              f"{format_value(changes[key])})", file=sys.stderr)
+    # hot reload (engine.hotreload) follows the same file, under the same flags
+    migration.settings._source_file, migration.settings._flags = loaded.file, _cli_overrides_of(loaded)
+
+
+def _cli_overrides_of(loaded) -> dict:
+    return {k: getattr(loaded.settings, k) for k, origin in loaded.origins.items() if origin.startswith("--")}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -94,7 +118,11 @@ def _build_parser() -> argparse.ArgumentParser:
     watch.add_argument("dst")
     watch.add_argument("--db", required=True)
     watch.add_argument("--propagate-deletes", action="store_true",
-                       help="delete on DST what is deleted on SRC (default: only report it)")
+                       help="delete on DST what is deleted on SRC, when DST still holds the copy "
+                            "(default: only report it)")
+    watch.add_argument("--rescan", action="store_true",
+                       help="compare the trees again before watching, even if the run in --db is done "
+                            "(catches changes made while nothing was watching)")
     _settings_flags(watch)
     return parser
 
@@ -200,10 +228,9 @@ def cmd_run(args) -> int:
 
 def cmd_resume(args, retry: bool = False) -> int:
     from engine.migration import Migration
-    overrides = _cli_overrides(args)
+    loaded = _load_layers(args)  # validated before the run file is opened
     migration = Migration.open(args.db)
-    if overrides or args.config:
-        migration.apply_settings(load_settings(args).model_dump(include=set(overrides) if overrides else None))
+    _apply_resume_settings(migration, loaded)
     if retry:
         migration.retry()
     elif not migration.interrupted:
@@ -276,25 +303,46 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from engine.migration import Migration
-    from engine.treegen import make_source, mirror
+    from engine.demo import create_demo
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="migrate-demo-"))
+    base.mkdir(parents=True, exist_ok=True)
     print(f"generating {args.files:,} files in {base} ...", file=sys.stderr)
-    tree = make_source(base / "src", args.files, seed=7, big_files=4, big_size=8 << 20)
-    mirror(tree, base / "dst", seed=8)
-    print(f"migrating {base / 'src'} -> {base / 'dst'} (run file {base / 'run.duckdb'})", file=sys.stderr)
-    return _drive(Migration.create(str(base / "run.duckdb"), str(base / "src"), str(base / "dst")))
+    migration = create_demo(base, files=args.files)
+    print(f"migrating {migration.src_root} -> {migration.dst_root} (run file {migration.store.path})",
+          file=sys.stderr)
+    return _drive(migration)
 
 
 def cmd_config(args) -> int:
-    from engine.config import describe_settings
-    print(describe_settings(config=args.config, db_path=args.db, overrides=_cli_overrides(args)))
+    from engine.config import describe
+    print(describe(_load_layers(args)))
     return 0
 
 
 def cmd_watch(args) -> int:
-    from engine.watch import watch
-    return watch(args.src, args.dst, args.db, load_settings(args), propagate_deletes=args.propagate_deletes)
+    """Listen to SRC first, finish (or, with --rescan, redo) the run in --db, then mirror changes live."""
+    from engine.migration import Migration
+    from engine.validate import check_roots
+    from engine.watch import LiveMirror, run_phase
+    settings = load_settings(args)
+    src, dst = check_roots(args.src, args.dst, args.db)
+    phase = run_phase(args.db, src, dst)
+    live = LiveMirror(src, dst, args.db, settings, propagate_deletes=args.propagate_deletes)
+    live.listen()  # from here on no source change is missed, not even during the catch-up below
+    try:
+        if phase != "done" or args.rescan:
+            what = "comparing the trees again" if phase == "done" else \
+                ("running the migration" if phase is None else "finishing the migration in the run file")
+            print(f"{PROG}: {what} before watching", file=sys.stderr)
+            code = _drive(Migration.create(args.db, src, dst, settings))
+            if code not in (0, 1):
+                return code  # stopped: the run file stays resumable
+        else:
+            print(f"{PROG}: the run in '{args.db}' is done; changes made since it ended and before now are not "
+                  f"seen (use --rescan to compare the trees again first)", file=sys.stderr)
+        return live.serve()
+    finally:
+        live.close()
 
 
 def main(argv: list[str] | None = None) -> int:

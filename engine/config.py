@@ -1,26 +1,172 @@
-"""Effective settings: defaults < settings file < MIGRATE_* environment < command line."""
+"""Effective settings: defaults < settings file < MIGRATE_* environment < command line.
+
+pydantic-settings does the merging (Settings.settings_customise_sources). This module finds the settings
+file, says where each value came from, and turns every kind of bad input (a flag, a variable, a value or
+key in the file, a TOML syntax error) into one line naming the key and where it was given."""
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+from dataclasses import dataclass, field
+
 from pydantic import ValidationError
+from pydantic_settings import EnvSettingsSource, SettingsError, TomlConfigSettingsSource
 
 from engine.errors import UserError
 from engine.settings import Settings
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: pydantic-settings reads TOML with tomli there
+    import tomli as tomllib  # type: ignore[no-redef]
 
-def _one_line(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+SETTINGS_FILE_NAME = "migrate.toml"
+DEFAULT = "default"
+
+
+def find_settings_file(config: str | None = None, db_path: str | None = None) -> str | None:
+    """The settings file to read: --config FILE (which must exist), else migrate.toml beside the run file."""
+    if config:
+        if not os.path.isfile(config):
+            what = "is a folder" if os.path.isdir(config) else "does not exist"
+            raise UserError(f"settings file '{config}' {what}; give the path of a TOML file to --config")
+        return os.path.abspath(config)
+    if db_path:
+        beside = os.path.join(os.path.dirname(os.path.abspath(db_path)), SETTINGS_FILE_NAME)
+        if os.path.isfile(beside):
+            return beside
+    return None
+
+
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
+
+
+def env_name(key: str) -> str:
+    """The MIGRATE_* variable that sets key, as spelled in the environment (the match ignores case)."""
+    wanted = f"migrate_{key}"
+    return next((k for k in os.environ if k.lower() == wanted), wanted.upper())
+
+
+@dataclass
+class Loaded:
+    """Effective settings and, per key, where the value came from: 'default', the settings file's path,
+    a MIGRATE_* variable's name, or a --flag."""
+
+    settings: Settings
+    file: str | None
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def explicit(self) -> dict:
+        """The values set by a file, a variable or a flag (not left at their defaults)."""
+        return {k: getattr(self.settings, k) for k, origin in self.origins.items() if origin != DEFAULT}
+
+
+def _read_file(path: str | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        return TomlConfigSettingsSource(Settings, toml_file=path)()
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"settings file '{path}' is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise UserError(f"cannot read settings file '{path}': {exc.strerror or exc}") from None
+
+
+def _read_env() -> dict:
+    try:
+        return EnvSettingsSource(Settings)()
+    except SettingsError as exc:  # a MIGRATE_* value pydantic-settings could not even parse
+        raise UserError(f"invalid MIGRATE_* environment variable: {' '.join(str(exc).split())}") from None
+
+
+def _origins(file: str | None, file_values: dict, env_values: dict, flags: dict) -> dict[str, str]:
+    origins = {}
+    for key in Settings.model_fields:
+        if key in flags:
+            origins[key] = flag_name(key)
+        elif key in env_values:
+            origins[key] = env_name(key)
+        elif key in file_values:
+            origins[key] = file
+        else:
+            origins[key] = DEFAULT
+    return origins
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _one_line(exc: ValidationError, origins: dict[str, str], file: str | None) -> str:
+    errors = exc.errors()
+    err = errors[0]
     key = ".".join(str(p) for p in err["loc"]) or "settings"
-    return f"invalid setting '{key}': {err['msg']} (got {err.get('input')!r})"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(key.replace("-", "_"), list(Settings.model_fields), n=1)
+        hint = f"did you mean '{close[0]}'?" if close else "'migrate config show' lists the keys"
+        return f"unknown setting '{key}' in {file or 'the settings'} ({hint}){more}"
+    origin = origins.get(err["loc"][0] if err["loc"] else "", DEFAULT)
+    where = "the default" if origin == DEFAULT else \
+        (f"settings file {origin}" if origin == file else origin)
+    msg = " ".join(str(err["msg"]).split())
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    return f"invalid setting '{key}' from {where}: {msg} (got {_shown(err.get('input'))}){more}"
+
+
+def load(config: str | None = None, db_path: str | None = None, overrides: dict | None = None) -> Loaded:
+    """Effective settings of the layers, with the origin of each value. UserError (one line) when bad."""
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = [k for k in flags if k not in Settings.model_fields]
+    if unknown:
+        raise UserError(f"unknown setting '{unknown[0]}'")
+    file = find_settings_file(config, db_path)
+    file_values = _read_file(file)
+    origins = _origins(file, file_values, _read_env(), flags)
+    try:
+        settings = Settings.load(file, **flags)
+    except ValidationError as exc:
+        raise UserError(_one_line(exc, origins, file)) from None
+    except tomllib.TOMLDecodeError as exc:  # the file changed between the two reads
+        raise UserError(f"settings file '{file}' is not valid TOML: {exc}") from None
+    except SettingsError as exc:
+        raise UserError(f"invalid settings: {' '.join(str(exc).split())}") from None
+    return Loaded(settings, file, origins)
 
 
 def load_settings(config: str | None = None, db_path: str | None = None, overrides: dict | None = None) -> Settings:
-    try:
-        return Settings(**(overrides or {}))
-    except ValidationError as exc:
-        raise UserError(_one_line(exc)) from None
+    return load(config, db_path, overrides).settings
+
+
+def explicit_settings(config: str | None = None, db_path: str | None = None, overrides: dict | None = None) -> dict:
+    """Only the values a settings file, a MIGRATE_* variable or a flag sets (validated): what a resume
+    applies on top of the settings stored in the run file."""
+    return load(config, db_path, overrides).explicit()
+
+
+def format_value(value: object) -> str:
+    """A value as it would be written in migrate.toml."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def describe(loaded: Loaded) -> str:
+    if loaded.file:
+        head = f"settings file: {loaded.file}"
+    else:
+        head = f"settings file: none (give --config FILE, or put {SETTINGS_FILE_NAME} beside the --db file)"
+    rows = [(key, format_value(getattr(loaded.settings, key)), loaded.origins[key])
+            for key in Settings.model_fields]
+    kw = max(len(r[0]) for r in rows)
+    vw = min(24, max(len(r[1]) for r in rows))
+    lines = [head, f"{'setting':<{kw}}  {'value':<{vw}}  from"]
+    lines += [f"{key:<{kw}}  {value:<{vw}}  {origin}" for key, value, origin in rows]
+    return "\n".join(lines)
 
 
 def describe_settings(config: str | None = None, db_path: str | None = None, overrides: dict | None = None) -> str:
-    settings = load_settings(config, db_path, overrides)
-    return "\n".join(f"{k} = {v!r}" for k, v in settings.model_dump().items())
+    return describe(load(config, db_path, overrides))

@@ -13,6 +13,7 @@ from engine.coordinator import QueueCoordinator
 from engine.counters import CopyCounters, SideCounters
 from engine.errors import UserError
 from engine.excludes import compile_excludes
+from engine.hotreload import SettingsWatcher
 from engine.model import (
     ACTION_SKIP, DST, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name, node_id,
 )
@@ -222,6 +223,7 @@ class Migration:
 
     def _drive_guarded(self) -> None:
         self.observer.start()
+        watcher = SettingsWatcher.for_migration(self)  # follows migrate.toml while the run is active
         try:
             self._drive()
         except UserError as exc:
@@ -231,6 +233,8 @@ class Migration:
             self.fatal = f"internal error: {exc!r}"
             self.message = self.fatal
         finally:
+            if watcher is not None:
+                watcher.stop()
             self.observer.stop()
             self._stored_elapsed = self.elapsed()
             self._started_at = None

@@ -1,11 +1,18 @@
-"""Every tunable of a run in one typed model, with defaults that serve a first run."""
+"""Every tunable of a run in one typed model, with defaults that serve a first run.
+
+Precedence, lowest first: the defaults below < a settings file (TOML) < MIGRATE_* environment variables <
+command-line flags. pydantic-settings merges the layers (settings_customise_sources); engine/config.py finds
+the file, names where each value came from and turns validation errors into one line."""
 
 from __future__ import annotations
 
+import json
 import re
+from contextvars import ContextVar
+from typing import Annotated
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlConfigSettingsSource
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
 
@@ -22,8 +29,59 @@ def parse_size(value: object) -> int:
     return int(number * base ** " kmgt".index(unit or " "))
 
 
+def parse_list(value: object) -> object:
+    """A list setting from text: a JSON array ('["*.tmp", "cache/"]') or comma-separated ('*.tmp,cache/')."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not a JSON array ({exc.msg}); use a JSON array or comma-separated values") from None
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+# The settings file of the Settings being built now (None: no file). A context variable, not a class
+# attribute, so that two threads can load settings from different files at once.
+_settings_file: ContextVar[str | None] = ContextVar("migrate_settings_file", default=None)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MIGRATE_", extra="forbid", validate_assignment=True)
+
+    # Where these values came from, for hot reload (engine/hotreload.py): the settings file and the
+    # command-line values that outrank it. Not settings themselves: not dumped, not stored in the run file.
+    _source_file: str | None = PrivateAttr(default=None)
+    _flags: dict = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):
+        # first wins: keyword arguments (the command line) > MIGRATE_* variables > the settings file
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=_settings_file.get())
+
+    @classmethod
+    def load(cls, settings_file: str | None = None, **flags) -> "Settings":
+        """defaults < settings_file < MIGRATE_* environment < flags. Raises pydantic's ValidationError,
+        tomllib.TOMLDecodeError or OSError; engine.config.load_settings makes those one line."""
+        token = _settings_file.set(settings_file)
+        try:
+            settings = cls(**flags)
+        finally:
+            _settings_file.reset(token)
+        settings._source_file, settings._flags = settings_file, dict(flags)
+        return settings
+
+    @property
+    def source_file(self) -> str | None:
+        """The settings file these values were loaded from (None: none, or built directly)."""
+        return self._source_file
+
+    @property
+    def flags(self) -> dict:
+        """The command-line values given when these settings were loaded (they outrank the file)."""
+        return dict(self._flags)
 
     # Threads: on a local disk the GIL makes more threads slower (see DESIGN.md); raise for slow mounts.
     src_workers: int = Field(1, ge=1, le=256, description="traversal workers listing SRC folders")
@@ -42,12 +100,20 @@ class Settings(BaseSettings):
     observer_interval: float = Field(0.2, gt=0, description="seconds between queue_stats samples")
     duckdb_memory_limit: str = Field("1GB", description="DuckDB memory_limit")
     duckdb_threads: int = Field(2, ge=1, le=64, description="DuckDB threads")
-    exclude: list[str] = Field(default_factory=list, description="gitignore-style globs skipped on both sides")
+    # NoDecode: MIGRATE_EXCLUDE is parsed by _list below (JSON array or comma-separated), not as JSON only
+    exclude: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="gitignore-style globs skipped on both sides "
+        "(MIGRATE_EXCLUDE: comma-separated or a JSON array)")
 
     @field_validator("bwlimit", mode="before")
     @classmethod
     def _size(cls, value: object) -> int:
         return parse_size(value)
+
+    @field_validator("exclude", mode="before")
+    @classmethod
+    def _list(cls, value: object) -> object:
+        return parse_list(value)
 
     @field_validator("low_water")
     @classmethod

@@ -498,6 +498,56 @@ class Store:
             con.execute("DELETE FROM task_errors")
             con.execute("COMMIT")
 
+    # live mirror -----------------------------------------------------------------------------------
+
+    MIRROR_SCHEMA = pa.schema([("ts", pa.float64()), ("batch", pa.int64()), ("event", pa.string()),
+                               ("path", pa.binary()), ("type", pa.string()), ("size", pa.int64()),
+                               ("mtime_ns", pa.int64()), ("outcome", pa.string()), ("error", pa.string())])
+
+    def ensure_mirror_table(self) -> None:
+        with self._lock:
+            self._con.execute("CREATE TABLE IF NOT EXISTS mirror_events (ts DOUBLE, batch BIGINT, event VARCHAR, "
+                              "path BLOB, type VARCHAR, size BIGINT, mtime_ns BIGINT, outcome VARCHAR, "
+                              "error VARCHAR)")
+
+    def last_mirror_batch(self) -> int:
+        with self._lock:
+            return self._con.execute("SELECT coalesce(max(batch), 0) FROM mirror_events").fetchall()[0][0]
+
+    def record_mirror_events(self, rows: Sequence[tuple]) -> None:
+        """One bulk insert per batch: rows of (ts, batch, event, path bytes, type, size, mtime_ns, outcome,
+        error)."""
+        if not rows:
+            return
+        schema = self.MIRROR_SCHEMA
+        table = pa.Table.from_arrays([pa.array(col, type=f.type) for col, f in zip(zip(*rows), schema)],
+                                     schema=schema)
+        self._transaction("mirror", lambda con: con.execute("INSERT INTO mirror_events SELECT * FROM mirror_rows"),
+                          {"mirror_rows": table})
+
+    def mirror_events(self) -> list[tuple[int, str, str, str]]:
+        """(batch, event, path, outcome) of every change the live mirror handled, in order."""
+        with self._lock:
+            rows = self._con.execute("SELECT batch, event, path, outcome FROM mirror_events ORDER BY ts").fetchall()
+        return [(b, e, os.fsdecode(p), o) for b, e, p, o in rows]
+
+    def known_source_mtimes(self, paths: Sequence[str]) -> dict[str, int]:
+        """The last source version the run or the mirror copied (or found identical), per path."""
+        if not paths:
+            return {}
+        blobs = [os.fsencode(p) for p in paths]
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT path, mtime_ns FROM ("
+                "  SELECT path, mtime_ns, ts, 1 AS pri FROM mirror_events"
+                "  WHERE outcome IN ('copied', 'identical', 'folder_created') AND path IN (SELECT unnest(?::BLOB[]))"
+                "  UNION ALL"
+                "  SELECT path, mtime_ns, 0, 0 FROM src_nodes"
+                "  WHERE copy_status = 'successful' AND path IN (SELECT unnest(?::BLOB[]))"
+                ") QUALIFY row_number() OVER (PARTITION BY path ORDER BY pri DESC, ts DESC) = 1",
+                [blobs, blobs]).fetchall()
+        return {os.fsdecode(p): m for p, m in rows}
+
     # reports ---------------------------------------------------------------------------------------
 
     def report_rows(self, failed_only: bool = False) -> Iterator[tuple]:

@@ -9,7 +9,7 @@ import sys
 import duckdb
 import pytest
 
-from conftest import run_cli
+from support import run_cli
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from conftest import report, run_cli, shown, tree_state
+from support import report, run_cli, shown, tree_state
 
 
 def test_dry_run_report_classifies_every_entry(capsys, tree_20k_read_only, tmp_path):

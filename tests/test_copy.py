@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from conftest import run_cli, tree_state
+from support import run_cli, tree_state
 
 from engine.model import MTIME_WINDOW_NS, TEMP_SUFFIX
 
@@ -80,7 +80,7 @@ def test_excluded_entries_are_recorded_and_never_copied(capsys, tmp_path):
                            "--exclude", "*.tmp", "--exclude", "node_modules/")
     assert code == 0, err
     assert sorted(p for p in tree_state(dst)) == ["keep", "keep/a.txt"]
-    from conftest import report
+    from support import report
     rows = {r["path"]: r for r in report(capsys, db) if r["side"] == "src"}
     assert rows["keep/b.tmp"]["traversal_status"] == "excluded"
     assert rows["node_modules"]["traversal_status"] == "excluded"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import run_cli, tree_state
+from support import run_cli, tree_state
 
 from engine.adapters.local import LocalAdapter
 from engine.migration import Migration

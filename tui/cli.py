@@ -85,8 +85,11 @@ def launch(args: argparse.Namespace) -> Launch:
             controller = create_demo(base, watchable=True)
             return Launch(controller, True, f"{PROG}: demo trees and database kept in {base}")
         if args.paths:
+            from engine.config import load_settings
+
             src, dst = args.paths
-            return Launch(Migration.create(args.db, src, dst, dry_run=args.dry_run), True)
+            settings = load_settings(db_path=str(args.db))  # migrate.toml beside the file, MIGRATE_*
+            return Launch(Migration.create(args.db, src, dst, settings, dry_run=args.dry_run), True)
         return Launch(Migration.open(args.db), False)
     except UserError as exc:
         raise CliError(str(exc)) from None

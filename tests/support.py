@@ -1,0 +1,44 @@
+"""Helpers shared by the engine tests (a module of its own: two conftest.py files would shadow each other)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from engine import cli
+from engine.model import display
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def report(capsys, db: Path, *extra: str) -> list[dict]:
+    code, out, err = run_cli(capsys, "report", "--db", str(db), "--format", "jsonl", *extra)
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Every entry below root with what identifies its content: type, bytes or link target, mtime."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root)
+            st = os.lstat(full)
+            if os.path.islink(full):
+                state[rel] = ("symlink", os.readlink(full), st.st_mtime_ns)
+            elif os.path.isdir(full):
+                state[rel] = ("folder",)
+            else:
+                with open(full, "rb") as f:
+                    state[rel] = ("file", f.read(), st.st_mtime_ns)
+    return state
+
+
+def shown(path: str) -> str:
+    return display(path)

@@ -1,0 +1,216 @@
+"""Settings: defaults < settings file < MIGRATE_* environment < flags, through the real load path and the
+real CLI; `config show` names each value's source; every kind of bad input is one line, exit 2, no file."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from engine import cli
+from engine.config import describe, find_settings_file, load
+from engine.errors import UserError
+from engine.settings import Settings
+from engine.store import Store
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    """No MIGRATE_* setting from the outer environment leaks into these tests."""
+    for key in Settings.model_fields:
+        monkeypatch.delenv(f"MIGRATE_{key.upper()}", raising=False)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def small_tree(root: Path, files: int = 12) -> Path:
+    (root / "sub").mkdir(parents=True)
+    for i in range(files):
+        (root / ("sub" if i % 2 else "") / f"f{i}.txt").write_bytes(b"x" * i)
+    (root / "skip.tmp").write_bytes(b"tmp")
+    return root
+
+
+FILE = 'src_workers = 2\ncopy_workers = 3\nmax_retries = 5\nbwlimit = "1M"\nexclude = ["*.tmp"]\n'
+
+
+def test_each_layer_wins_over_the_one_below_through_the_load_path(tmp_path, monkeypatch):
+    db = tmp_path / "run.duckdb"
+    toml = write(tmp_path / "migrate.toml", FILE)
+    monkeypatch.setenv("MIGRATE_COPY_WORKERS", "4")
+    monkeypatch.setenv("MIGRATE_MAX_RETRIES", "6")
+    loaded = load(db_path=str(db), overrides={"max_retries": "7"})
+    s = loaded.settings
+    assert s.dst_workers == 1                  # default: nothing sets it
+    assert s.src_workers == 2                  # file > default
+    assert s.copy_workers == 4                 # env > file
+    assert s.max_retries == 7                  # flag > env > file
+    assert s.bwlimit == 1 << 20 and s.exclude == ["*.tmp"]
+    assert loaded.file == str(toml)
+    assert loaded.origins["dst_workers"] == "default"
+    assert loaded.origins["src_workers"] == str(toml)
+    assert loaded.origins["copy_workers"] == "MIGRATE_COPY_WORKERS"
+    assert loaded.origins["max_retries"] == "--max-retries"
+    assert loaded.explicit() == {"src_workers": 2, "copy_workers": 4, "max_retries": 7, "bwlimit": 1 << 20,
+                                 "exclude": ["*.tmp"]}
+    # the hot-reload watcher follows the same file under the same flags
+    assert s.source_file == str(toml) and s.flags == {"max_retries": "7"}
+
+
+def test_config_flag_replaces_the_file_beside_the_run_file(tmp_path):
+    write(tmp_path / "migrate.toml", "src_workers = 2\n")
+    other = write(tmp_path / "other.toml", "dst_workers = 5\n")
+    loaded = load(config=str(other), db_path=str(tmp_path / "run.duckdb"))
+    assert (loaded.settings.src_workers, loaded.settings.dst_workers) == (1, 5)
+    assert find_settings_file(None, str(tmp_path / "elsewhere" / "run.duckdb")) is None
+
+
+def parse_show(out: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    lines = out.strip().splitlines()
+    rows = {}
+    for line in lines[2:]:
+        key, value, origin = re.split(r"\s{2,}", line.strip(), maxsplit=2)
+        rows[key] = (value, origin)
+    return lines[0], rows
+
+
+def test_config_show_names_the_source_of_each_value(tmp_path, monkeypatch, capsys):
+    db = tmp_path / "run.duckdb"
+    toml = write(tmp_path / "migrate.toml", FILE)
+    monkeypatch.setenv("MIGRATE_COPY_WORKERS", "4")
+    monkeypatch.setenv("MIGRATE_EXCLUDE", "*.bak, cache/")  # comma-separated form
+    monkeypatch.setenv("MIGRATE_MAX_RETRIES", "6")  # the flag below wins
+    code, out, err = run_cli(capsys, "config", "show", "--db", str(db), "--max-retries", "7")
+    assert code == 0, err
+    head, rows = parse_show(out)
+    assert head == f"settings file: {toml}"
+    assert rows["dst_workers"] == ("1", "default")
+    assert rows["src_workers"] == ("2", str(toml))
+    assert rows["bwlimit"] == (str(1 << 20), str(toml))
+    assert rows["copy_workers"] == ("4", "MIGRATE_COPY_WORKERS")
+    assert rows["exclude"] == (json.dumps(["*.bak", "cache/"]), "MIGRATE_EXCLUDE")
+    assert rows["max_retries"] == ("7", "--max-retries")
+    assert set(rows) == set(Settings.model_fields)
+    assert not db.exists()  # showing settings writes nothing
+
+
+def test_config_show_without_a_file_says_so(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "config", "show", "--db", str(tmp_path / "run.duckdb"))
+    assert code == 0
+    head, rows = parse_show(out)
+    assert head.startswith("settings file: none")
+    assert {origin for _, origin in rows.values()} == {"default"}
+
+
+def test_env_list_accepts_json_and_commas(monkeypatch):
+    monkeypatch.setenv("MIGRATE_EXCLUDE", '["a,b", "c/"]')
+    assert load().settings.exclude == ["a,b", "c/"]
+    monkeypatch.setenv("MIGRATE_EXCLUDE", " *.tmp ,, logs/ ")
+    assert load().settings.exclude == ["*.tmp", "logs/"]
+    monkeypatch.setenv("MIGRATE_EXCLUDE", '["unclosed"')
+    with pytest.raises(UserError, match=r"'exclude' from MIGRATE_EXCLUDE: not a JSON array"):
+        load()
+
+
+def test_the_real_run_uses_and_stores_the_effective_settings(tmp_path, monkeypatch, capsys):
+    src = small_tree(tmp_path / "src")
+    db = tmp_path / "run.duckdb"
+    write(tmp_path / "migrate.toml", FILE)
+    monkeypatch.setenv("MIGRATE_COPY_WORKERS", "4")
+    monkeypatch.setenv("MIGRATE_DST_WORKERS", "2")  # the flag below wins
+    code, _, err = run_cli(capsys, "run", str(src), str(tmp_path / "dst"), "--db", str(db), "--dst-workers", "3")
+    assert code == 0, err
+    assert not (tmp_path / "dst" / "skip.tmp").exists()  # the file's exclude pattern applied
+    assert (tmp_path / "dst" / "sub" / "f1.txt").read_bytes() == b"x"
+    store = Store.open(str(db))
+    try:
+        stored = store.run_info().settings
+    finally:
+        store.close()
+    assert (stored["src_workers"], stored["copy_workers"], stored["dst_workers"]) == (2, 4, 3)
+    assert stored["exclude"] == ["*.tmp"] and stored["max_retries"] == 5
+
+    # a resume keeps the stored values except what is set now; what cannot change mid-run is kept, said once
+    monkeypatch.delenv("MIGRATE_COPY_WORKERS")
+    monkeypatch.delenv("MIGRATE_DST_WORKERS")
+    (tmp_path / "migrate.toml").unlink()
+    monkeypatch.setenv("MIGRATE_MAX_RETRIES", "9")
+    code, out, err = run_cli(capsys, "resume", "--db", str(db), "--src-workers", "5", "--pull-batch", "7")
+    assert code == 0, err
+    assert "nothing to resume" in out
+    assert err.strip() == ("migrate: note: 'pull_batch' cannot change for a run already started; keeping 2048 "
+                           "(--pull-batch says 7)")
+    store = Store.open(str(db))
+    try:
+        stored = store.run_info().settings
+    finally:
+        store.close()
+    assert (stored["src_workers"], stored["max_retries"]) == (5, 9)  # flag, env
+    assert (stored["copy_workers"], stored["dst_workers"]) == (4, 3)  # kept from the run, not the defaults
+    assert stored["pull_batch"] == 2048
+
+
+BAD = [
+    # (layer, file text, env, flags, expected one line)
+    ("flag", None, {}, ["--src-workers", "0"],
+     r"invalid setting 'src_workers' from --src-workers: Input should be greater than or equal to 1 \(got '0'\)"),
+    ("flag", None, {}, ["--bwlimit", "fast"],
+     r"invalid setting 'bwlimit' from --bwlimit: 'fast' is not a size"),
+    ("env", None, {"MIGRATE_COPY_WORKERS": "many"}, [],
+     r"invalid setting 'copy_workers' from MIGRATE_COPY_WORKERS: Input should be a valid integer"),
+    ("env", None, {"MIGRATE_VERIFY": "perhaps"}, [],
+     r"invalid setting 'verify' from MIGRATE_VERIFY: Input should be a valid boolean"),
+    ("file", "lease_timeout = -1\n", {}, [],
+     r"invalid setting 'lease_timeout' from settings file .*migrate\.toml: Input should be greater than 0"),
+    ("file", "copy_worker = 3\n", {}, [],
+     r"unknown setting 'copy_worker' in .*migrate\.toml \(did you mean 'copy_workers'\?\)"),
+    ("file", "src_workers = = 2\n", {}, [],
+     r"settings file '.*migrate\.toml' is not valid TOML: .*\(at line 1, column \d+\)"),
+    ("file", "buffer_size = 100\n", {}, [],
+     r"invalid setting 'low_water' from the default: must be below buffer_size \(100\)"),
+]
+
+
+@pytest.mark.parametrize("layer,text,env,flags,expected", BAD, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD)])
+def test_bad_values_in_every_layer_are_one_line_exit_2_and_write_nothing(tmp_path, monkeypatch, capsys,
+                                                                        layer, text, env, flags, expected):
+    src = small_tree(tmp_path / "src")
+    db = tmp_path / "run.duckdb"
+    if text is not None:
+        write(tmp_path / "migrate.toml", text)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for argv in (["run", str(src), str(tmp_path / "dst"), "--db", str(db), *flags],
+                 ["config", "show", "--db", str(db), *flags],
+                 ["watch", str(src), str(tmp_path / "dst"), "--db", str(db), *flags]):
+        code, out, err = run_cli(capsys, *argv)
+        assert code == 2, (argv, err)
+        assert out == ""
+        lines = err.splitlines()
+        assert len(lines) == 1, err
+        assert re.fullmatch(r"migrate: error: " + expected + ".*", lines[0]), lines[0]
+        assert not db.exists() and not (tmp_path / "dst").exists()
+
+
+def test_a_missing_config_file_is_refused(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "config", "show", "--config", str(tmp_path / "nope.toml"))
+    assert code == 2
+    assert err.strip() == f"migrate: error: settings file '{tmp_path / 'nope.toml'}' does not exist; " \
+                          "give the path of a TOML file to --config"
+
+
+def test_describe_lists_every_setting_once(tmp_path):
+    text = describe(load())
+    keys = [line.split()[0] for line in text.splitlines()[2:]]
+    assert keys == list(Settings.model_fields)

@@ -1,0 +1,433 @@
+"""Live mirror (`migrate watch`): the real command in a subprocess on real trees, and the mirror in-process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import cli
+from engine import watch as watch_mod
+from engine.migration import Migration
+from engine.settings import Settings
+from engine.store import Store
+from collections import Counter
+
+from engine.watch import LiveMirror, Mirror
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def tree_state(root: Path) -> dict[str, tuple]:
+    """Every entry below root: type, and bytes or link target and mtime."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            if os.path.islink(full):
+                state[os.path.relpath(full, root)] = ("symlink", os.readlink(full), st.st_mtime_ns)
+            elif os.path.isdir(full):
+                state[os.path.relpath(full, root)] = ("folder",)
+            else:
+                with open(full, "rb") as f:
+                    state[os.path.relpath(full, root)] = ("file", f.read(), st.st_mtime_ns)
+    return state
+
+REPO = Path(__file__).resolve().parent.parent
+OLD_NS = 1_600_000_000 * 10**9
+
+
+def wait_for(predicate, timeout: float = 20.0, interval: float = 0.01) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def plain_tree(root: Path, folders: int = 20, files: int = 10) -> Path:
+    """A small tree of ordinary names (see test_non_utf8_names for the other kind), old mtimes."""
+    for d in range(folders):
+        folder = root / f"dir {d:02d}" / "inner"
+        folder.mkdir(parents=True)
+        for f in range(files):
+            p = folder / f"file {f}.txt"
+            p.write_bytes(f"{d}/{f}\n".encode() * (f + 1))
+            os.utime(p, ns=(OLD_NS, OLD_NS))
+    return root
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        sa, sb = os.lstat(a), os.lstat(b)
+        return sa.st_mtime_ns == sb.st_mtime_ns and sa.st_size == sb.st_size and a.read_bytes() == b.read_bytes()
+    except OSError:
+        return False
+
+
+def state_now(root: Path) -> dict | None:
+    """tree_state, or None while the mirror is still writing there (a temporary file came and went)."""
+    try:
+        return tree_state(root)
+    except FileNotFoundError:
+        return None
+
+
+def temp_files(root: Path) -> list[str]:
+    return [n for _, _, names in os.walk(root) for n in names if n.endswith(".migrate-tmp")]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Proc:
+    """`migrate watch` as a subprocess, its output collected line by line."""
+
+    def __init__(self, *argv: str):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATE_")}
+        self.p = subprocess.Popen([sys.executable, "-m", "engine.cli", *argv], cwd=REPO, env=env, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, errors="replace")
+        self.out: list[str] = []
+        self.err: list[str] = []
+        for stream, sink in ((self.p.stdout, self.out), (self.p.stderr, self.err)):
+            threading.Thread(target=lambda s=stream, k=sink: [k.append(line.rstrip("\n")) for line in s],
+                             daemon=True).start()
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.out)
+
+    def stop(self) -> int:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            try:
+                self.p.wait(30)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        return self.p.returncode
+
+
+# the real command ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def watching(tmp_path_factory):
+    base = tmp_path_factory.mktemp("watch")
+    src, dst, db = plain_tree(base / "src"), base / "dst", base / "run.duckdb"
+    # a dry run leaves the run unfinished ("planned"): watch must finish it before mirroring
+    assert cli.main(["run", "--dry-run", str(src), str(dst), "--db", str(db), "--observer-interval", "0.05"]) == 0
+    assert not dst.exists() or not any(dst.iterdir())
+    proc = Proc("watch", str(src), str(dst), "--db", str(db))
+    try:
+        assert wait_for(lambda: proc.said("watching ") or proc.p.poll() is not None, 60), (proc.out, proc.err)
+        assert proc.p.poll() is None, (proc.out, proc.err)
+        yield proc, src, dst, db
+    finally:
+        proc.stop()
+
+
+def test_watch_finishes_the_unfinished_run_first(watching):
+    proc, src, dst, db = watching
+    assert any("finishing the migration" in line for line in proc.err), proc.err
+    assert tree_state(dst) == tree_state(src)
+
+
+def timed(check, timeout: float = 20.0) -> float:
+    t0 = time.monotonic()
+    assert wait_for(check, timeout)
+    return time.monotonic() - t0
+
+
+LATENCIES: dict[str, float] = {}
+
+
+def test_created_appended_and_renamed_files_arrive(watching):
+    proc, src, dst, _ = watching
+    new = src / "dir 00" / "brand new.txt"
+    new.write_bytes(b"fresh\n")
+    LATENCIES["create"] = timed(lambda: same_file(new, dst / "dir 00" / "brand new.txt"))
+
+    grown = src / "dir 01" / "inner" / "file 3.txt"
+    with open(grown, "ab") as f:
+        f.write(b"appended line\n")
+    LATENCIES["append"] = timed(lambda: same_file(grown, dst / "dir 01" / "inner" / "file 3.txt"))
+
+    old = src / "dir 02" / "inner" / "file 4.txt"
+    renamed = src / "dir 02" / "inner" / "renamed 4.txt"
+    os.rename(old, renamed)
+    LATENCIES["rename file"] = timed(lambda: same_file(renamed, dst / "dir 02" / "inner" / "renamed 4.txt"))
+    # the old name is reported as deleted on the source, and kept on the destination
+    assert wait_for(lambda: proc.said("deleted on the source, kept on the destination (dir 02/inner/file 4.txt")), \
+        proc.out
+    assert (dst / "dir 02" / "inner" / "file 4.txt").exists()
+
+    os.rename(src / "dir 03", src / "dir 03 moved")
+    LATENCIES["rename folder"] = timed(lambda: (dst / "dir 03 moved").is_dir() and
+                                       state_now(dst / "dir 03 moved") == tree_state(src / "dir 03 moved"))
+    # folders keep the source's mtime, as after a run
+    assert os.stat(dst / "dir 03 moved" / "inner").st_mtime_ns == os.stat(src / "dir 03 moved" / "inner").st_mtime_ns
+    print(f"\nwatch latency (s): {json.dumps({k: round(v, 3) for k, v in LATENCIES.items()})}")
+    assert not temp_files(dst)
+
+
+def test_a_newer_destination_file_is_never_overwritten(watching):
+    proc, src, dst, _ = watching
+    there = dst / "dir 04" / "inner" / "file 1.txt"
+    there.write_bytes(b"edited on the destination\n")
+    future = time.time_ns() + 3600 * 10**9
+    os.utime(there, ns=(future, future))
+    with open(src / "dir 04" / "inner" / "file 1.txt", "ab") as f:
+        f.write(b"source change\n")
+    assert wait_for(lambda: proc.said("kept (destination newer)")), proc.out
+    assert there.read_bytes() == b"edited on the destination\n"
+
+
+def test_ten_thousand_files_at_once_all_arrive_in_batches(watching):
+    proc, src, dst, _ = watching
+    lines_before = len(proc.out)
+    t0 = time.monotonic()
+    made = []
+    for d in range(40):  # 8,000 files in 40 new folders
+        folder = src / "storm" / f"s{d:02d}"
+        folder.mkdir(parents=True)
+        for f in range(200):
+            (folder / f"n{f}").write_bytes(b"%d" % f)
+            made.append(f"storm/s{d:02d}/n{f}")
+    for f in range(2000):  # and 2,000 in a folder that exists on both sides
+        (src / "dir 05" / f"flat {f}").write_bytes(b"%d" % f)
+        made.append(f"dir 05/flat {f}")
+    created = time.monotonic() - t0
+    assert len(made) == 10_000
+
+    def all_there():
+        return all((dst / p).exists() for p in made[-1::-997]) and \
+            sum(len(n) for _, _, n in os.walk(dst / "storm")) == 8000 and \
+            sum(1 for n in os.listdir(dst / "dir 05") if n.startswith("flat ")) == 2000
+    assert wait_for(all_there, 120, 0.1), proc.out[-5:]
+    done = time.monotonic() - t0
+    for p in made:
+        assert (dst / p).read_bytes() == (src / p).read_bytes(), p
+        assert os.lstat(dst / p).st_mtime_ns == os.lstat(src / p).st_mtime_ns, p
+    batches = [line for line in proc.out[lines_before:] if " copied " in line]
+    print(f"\n10,000 files: created in {created:.2f} s, all on the destination {done:.2f} s after the first, "
+          f"in {len(batches)} batches")
+    assert len(batches) < 100  # batched, not handled file by file
+    assert not temp_files(dst)
+
+
+def test_near_idle_when_nothing_changes(watching):
+    proc, _, _, _ = watching
+    time.sleep(1.5)  # let the last batch settle
+    before, t0 = cpu_seconds(proc.p.pid), time.monotonic()
+    time.sleep(3)
+    used, wall = cpu_seconds(proc.p.pid) - before, time.monotonic() - t0
+    print(f"\nidle CPU: {used:.3f} s over {wall:.1f} s ({100 * used / wall:.2f}%)")
+    assert used / wall < 0.05
+
+
+def test_stop_ends_cleanly_and_the_events_are_in_the_run_file(watching):
+    proc, src, dst, db = watching
+    assert proc.stop() == 0, proc.err
+    assert proc.said("stopped watching after"), proc.out
+    store = Store.open(str(db))
+    try:
+        rows = Counter(outcome for _, _, _, outcome in store.mirror_events())
+    finally:
+        store.close()
+    assert rows.get("copied", 0) >= 10_004, rows
+    assert rows.get("deleted_on_src", 0) >= 2 and rows.get("kept_dst_newer", 0) >= 1, rows
+    assert not temp_files(dst)
+
+
+# in-process ----------------------------------------------------------------------------------------
+
+def migrated(tmp_path: Path, settings: Settings | None = None) -> tuple[Path, Path, Path]:
+    src, dst, db = plain_tree(tmp_path / "src", folders=3, files=4), tmp_path / "dst", tmp_path / "run.duckdb"
+    m = Migration.create(str(db), str(src), str(dst), settings)
+    m.start()
+    assert m.wait(60) and m.phase == "done"
+    m.close()
+    return src, dst, db
+
+
+class InThread:
+    def __init__(self, live: LiveMirror):
+        self.live = live
+        live.listen()
+        self.result: list = []
+        self.thread = threading.Thread(target=lambda: self.result.append(live.serve()), daemon=True)
+        self.thread.start()
+        assert live.ready.wait(30)
+
+    def stop(self) -> int:
+        self.live.stop()
+        self.thread.join(30)
+        self.live.close()
+        assert not self.thread.is_alive()
+        return self.result[0]
+
+
+def outcomes(db: Path) -> dict[tuple[str, str], int]:
+    store = Store.open(str(db))
+    try:
+        rows = store.mirror_events()
+    finally:
+        store.close()
+    return {(o, p): 1 for _, _, p, o in rows}
+
+
+def test_propagate_deletes_removes_only_unchanged_copies(tmp_path):
+    src, dst, db = migrated(tmp_path)
+    settings = Settings()
+    edited = dst / "dir 01" / "inner" / "file 1.txt"
+    extra = dst / "dir 02" / "inner" / "only on dst.txt"
+    extra.write_bytes(b"mine")
+    runner = InThread(LiveMirror(str(src), str(dst), str(db), settings, propagate_deletes=True,
+                                 out=open(os.devnull, "w")))
+    try:
+        os.unlink(src / "dir 00" / "inner" / "file 0.txt")  # a copy: goes
+        edited.write_bytes(b"edited on dst")
+        future = time.time_ns() + 3600 * 10**9
+        os.utime(edited, ns=(future, future))
+        os.unlink(src / "dir 01" / "inner" / "file 1.txt")  # edited on dst since: stays
+        for p in sorted((src / "dir 02").rglob("*"), reverse=True):  # a folder with a dst-only file
+            p.unlink() if p.is_file() else p.rmdir()
+        (src / "dir 02").rmdir()
+        assert wait_for(lambda: not (dst / "dir 00" / "inner" / "file 0.txt").exists())
+        assert wait_for(lambda: not (dst / "dir 02" / "inner" / "file 0.txt").exists())
+        # kept: the edited file, the dst-only file, and the two folders that still hold it
+        assert wait_for(lambda: runner.live.mirror.totals["kept_on_dst"] >= 4)
+    finally:
+        assert runner.stop() == 0
+    assert edited.read_bytes() == b"edited on dst"
+    assert extra.read_bytes() == b"mine"  # never touched: not on the source
+    assert sorted(os.listdir(dst / "dir 02" / "inner")) == ["only on dst.txt"]
+    got = outcomes(db)
+    assert ("deleted_on_dst", "dir 00/inner/file 0.txt") in got
+    assert ("kept_on_dst", "dir 02/inner/only on dst.txt") in got
+    assert ("kept_on_dst", "dir 01/inner/file 1.txt") in got
+    assert ("kept_on_dst", "dir 02") in got  # still holds the kept file
+
+
+def test_excluded_entries_are_recorded_not_copied(tmp_path):
+    settings = Settings(exclude=["*.tmp", "cache/"])
+    src, dst, db = migrated(tmp_path, settings)
+    runner = InThread(LiveMirror(str(src), str(dst), str(db), settings, out=open(os.devnull, "w")))
+    try:
+        (src / "x.tmp").write_bytes(b"skip")
+        (src / "cache").mkdir()
+        (src / "cache" / "y.txt").write_bytes(b"skip")
+        (src / "ok.txt").write_bytes(b"take")
+        assert wait_for(lambda: (dst / "ok.txt").exists())
+        time.sleep(0.3)  # the same batch, or the next one, would have copied the others
+    finally:
+        runner.stop()
+    assert not (dst / "x.tmp").exists() and not (dst / "cache").exists()
+    got = outcomes(db)
+    assert ("excluded", "x.tmp") in got and ("excluded", "cache") in got and ("copied", "ok.txt") in got
+
+
+def test_non_utf8_names_still_arrive(tmp_path, monkeypatch):
+    """watchfiles fails on any event for a path that is not valid UTF-8, even on its own start: such folders
+    are kept out of the listeners and swept; the mirror's own reads never make a listener fail again."""
+    monkeypatch.setattr(watch_mod, "UNWATCHABLE_SWEEP_S", 1.0)
+    src, dst, db = migrated(tmp_path)
+    bad = os.fsdecode(b"bad \xff\xfe name")
+    (src / bad).mkdir()
+    (src / bad / "in it.txt").write_bytes(b"one")
+    (src / "dir 00" / bad).write_bytes(b"a file with such a name")
+    live = LiveMirror(str(src), str(dst), str(db), Settings(), out=open(os.devnull, "w"))
+    runner = InThread(live)
+    try:
+        (src / "plain 1.txt").write_bytes(b"x")
+        assert wait_for(lambda: same_file(src / bad / "in it.txt", dst / bad / "in it.txt"), 30)
+        assert wait_for(lambda: same_file(src / "dir 00" / bad, dst / "dir 00" / bad), 30)
+        assert wait_for(lambda: same_file(src / "plain 1.txt", dst / "plain 1.txt"), 30)
+        assert live.mirror.unwatchable == {bad}
+        time.sleep(0.5)
+        failures, sweeps = live.failures, live.rescans
+        (src / "plain 2.txt").write_bytes(b"y")  # an ordinary change: an ordinary, fast event
+        latency = timed(lambda: same_file(src / "plain 2.txt", dst / "plain 2.txt"), 30)
+        (src / bad / "second.txt").write_bytes(b"two")  # inside such a folder: no event; the sweep finds it
+        inside = timed(lambda: same_file(src / bad / "second.txt", dst / bad / "second.txt"), 30)
+        time.sleep(0.3)
+        assert live.failures == failures, live.last_failure  # sweeps read the folder before listening anew
+        assert live.rescans > sweeps
+    finally:
+        runner.stop()
+    print(f"\nnon-UTF-8 tree: ordinary change {latency:.3f} s, inside such a folder {inside:.3f} s "
+          f"(sweep every 1 s here); {live.failures} listener failures at the start")
+
+
+def test_the_failing_path_is_read_back_from_watchfiles_message(tmp_path):
+    from watchfiles._rust_notify import RustNotify
+    name = os.fsdecode(b'odd \xff "quote" back\\slash tab\there \xc3\xa9')
+    notify = RustNotify([str(tmp_path)], False, False, 300, True, True)
+    try:
+        (tmp_path / name).write_bytes(b"x")
+        with pytest.raises(RuntimeError) as caught:
+            notify.watch(200, 20, 2000, None)
+    finally:
+        notify.close()
+    assert watch_mod.path_from_error(str(caught.value)) == str(tmp_path / name)
+
+
+def test_a_new_folder_is_walked_whole_in_one_batch(tmp_path):
+    src, dst, db = plain_tree(tmp_path / "src", 1, 1), tmp_path / "dst", tmp_path / "run.duckdb"
+    dst.mkdir()
+    for i in range(50):  # created before anyone watched: no event of their own
+        p = src / "new" / f"d{i % 5}" / f"f{i}"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"x" * i)
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(), store)
+        result = mirror.apply({(1, str(src / "new")), (1, str(src / "new" / "d1" / "f1"))})
+        assert result.counts["copied"] == 50 and result.counts["folder_created"] == 6
+        assert tree_state(dst / "new") == tree_state(src / "new")
+        for sub in ("new", "new/d3"):
+            assert os.stat(dst / sub).st_mtime_ns == os.stat(src / sub).st_mtime_ns
+        again = mirror.apply({(2, str(src / "new" / "d1" / "f1"))})
+        assert again.counts["identical"] == 1 and again.counts["copied"] == 0
+        batches = sorted(Counter(batch for batch, _, _, _ in store.mirror_events()).items())
+    finally:
+        store.close()
+    assert batches == [(1, 56), (2, 1)]
+
+
+def test_watch_refuses_a_run_file_of_another_pair(tmp_path, capsys):
+    src, dst, db = migrated(tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    code, out, err = run_cli(capsys, "watch", str(other), str(dst), "--db", str(db))
+    assert code == 2 and out == ""
+    assert err.splitlines() == [f"migrate: error: '{db}' holds the run {src} -> {dst}, not this pair; "
+                                "give a new --db path for a different pair"]
+
+
+def test_rescan_catches_changes_made_while_nothing_watched(tmp_path):
+    src, dst, db = migrated(tmp_path)
+    changed = src / "dir 01" / "inner" / "file 2.txt"
+    changed.write_bytes(b"changed while nobody watched\n")
+    proc = Proc("watch", str(src), str(dst), "--db", str(db), "--rescan")
+    try:
+        assert wait_for(lambda: proc.said("watching ") or proc.p.poll() is not None, 60), (proc.out, proc.err)
+        assert same_file(changed, dst / "dir 01" / "inner" / "file 2.txt")
+        assert any("comparing the trees again" in line for line in proc.err), proc.err
+    finally:
+        assert proc.stop() == 0
