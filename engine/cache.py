@@ -9,33 +9,64 @@ from engine.model import IN_PROGRESS, PENDING, Node
 
 
 class LevelCache:
-    """One BFS level, indexed so that every lookup costs O(result), never O(level)."""
+    """One BFS level, indexed so that every lookup costs O(result), never O(level).
 
-    __slots__ = ("depth", "by_id", "by_path", "by_parent", "by_status", "by_copy")
+    by_id and the traversal-status index are kept on every put; the path, parent-path and copy-status
+    indexes are built on first use and kept from then on, so a level nobody looks up that way (a
+    traversal never reads copy statuses from its cache) costs no time or memory for them."""
+
+    __slots__ = ("depth", "by_id", "_by_path", "_by_parent", "by_status", "_by_copy")
 
     def __init__(self, depth: int):
         self.depth = depth
         self.by_id: dict[int, Node] = {}
-        self.by_path: dict[str, Node] = {}
-        self.by_parent: dict[str, list[Node]] = defaultdict(list)
+        self._by_path: dict[str, Node] | None = None
+        self._by_parent: dict[str, list[Node]] | None = None
         # status -> {id: node}; dicts keep insertion order, so pulls are first-discovered-first
         self.by_status: dict[str, dict[int, Node]] = defaultdict(dict)
-        self.by_copy: dict[str, dict[int, Node]] = defaultdict(dict)
+        self._by_copy: dict[str, dict[int, Node]] | None = None
 
     def __len__(self) -> int:
         return len(self.by_id)
 
+    @property
+    def by_path(self) -> dict[str, Node]:
+        if self._by_path is None:
+            self._by_path = {n.path: n for n in self.by_id.values()}
+        return self._by_path
+
+    @property
+    def by_parent(self) -> dict[str, list[Node]]:
+        if self._by_parent is None:
+            index = self._by_parent = defaultdict(list)
+            for n in self.by_id.values():
+                if n.depth:
+                    index[n.path.rpartition("/")[0]].append(n)
+        return self._by_parent
+
+    @property
+    def by_copy(self) -> dict[str, dict[int, Node]]:
+        """copy status -> {id: node}, in put order like by_status."""
+        if self._by_copy is None:
+            index = self._by_copy = defaultdict(dict)
+            for key, n in self.by_id.items():
+                if n.copy_status is not None:
+                    index[n.copy_status][key] = n
+        return self._by_copy
+
     def put(self, node: Node) -> bool:
         """Add a node; False (and nothing changed) when its id is already here: keys are unique."""
-        if node.id in self.by_id:
+        by_id, key = self.by_id, node.id
+        if key in by_id:
             return False
-        self.by_id[node.id] = node
-        self.by_path[node.path] = node
-        if node.depth:
-            self.by_parent[node.path.rpartition("/")[0]].append(node)
-        self.by_status[node.status][node.id] = node
-        if node.copy_status is not None:
-            self.by_copy[node.copy_status][node.id] = node
+        by_id[key] = node
+        if self._by_path is not None:
+            self._by_path[node.path] = node
+        if self._by_parent is not None and node.depth:
+            self._by_parent[node.path.rpartition("/")[0]].append(node)
+        self.by_status[node.status][key] = node
+        if self._by_copy is not None and node.copy_status is not None:
+            self._by_copy[node.copy_status][key] = node
         return True
 
     def put_all(self, nodes: Iterable[Node]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 
 SRC = "src"
 DST = "dst"
@@ -40,11 +41,24 @@ MTIME_WINDOW_NS = 2_000_000_000  # FAT and SMB keep 2 s mtimes; closer than this
 
 TEMP_SUFFIX = ".migrate-tmp"
 
+# os.fsencode(path) is path.encode("utf-8", "surrogateescape") on a UTF-8 system, minus a Python-level call
+_FS_UTF8 = os.name == "posix" and sys.getfilesystemencoding() == "utf-8" \
+    and sys.getfilesystemencodeerrors() == "surrogateescape"
+
+
+# One keyed-by-side blake2b state per side, copied per id: cheaper than building the hash object each time.
+_ID_HASH = {side: hashlib.blake2b(digest_size=8, person=side.encode()) for side in ("src", "dst")}
+_from_bytes = int.from_bytes
+
 
 def node_id(side: str, path: str) -> int:
     """Deterministic 63-bit id from side and relative path, so a resume finds the same node."""
-    digest = hashlib.blake2b(os.fsencode(path), digest_size=8, person=side.encode()).digest()
-    return int.from_bytes(digest, "big") >> 1
+    base = _ID_HASH.get(side)
+    if base is None:
+        base = _ID_HASH[side] = hashlib.blake2b(digest_size=8, person=side.encode())
+    h = base.copy()
+    h.update(path.encode("utf-8", "surrogateescape") if _FS_UTF8 else os.fsencode(path))
+    return _from_bytes(h.digest(), "big") >> 1
 
 
 def join(parent: str, name: str) -> str:
@@ -108,11 +122,12 @@ class Node:
 class Task:
     """A leased unit of work: list one folder, create one folder, or copy one file."""
 
-    __slots__ = ("kind", "node", "round", "attempts", "expected", "not_before", "error", "transient")
+    __slots__ = ("kind", "node", "round", "attempts", "expected", "not_before", "error", "transient", "key")
 
     def __init__(self, kind: str, node: Node, round: int):
         self.kind = kind
         self.node = node
+        self.key = node.id  # the queue's unique key (a node's id never changes); read on every lease/report
         self.round = round
         self.attempts = 0
         self.expected = None  # DST listing: name -> SRC node expected under this folder
@@ -120,6 +135,3 @@ class Task:
         self.error = None
         self.transient = False
 
-    @property
-    def key(self) -> int:
-        return self.node.id

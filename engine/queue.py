@@ -90,6 +90,9 @@ class Queue:
         self._live_workers = 0
         self.round_expected = 0
         self.round_completed = 0
+        # True once a pull got fewer tasks than it asked for: until a retry or a reclaim adds work, only
+        # the end of the round is worth waking the run loop for (each wake-up is a futex round trip)
+        self._level_drained = False
         # monotonic counters, read without the lock by the observer (ints are atomic to read)
         self.completed_total = 0
         self.failed_total = 0
@@ -168,7 +171,7 @@ class Queue:
                 if self.buffer and not self.paused:
                     task = self.buffer.popleft()
                     self.in_flight[task.key] = [task, time.monotonic() + self.settings.lease_timeout]
-                    if len(self.buffer) <= self.settings.low_water:
+                    if len(self.buffer) <= self.settings.low_water and not self._level_drained:
                         self._loop_wake.notify()
                     return task
                 self._work_ready.wait(0.5)
@@ -208,13 +211,15 @@ class Queue:
                     threading.Thread(target=self._on_stop_run, args=(outcome.error,), daemon=True).start()
             elif outcome.transient and task.attempts < self.settings.max_retries:
                 self._retry_later(task, outcome.error)
+                self._loop_wake.notify()  # the loop's next wake-up may now be sooner
             else:
                 task.attempts += 1
                 self.mode.fail(task, outcome.error or "failed")
                 self.failed_total += 1
                 self.completed_total += 1
                 self.round_completed += 1
-            if not self.in_flight or len(self.buffer) <= self.settings.low_water:
+            if (not self.in_flight and not self.buffer) or \
+                    (len(self.buffer) <= self.settings.low_water and not self._level_drained):
                 self._loop_wake.notify()
 
     def _retry_later(self, task: Task, error: str | None) -> None:
@@ -244,9 +249,11 @@ class Queue:
                 # the hung worker still holds its thread: start another so capacity stays
                 self._live_workers -= 1
                 self._spawn_workers_locked()
+                self._level_drained = False
         while self.delayed and self.delayed[0][0] <= now:
             self.buffer.append(heapq.heappop(self.delayed)[2])
             self._work_ready.notify()
+            self._level_drained = False
 
     # the run loop ----------------------------------------------------------------------------------
 
@@ -311,6 +318,7 @@ class Queue:
     def _drive_round(self, r: int) -> bool:
         """Pull and wait until round r is complete (True) or a stop drained it (False)."""
         s = self.settings
+        self._level_drained = False
         while True:
             batch = None
             with self.lock:
@@ -322,7 +330,9 @@ class Queue:
                     return True
                 if not self.paused and len(self.buffer) <= s.low_water:
                     room = max(0, s.buffer_size - len(self.buffer))
-                    batch = self.mode.take(r, min(s.pull_batch, room)) if room else None
+                    want = min(s.pull_batch, room)
+                    batch = self.mode.take(r, want) if room else None
+                    self._level_drained = room > 0 and len(batch or ()) < want
                 if not batch:
                     self._loop_wake.wait(self._next_wakeup(now))
                     continue

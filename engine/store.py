@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from operator import attrgetter
 import re
 import threading
 import time
@@ -219,28 +220,30 @@ class Store:
 
     # nodes -----------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _node_table(side: str, nodes: Sequence[Node]) -> pa.Table:
-        extra = ((pa.array([n.copy_status for n in nodes], pa.string()),
-                  pa.array([n.action for n in nodes], pa.string())) if side == SRC else
-                 (pa.array([n.action for n in nodes], pa.string()),
-                  pa.array([n.src_id for n in nodes], pa.int64())))
-        return pa.Table.from_arrays([
-            pa.array([n.id for n in nodes], pa.int64()),
-            pa.array([n.parent_id for n in nodes], pa.int64()),
-            pa.array([os.fsencode(n.path) for n in nodes], pa.binary()),
-            pa.array([None if n.depth == 0 else os.fsencode(n.path.rpartition("/")[0]) for n in nodes],
-                     pa.binary()),
-            pa.array([n.depth for n in nodes], pa.int32()),
-            pa.array([n.type for n in nodes], pa.string()),
-            pa.array([n.size for n in nodes], pa.int64()),
-            pa.array([n.mtime_ns for n in nodes], pa.int64()),
-            pa.array([n.mode for n in nodes], pa.int32()),
-            pa.array([n.status for n in nodes], pa.string()),
-            *extra,
-            pa.array([n.attempts for n in nodes], pa.int32()),
-            pa.array([n.error for n in nodes], pa.string()),
-        ], names=list(NODE_COLUMNS[side]))
+    # Node attributes in column order (parent_path is derived from path), and their Arrow types.
+    _NODE_ATTRS = {
+        SRC: ("id", "parent_id", "path", "depth", "type", "size", "mtime_ns", "mode", "status",
+              "copy_status", "action", "attempts", "error"),
+        DST: ("id", "parent_id", "path", "depth", "type", "size", "mtime_ns", "mode", "status",
+              "action", "src_id", "attempts", "error"),
+    }
+    _NODE_TYPES = {
+        SRC: (pa.int64(), pa.int64(), None, pa.int32(), pa.string(), pa.int64(), pa.int64(), pa.int32(),
+              pa.string(), pa.string(), pa.string(), pa.int32(), pa.string()),
+        DST: (pa.int64(), pa.int64(), None, pa.int32(), pa.string(), pa.int64(), pa.int64(), pa.int32(),
+              pa.string(), pa.string(), pa.int64(), pa.int32(), pa.string()),
+    }
+
+    @classmethod
+    def _node_table(cls, side: str, nodes: Sequence[Node]) -> pa.Table:
+        """Nodes as one Arrow table: a column at a time (attrgetter), the paths encoded once."""
+        cols = [list(map(attrgetter(a), nodes)) for a in cls._NODE_ATTRS[side]]
+        paths = [os.fsencode(p) for p in cols[2]]
+        parents = [None if d == 0 else p.rpartition(b"/")[0] for p, d in zip(paths, cols[3])]
+        arrays = [pa.array(paths, pa.binary()) if i == 2 else pa.array(c, t)
+                  for i, (c, t) in enumerate(zip(cols, cls._NODE_TYPES[side]))]
+        arrays.insert(3, pa.array(parents, pa.binary()))
+        return pa.Table.from_arrays(arrays, names=list(NODE_COLUMNS[side]))
 
     @staticmethod
     def _errors_table(side: str, phase: str, letters: Sequence[tuple[str, str, int]]) -> pa.Table:
@@ -403,16 +406,15 @@ class Store:
                 "LEFT JOIN src_nodes p ON p.depth = ? AND p.path = b.path "
                 "LEFT JOIN src_nodes s ON s.depth = ? AND s.parent_path = b.path",
                 [depth, depth + 1])
-        out: dict[str, tuple[str | None, list[Node]]] = {}
-        fsdecode = os.fsdecode
+        by_folder: dict[bytes, tuple[str | None, list[Node]]] = {}
+        fsdecode, child_depth = os.fsdecode, depth + 1
         for folder, parent_status, sid, spath, stype, size, mtime, mode, status in rows:
-            key = fsdecode(folder)
-            entry = out.get(key)
+            entry = by_folder.get(folder)
             if entry is None:
-                entry = out[key] = (parent_status, [])
+                entry = by_folder[folder] = (parent_status, [])
             if sid is not None:
-                entry[1].append(Node(sid, None, fsdecode(spath), depth + 1, stype, size, mtime, mode, status))
-        return out
+                entry[1].append(Node(sid, None, fsdecode(spath), child_depth, stype, size, mtime, mode, status))
+        return {fsdecode(k): v for k, v in by_folder.items()}  # each folder's path decoded once
 
     # inspection ------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from engine.adapters.base import FSAdapter, describe, is_disk_full, is_transient
 from engine.model import (
     ACTION_COPY, ACTION_KEEP_DST_NEWER, ACTION_NOT_ON_SRC, ACTION_SKIP, CHANGED, DST, DST_NEWER, EXCLUDED,
     FAILED, FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SKIPPED, SRC, SUCCESSFUL, SYMLINK, Node, Task,
-    is_temp_name, join, node_id, parent_of,
+    TEMP_SUFFIX, node_id, parent_of,
 )
 from engine.queue import Outcome
 
@@ -34,17 +34,20 @@ def list_src(adapter: FSAdapter, task: Task, excluded: Callable[[str, bool], boo
         return Outcome(ok=False, error="folder vanished from the source since it was discovered")
     except OSError as exc:
         return failure(exc)
+    # Hot path: one Node per entry, with the per-entry work kept to a join, an id hash and the Node itself.
     depth, parent_id, base = folder.depth + 1, folder.id, folder.path
+    prefix = f"{base}/" if base else ""
+    new_node, nid = Node, node_id
     children = []
     append = children.append
-    for e in entries:
-        path = f"{base}/{e.name}" if base else e.name
-        if excluded is not None and excluded(path, e.type == FOLDER):
-            append(Node(node_id(SRC, path), parent_id, path, depth, e.type, e.size, e.mtime_ns, e.mode,
-                        EXCLUDED, EXCLUDED, EXCLUDED))
+    for name, kind, size, mtime_ns, mode in entries:
+        path = prefix + name
+        if excluded is not None and excluded(path, kind == FOLDER):
+            append(new_node(nid(SRC, path), parent_id, path, depth, kind, size, mtime_ns, mode,
+                            EXCLUDED, EXCLUDED, EXCLUDED))
             continue
-        append(Node(node_id(SRC, path), parent_id, path, depth, e.type, e.size, e.mtime_ns, e.mode,
-                    PENDING if e.type == FOLDER else SUCCESSFUL, PENDING, ACTION_COPY))
+        append(new_node(nid(SRC, path), parent_id, path, depth, kind, size, mtime_ns, mode,
+                        PENDING if kind == FOLDER else SUCCESSFUL, PENDING, ACTION_COPY))
     return Outcome(children=children)
 
 
@@ -78,31 +81,35 @@ def list_dst(adapter: FSAdapter, task: Task, excluded: Callable[[str, bool], boo
         return Outcome(children=[])  # nothing there: every expected SRC entry stays pending (missing)
     except OSError as exc:
         return failure(exc)
-    expected = {n.name: n for n in expected_nodes}
+    expected = {n.path.rpartition("/")[2]: n for n in expected_nodes}
+    pop = expected.pop
     depth, parent_id, base = folder.depth + 1, folder.id, folder.path
+    prefix = f"{base}/" if base else ""
+    new_node, nid, decide, actions = Node, node_id, SRC_DECISION.get, DST_ACTION
     children, updates = [], []
-    for e in entries:
-        if is_temp_name(e.name):
+    append = children.append
+    for name, kind, size, mtime_ns, mode in entries:
+        if name[:1] == "." and name.endswith(TEMP_SUFFIX):
             continue  # a temporary file of ours from an interrupted copy, not a destination entry
-        path = f"{base}/{e.name}" if base else e.name
-        src = expected.pop(e.name, None)
+        path = prefix + name
+        src = pop(name, None)
         if src is None:
-            status = EXCLUDED if excluded is not None and excluded(path, e.type == FOLDER) else SUCCESSFUL
-            children.append(Node(node_id(DST, path), parent_id, path, depth, e.type, e.size, e.mtime_ns,
-                                 e.mode, status, None, ACTION_NOT_ON_SRC))
+            status = EXCLUDED if excluded is not None and excluded(path, kind == FOLDER) else SUCCESSFUL
+            append(new_node(nid(DST, path), parent_id, path, depth, kind, size, mtime_ns, mode, status, None,
+                            ACTION_NOT_ON_SRC))
             continue
         if src.copy_status == EXCLUDED or src.status == EXCLUDED:
-            children.append(Node(node_id(DST, path), parent_id, path, depth, e.type, e.size, e.mtime_ns,
-                                 e.mode, EXCLUDED, None, EXCLUDED, src.id))
+            append(new_node(nid(DST, path), parent_id, path, depth, kind, size, mtime_ns, mode, EXCLUDED, None,
+                            EXCLUDED, src.id))
             continue
-        match = classify(e.type, e.size, e.mtime_ns, src)
-        decision = SRC_DECISION.get(match)
+        match = classify(kind, size, mtime_ns, src)
+        decision = decide(match)
         if decision is not None:
             updates.append((src.id, *decision))
         # a DST folder is listed next round only when SRC has a folder there too
-        status = PENDING if e.type == FOLDER and src.type == FOLDER else SUCCESSFUL
-        children.append(Node(node_id(DST, path), parent_id, path, depth, e.type, e.size, e.mtime_ns, e.mode,
-                             status, None, DST_ACTION[match], src.id))
+        status = PENDING if kind == FOLDER and src.type == FOLDER else SUCCESSFUL
+        append(new_node(nid(DST, path), parent_id, path, depth, kind, size, mtime_ns, mode, status, None,
+                        actions[match], src.id))
     return Outcome(children=children, updates=updates)
 
 
@@ -111,6 +118,7 @@ class BandwidthLimiter:
 
     def __init__(self, bytes_per_s: int):
         self.rate = bytes_per_s
+        self.charged = 0  # bytes paced so far: proves the bucket is charged what moved, no more
         self._lock = threading.Lock()
         self._next_free = time.monotonic()
 
@@ -119,6 +127,7 @@ class BandwidthLimiter:
         if rate <= 0:
             return
         with self._lock:
+            self.charged += n
             now = time.monotonic()
             start = max(now, self._next_free)
             self._next_free = start + n / rate
@@ -126,38 +135,55 @@ class BandwidthLimiter:
             time.sleep(start - now)
 
 
+_SENDFILE = getattr(os, "sendfile", None)
+# copy_file_range fails with EXDEV across filesystems on recent kernels: sendfile then
+_ZERO_COPY = tuple(call for call in (getattr(os, "copy_file_range", None), _SENDFILE) if call)
+_NO_ZERO_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
+
+
+def _step(limiter: BandwidthLimiter) -> int:
+    """Bytes per copy step: a quarter second's worth under a limit, so heartbeats and pauses stay timely."""
+    rate = limiter.rate
+    return CHUNK if rate <= 0 else max(64 << 10, min(CHUNK, rate // 4))
+
+
 def _stream(src_f, dst_f, size: int, heartbeat, limiter: BandwidthLimiter, progress) -> int:
-    """Copy with the kernel's zero-copy paths when both ends are real files, else a bounded buffer loop."""
+    """Copy with the kernel's zero-copy paths when both ends are real files, else a bounded buffer loop.
+
+    Each step moves up to CHUNK bytes (less under a bandwidth limit), so a file under CHUNK takes one call
+    plus the one that sees the end. The limiter is charged the bytes actually moved, after the step: a
+    1 KiB file must not pay for a whole step. The lease is extended after a step only when more data may
+    follow (the file is not all copied yet, or the step was full): a small file does not take the lock."""
     copied = 0
     try:
         src_fd, dst_fd = src_f.fileno(), dst_f.fileno()
     except (OSError, AttributeError, ValueError):
         src_fd = dst_fd = None
     if src_fd is not None:
-        for call in (getattr(os, "copy_file_range", None), os.sendfile):
-            if call is None:
-                continue
+        for call in _ZERO_COPY:
             try:
                 while True:
-                    step = CHUNK if limiter.rate <= 0 else max(64 << 10, min(CHUNK, limiter.rate // 4))
-                    limiter.consume(step)
-                    n = call(src_fd, dst_fd, step) if call is os.sendfile else call(src_fd, dst_fd, step)
+                    step = _step(limiter)
+                    # sendfile(out, in, offset, count); copy_file_range(in, out, count)
+                    n = call(dst_fd, src_fd, None, step) if call is _SENDFILE else call(src_fd, dst_fd, step)
                     if n == 0:
                         return copied
+                    limiter.consume(n)
                     copied += n
                     progress(n)
-                    heartbeat()
+                    if copied < size or n == step:
+                        heartbeat()
             except OSError as exc:
-                if copied or exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                if copied or exc.errno not in _NO_ZERO_COPY:
                     raise
     buf = bytearray(min(CHUNK, max(size, 1 << 16)))
-    view = memoryview(buf)
     while True:
-        n = src_f.readinto(buf)
+        view = memoryview(buf)[:_step(limiter)]
+        n = src_f.readinto(view)
         if not n:
             return copied
-        limiter.consume(n)
         dst_f.write(view[:n])
+        limiter.consume(n)
         copied += n
         progress(n)
         heartbeat()

@@ -122,3 +122,20 @@ def test_source_changing_between_traversal_and_copy(tmp_path):
     assert "changed from file to folder" in reasons["d1/f2"]
     assert dst2.entries["d1/f1"].data == src.entries["d1/f1"].data
     m.close()
+
+
+def test_a_long_copy_under_a_bandwidth_limit_keeps_its_lease(tmp_path):
+    """Heartbeats as bytes move: a copy longer than the lease timeout is never reclaimed."""
+    src = MemoryAdapter()
+    src.add_file("big.bin", bytes(range(256)) * 4096)  # 1 MiB
+    for k in range(20):
+        src.add_file(f"small{k}", b"x")
+    dst = MemoryAdapter()
+    m = run(tmp_path, src, dst, bwlimit="1M", lease_timeout=0.6, copy_workers=2)
+    assert m.phase == "done" and m.summary.failed == 0
+    copy = next(q for q in m.finished_queues if q.mode.name == "copy")
+    assert copy.expired_leases == 0 and copy.stale_reports == 0
+    assert files_of(dst) == files_of(src)
+    assert m.limiter.charged == sum(len(d) for d in files_of(src).values()), "charged more than moved"
+    assert m.elapsed() >= 0.8, "the limit was not applied (1 MiB at 1 MiB/s)"
+    m.close()
