@@ -49,7 +49,8 @@ def actions(db: str) -> tuple[dict[str, str], set[str], dict[str, int]]:
     import duckdb
     con = duckdb.connect(db, read_only=True)
     try:
-        src = {os.fsdecode(p): a for p, a in con.execute("SELECT path, action FROM src_nodes WHERE depth > 0").fetchall()}
+        rows = con.execute("SELECT path, action FROM src_nodes WHERE depth > 0").fetchall()
+        src = {os.fsdecode(p): a for p, a in rows}
         not_on_src = {os.fsdecode(p) for (p,) in con.execute(
             "SELECT path FROM dst_nodes WHERE \"match\" = 'not_on_src'").fetchall()}
         copy = dict(con.execute("SELECT coalesce(copy_status, 'none'), count(*) FROM src_nodes WHERE depth > 0 "

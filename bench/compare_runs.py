@@ -39,7 +39,8 @@ def main() -> int:
         if ra != rb:
             same = False
             sa, sb = set(ra), set(rb)
-            print(f"{name}: DIFFERENT ({len(ra)} vs {len(rb)} rows; {len(sa - sb)} only in A, {len(sb - sa)} only in B)")
+            print(f"{name}: DIFFERENT ({len(ra)} vs {len(rb)} rows; "
+                  f"{len(sa - sb)} only in A, {len(sb - sa)} only in B)")
             for r in list(sa - sb)[:3]:
                 print("   A:", r)
             for r in list(sb - sa)[:3]:

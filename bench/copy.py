@@ -31,7 +31,8 @@ import sys
 import time
 
 from common import (
-    MIGRATE, PYTHON, Series, ensure_tree, fresh_db, purge_trash, reset_dst, save, table, timed, tree_dir, wait_for_quiet,
+    MIGRATE, PYTHON, Series, ensure_tree, fresh_db, purge_trash, reset_dst, save, table, timed, tree_dir,
+    wait_for_quiet,
 )
 
 TOOLS = ("migrate", "rsync", "rclone", "rclone-t8c16")

@@ -30,7 +30,7 @@ import threading
 import time
 from collections import defaultdict
 
-from common import BASE, ensure_tree, fresh_db, reset_dst, save, tree_dir
+from common import ensure_tree, fresh_db, reset_dst, save, tree_dir
 
 PROBES: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
 EVENTS: list[tuple[float, str, str]] = []

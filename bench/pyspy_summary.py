@@ -17,7 +17,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HE
 
 import argparse
 import re
-from collections import Counter, defaultdict
+from collections import Counter
 
 FRAME = re.compile(r"^(.*) \((.*?):(\d+)\)$")
 

@@ -26,7 +26,8 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _HERE] + [_HE
 import argparse  # noqa: E402
 
 from common import (  # noqa: E402
-    MIGRATE, PYTHON, Series, drop_caches, ensure_tree, fresh_db, reset_dst, save, table, timed, tree_dir, tree_info, wait_for_quiet,
+    MIGRATE, PYTHON, Series, drop_caches, ensure_tree, fresh_db, reset_dst, save, table, timed, tree_dir, tree_info,
+    wait_for_quiet,
 )
 
 
