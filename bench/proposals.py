@@ -2,22 +2,16 @@
 applied as monkeypatches so that their gain can be measured before anyone changes the engine:
 
     python bench/profile_run.py 100k --dry-run --proposals all
-    python bench/migrate_patched.py --proposals store_table,seal_update run SRC DST --db X --dry-run
-    python bench/settings_matrix.py 100k --dry-run "" "PROPOSALS=all" "PROPOSALS=store_table+seal_update"
+    python bench/migrate_patched.py --proposals seal_update run SRC DST --db X --dry-run
+    python bench/settings_matrix.py 100k --dry-run "" "PROPOSALS=all" "PROPOSALS=seal_update+release_arrow"
 
 Each proposal keeps the engine's behaviour (same rows in the run file, same classification); they are
-described, with the measured gains, in bench/README.md. Names:
+described, with the measured gains, in bench/README.md. store_table, expected_fast and quiet_notify
+were adopted into the engine (f1bbefc). Names still here:
 
-  store_table      Store._node_table: one attrgetter pass per column, str.encode("utf-8",
-                   "surrogateescape") for os.fsencode, the parent path cut from the encoded bytes
   seal_update      Store.seal_traversal: the level's rows are already in the file (written as the next
                    level by the previous seal, or loaded from it); update only its folders' traversal
                    status/attempts/error instead of deleting and re-inserting the whole level
-  expected_fast    Store.expected_children: decode each folder path once (not once per child row) and
-                   the child paths with bytes.decode instead of os.fsdecode
-  quiet_notify     Queue.report/lease: wake the run loop only when it has something to do (the buffer is
-                   at the low-water mark AND the level still has tasks to pull, or nothing is left in
-                   flight), not after every task in the last low_water tasks of every round
   release_arrow    Store._transaction: after each seal, hand the Arrow memory pool's cached free pages
                    back to the OS (pa.default_memory_pool().release_unused(), and glibc's malloc_trim(0)
                    when the pool is the system allocator); otherwise the peak of every seal's column
@@ -39,9 +33,8 @@ import os
 import sys
 import threading
 import time
-from operator import attrgetter
 
-ALL = ("store_table", "seal_update", "expected_fast", "quiet_notify", "release_arrow", "arrow_system_pool")
+ALL = ("seal_update", "release_arrow", "arrow_system_pool")
 
 
 OPTIONAL = ("fsync_none", "switch")
@@ -49,39 +42,6 @@ OPTIONAL = ("fsync_none", "switch")
 
 def _enc(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape")
-
-
-# store_table -----------------------------------------------------------------------------------------
-
-def store_table() -> None:
-    import pyarrow as pa
-    from engine import store as store_mod
-    from engine.model import SRC
-
-    attrs = {
-        "src": ("id", "parent_id", "path", "depth", "type", "size", "mtime_ns", "mode", "status",
-                "copy_status", "action", "attempts", "error"),
-        "dst": ("id", "parent_id", "path", "depth", "type", "size", "mtime_ns", "mode", "status",
-                "action", "src_id", "attempts", "error"),
-    }
-    types = {
-        "src": (pa.int64(), pa.int64(), None, pa.int32(), pa.string(), pa.int64(), pa.int64(), pa.int32(),
-                pa.string(), pa.string(), pa.string(), pa.int32(), pa.string()),
-        "dst": (pa.int64(), pa.int64(), None, pa.int32(), pa.string(), pa.int64(), pa.int64(), pa.int32(),
-                pa.string(), pa.string(), pa.int64(), pa.int32(), pa.string()),
-    }
-
-    def _node_table(side, nodes):
-        cols = [list(map(attrgetter(a), nodes)) for a in attrs[side]]
-        paths = [p.encode("utf-8", "surrogateescape") for p in cols[2]]
-        parents = [None if d == 0 else p.rpartition(b"/")[0] for p, d in zip(paths, cols[3])]
-        arrays = [pa.array(paths, pa.binary()) if i == 2 else pa.array(c, t)
-                  for i, (c, t) in enumerate(zip(cols, types[side]))]
-        arrays.insert(3, pa.array(parents, pa.binary()))
-        return pa.Table.from_arrays(arrays, names=list(store_mod.NODE_COLUMNS[side]))
-
-    store_mod.Store._node_table = staticmethod(_node_table)
-    _ = SRC
 
 
 # seal_update -----------------------------------------------------------------------------------------
@@ -129,132 +89,6 @@ def seal_update() -> None:
 
     Store.seed_roots = seed_roots
     Store.seal_traversal = seal_traversal
-
-
-# expected_fast ---------------------------------------------------------------------------------------
-
-def expected_fast() -> None:
-    import pyarrow as pa
-    from engine import store as store_mod
-    from engine.model import Node
-
-    def expected_children(self, depth, folders):
-        batch = pa.table({"path": pa.array([_enc(p) for p in folders], pa.binary())})
-        rows = self._with_tables(
-            {"batch": batch},
-            "SELECT b.path, p.traversal_status, s.id, s.path, s.type, s.size, s.mtime_ns, s.mode, "
-            "s.traversal_status FROM batch b "
-            "LEFT JOIN src_nodes p ON p.depth = ? AND p.path = b.path "
-            "LEFT JOIN src_nodes s ON s.depth = ? AND s.parent_path = b.path",
-            [depth, depth + 1])
-        by_key: dict[bytes, tuple] = {}
-        child_depth = depth + 1
-        for folder, parent_status, sid, spath, stype, size, mtime, mode, status in rows:
-            entry = by_key.get(folder)
-            if entry is None:
-                entry = by_key[folder] = (parent_status, [])
-            if sid is not None:
-                entry[1].append(Node(sid, None, spath.decode("utf-8", "surrogateescape"), child_depth, stype,
-                                     size, mtime, mode, status))
-        return {k.decode("utf-8", "surrogateescape"): v for k, v in by_key.items()}
-
-    store_mod.Store.expected_children = expected_children
-
-
-# quiet_notify ----------------------------------------------------------------------------------------
-
-def quiet_notify() -> None:
-    from engine import queue as queue_mod
-    from engine.queue import Outcome
-
-    Queue = queue_mod.Queue
-
-    def _loop_has_work_locked(self) -> bool:
-        if not self.in_flight and not self.buffer:
-            return True  # the round may be complete
-        return len(self.buffer) <= self.settings.low_water and not getattr(self, "_level_drained", False)
-
-    def lease(self):
-        with self.lock:
-            while True:
-                if self._stopping or self.state in ("completed", "stopped") \
-                        or self._live_workers > self.target_workers:
-                    self._live_workers -= 1
-                    return None
-                if self.buffer and not self.paused:
-                    task = self.buffer.popleft()
-                    self.in_flight[task.key] = [task, time.monotonic() + self.settings.lease_timeout]
-                    if len(self.buffer) <= self.settings.low_water and not getattr(self, "_level_drained", False):
-                        self._loop_wake.notify()
-                    return task
-                self._work_ready.wait(0.5)
-
-    def report(self, task, outcome):
-        with self.lock:
-            lease_ = self.in_flight.get(task.key)
-            if lease_ is None or lease_[0] is not task:
-                self.stale_reports += 1
-                return
-            del self.in_flight[task.key]
-            if outcome.ok:
-                self.mode.complete(task, outcome)
-                self.completed_total += 1
-                self.round_completed += 1
-            elif outcome.stop_run:
-                self.mode.requeue(task)
-                if self._on_stop_run:
-                    threading.Thread(target=self._on_stop_run, args=(outcome.error,), daemon=True).start()
-            elif outcome.transient and task.attempts < self.settings.max_retries:
-                self._retry_later(task, outcome.error)
-                self._loop_wake.notify()  # a new delayed task: the loop's next wake-up may be sooner
-            else:
-                task.attempts += 1
-                self.mode.fail(task, outcome.error or "failed")
-                self.failed_total += 1
-                self.completed_total += 1
-                self.round_completed += 1
-            if _loop_has_work_locked(self):
-                self._loop_wake.notify()
-
-    def _drive_round(self, r):
-        s = self.settings
-        self._level_drained = False
-        while True:
-            batch = None
-            with self.lock:
-                now = time.monotonic()
-                self._reclaim_locked(now)
-                if self._stopping:
-                    return self._drain_locked()
-                if self.mode.round_done(r):
-                    return True
-                if not self.paused and len(self.buffer) <= s.low_water:
-                    room = max(0, s.buffer_size - len(self.buffer))
-                    want = min(s.pull_batch, room)
-                    batch = self.mode.take(r, want) if room else None
-                    # fewer than asked: nothing more to pull in this level until a retry or requeue
-                    self._level_drained = room > 0 and len(batch or ()) < want
-                if not batch:
-                    self._loop_wake.wait(self._next_wakeup(now))
-                    continue
-            tasks = self.mode.prepare(batch)
-            with self.lock:
-                self.buffer.extend(tasks)
-                self._work_ready.notify(len(tasks))
-
-    orig_reclaim = Queue._reclaim_locked
-
-    def _reclaim_locked(self, now):
-        before = len(self.buffer) + len(self.delayed)
-        orig_reclaim(self, now)
-        if len(self.buffer) + len(self.delayed) != before:
-            self._level_drained = False
-
-    Queue.lease = lease
-    Queue.report = report
-    Queue._drive_round = _drive_round
-    Queue._reclaim_locked = _reclaim_locked
-    _ = Outcome
 
 
 # release_arrow ---------------------------------------------------------------------------------------
