@@ -40,7 +40,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import humanize
-import pyarrow as pa
 from watchfiles._rust_notify import RustNotify
 
 from engine.adapters.local import LocalAdapter

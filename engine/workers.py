@@ -14,7 +14,7 @@ import xxhash
 from engine.adapters.base import FSAdapter, describe, is_disk_full, is_transient
 from engine.model import (
     ACTION_COPY, ACTION_KEEP_DST_NEWER, ACTION_NOT_ON_SRC, ACTION_SKIP, CHANGED, DST, DST_NEWER, EXCLUDED,
-    FAILED, FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SKIPPED, SRC, SUCCESSFUL, SYMLINK, Node, Task,
+    FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SKIPPED, SRC, SUCCESSFUL, SYMLINK, Node, Task,
     TEMP_SUFFIX, node_id, parent_of,
 )
 from engine.queue import Outcome
