@@ -93,19 +93,19 @@ def install() -> None:
     from engine.adapters import local
     from engine.modes import traversal, copy as copy_mode
     S = store.Store
-    for name in ("seal_traversal", "seal_copy", "seal_by_id", "load_level", "summarize"):
+    for name in ("seal_traversal", "seal_copy", "seal_by_id", "load_level", "summarize", "_classify_dst",
+                 "src_folders_not_listed"):
         if hasattr(S, name):
             probe(S, name, f"store.{name}", event=True)
-    for name in ("expected_children", "write_queue_stats", "min_depth", "count", "sum_size", "grouped",
+    for name in ("write_queue_stats", "min_depth", "count", "sum_size", "grouped",
                  "created_folders", "run_info", "set_phase", "close", "open", "create_run", "seed_roots"):
         if hasattr(S, name):
             probe(S, name, f"store.{name}")
     probe(local.LocalAdapter, "list", "adapter.list")
-    probe(workers, "list_src", "workers.list_src")
-    probe(workers, "list_dst", "workers.list_dst")
+    probe(workers, "list_folder", "workers.list_folder")
     probe(workers, "copy_entry", "workers.copy_entry")
     probe(workers, "create_folder", "workers.create_folder")
-    traversal.list_src, traversal.list_dst = workers.list_src, workers.list_dst
+    traversal.list_folder = workers.list_folder
     copy_mode.copy_entry, copy_mode.create_folder = workers.copy_entry, workers.create_folder
     probe(queue.Queue, "report", "queue.report (incl. lock wait)")
     probe(queue.Queue, "lease", "queue.lease (incl. waiting for work)")

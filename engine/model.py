@@ -42,7 +42,7 @@ MTIME_WINDOW_NS = 2_000_000_000  # FAT and SMB keep 2 s mtimes; closer than this
 TEMP_SUFFIX = ".migrate-tmp"
 
 # os.fsencode(path) is path.encode("utf-8", "surrogateescape") on a UTF-8 system, minus a Python-level call
-_FS_UTF8 = os.name == "posix" and sys.getfilesystemencoding() == "utf-8" \
+FS_UTF8 = os.name == "posix" and sys.getfilesystemencoding() == "utf-8" \
     and sys.getfilesystemencodeerrors() == "surrogateescape"
 
 
@@ -57,7 +57,7 @@ def node_id(side: str, path: str) -> int:
     if base is None:
         base = _ID_HASH[side] = hashlib.blake2b(digest_size=8, person=side.encode())
     h = base.copy()
-    h.update(path.encode("utf-8", "surrogateescape") if _FS_UTF8 else os.fsencode(path))
+    h.update(path.encode("utf-8", "surrogateescape") if FS_UTF8 else os.fsencode(path))
     return _from_bytes(h.digest(), "big") >> 1
 
 
@@ -122,7 +122,7 @@ class Node:
 class Task:
     """A leased unit of work: list one folder, create one folder, or copy one file."""
 
-    __slots__ = ("kind", "node", "round", "attempts", "expected", "not_before", "error", "transient", "key")
+    __slots__ = ("kind", "node", "round", "attempts", "not_before", "error", "transient", "key")
 
     def __init__(self, kind: str, node: Node, round: int):
         self.kind = kind
@@ -130,7 +130,6 @@ class Task:
         self.key = node.id  # the queue's unique key (a node's id never changes); read on every lease/report
         self.round = round
         self.attempts = 0
-        self.expected = None  # DST listing: name -> SRC node expected under this folder
         self.not_before = 0.0
         self.error = None
         self.transient = False

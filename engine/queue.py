@@ -20,14 +20,13 @@ from engine.settings import Settings
 
 
 class Outcome:
-    """What a worker reports. `children`/`updates` carry discoveries; `error` a failure's reason."""
+    """What a worker reports. `children` carry discoveries; `error` a failure's reason."""
 
-    __slots__ = ("ok", "error", "transient", "children", "updates", "kind", "bytes", "stop_run")
+    __slots__ = ("ok", "error", "transient", "children", "kind", "bytes", "stop_run")
 
-    def __init__(self, ok=True, error=None, transient=False, children=(), updates=(), kind="", bytes=0,
-                 stop_run=False):
+    def __init__(self, ok=True, error=None, transient=False, children=(), kind="", bytes=0, stop_run=False):
         self.ok, self.error, self.transient = ok, error, transient
-        self.children, self.updates, self.kind, self.bytes, self.stop_run = children, updates, kind, bytes, stop_run
+        self.children, self.kind, self.bytes, self.stop_run = children, kind, bytes, stop_run
 
 
 class Mode(Protocol):

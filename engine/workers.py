@@ -13,9 +13,8 @@ import xxhash
 
 from engine.adapters.base import FSAdapter, describe, is_disk_full, is_transient
 from engine.model import (
-    ACTION_COPY, ACTION_KEEP_DST_NEWER, ACTION_NOT_ON_SRC, ACTION_SKIP, CHANGED, DST, DST_NEWER, EXCLUDED,
-    FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SKIPPED, SRC, SUCCESSFUL, SYMLINK, Node, Task,
-    TEMP_SUFFIX, node_id, parent_of,
+    ACTION_COPY, CHANGED, DST, DST_NEWER, EXCLUDED, FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SRC,
+    SUCCESSFUL, SYMLINK, Node, Task, TEMP_SUFFIX, node_id, parent_of,
 )
 from engine.queue import Outcome
 
@@ -26,32 +25,47 @@ def failure(exc: BaseException) -> Outcome:
     return Outcome(ok=False, error=describe(exc), transient=is_transient(exc), stop_run=is_disk_full(exc))
 
 
-def list_src(adapter: FSAdapter, task: Task, excluded: Callable[[str, bool], bool] | None) -> Outcome:
+def list_folder(side: str, adapter: FSAdapter, task: Task,
+                excluded: Callable[[str, bool], bool] | None) -> Outcome:
+    """List one folder into the nodes of the next level.
+
+    SRC: every folder is listed next round, every entry starts as to-copy. DST: a folder starts pending
+    and every entry unclassified; the seal compares the whole level with SRC in one SQL pass (DuckDB does
+    per row what would cost microseconds of Python each), and un-pends the folders SRC does not have."""
     folder = task.node
     try:
         entries = adapter.list(folder.path)
-    except FileNotFoundError:
-        return Outcome(ok=False, error="folder vanished from the source since it was discovered")
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        if side == DST:
+            return Outcome(children=[])  # nothing there: every expected SRC entry stays to copy (missing)
+        if isinstance(exc, FileNotFoundError):
+            return Outcome(ok=False, error="folder vanished from the source since it was discovered")
+        return failure(exc)
     except OSError as exc:
         return failure(exc)
     # Hot path: one Node per entry, with the per-entry work kept to a join, an id hash and the Node itself.
     depth, parent_id, base = folder.depth + 1, folder.id, folder.path
     prefix = f"{base}/" if base else ""
     new_node, nid = Node, node_id
+    copy_status, action = (PENDING, ACTION_COPY) if side == SRC else (None, None)
     children = []
     append = children.append
     for name, kind, size, mtime_ns, mode in entries:
+        if side == DST and name[:1] == "." and name.endswith(TEMP_SUFFIX):
+            continue  # a temporary file of ours from an interrupted copy, not a destination entry
         path = prefix + name
         if excluded is not None and excluded(path, kind == FOLDER):
-            append(new_node(nid(SRC, path), parent_id, path, depth, kind, size, mtime_ns, mode,
-                            EXCLUDED, EXCLUDED, EXCLUDED))
+            append(new_node(nid(side, path), parent_id, path, depth, kind, size, mtime_ns, mode,
+                            EXCLUDED, EXCLUDED if side == SRC else None, EXCLUDED if side == SRC else None))
             continue
-        append(new_node(nid(SRC, path), parent_id, path, depth, kind, size, mtime_ns, mode,
-                        PENDING if kind == FOLDER else SUCCESSFUL, PENDING, ACTION_COPY))
+        append(new_node(nid(side, path), parent_id, path, depth, kind, size, mtime_ns, mode,
+                        PENDING if kind == FOLDER else SUCCESSFUL, copy_status, action))
     return Outcome(children=children)
 
 
 def classify(dst_type: str, dst_size: int, dst_mtime: int, src: Node) -> str:
+    """One DST entry against its SRC entry (the live mirror). Store.classify_dst does the same in SQL
+    for a traversal's whole level: the two must agree (tests check both paths)."""
     if dst_type != src.type:
         return CHANGED
     if dst_type == FOLDER:
@@ -61,56 +75,6 @@ def classify(dst_type: str, dst_size: int, dst_mtime: int, src: Node) -> str:
     if dst_mtime > src.mtime_ns + MTIME_WINDOW_NS:
         return DST_NEWER
     return CHANGED
-
-
-# SRC copy decision that follows each DST classification: (copy_status, action); None leaves it pending
-SRC_DECISION = {IDENTICAL: (SUCCESSFUL, ACTION_SKIP), DST_NEWER: (SKIPPED, ACTION_KEEP_DST_NEWER)}
-DST_ACTION = {IDENTICAL: ACTION_SKIP, DST_NEWER: ACTION_KEEP_DST_NEWER, CHANGED: ACTION_COPY,
-              ACTION_NOT_ON_SRC: ACTION_NOT_ON_SRC}
-
-
-def list_dst(adapter: FSAdapter, task: Task, excluded: Callable[[str, bool], bool] | None) -> Outcome:
-    """List a DST folder and compare it with the SRC children expected there."""
-    folder = task.node
-    parent_status, expected_nodes = task.expected
-    if parent_status is not None and parent_status != SUCCESSFUL:
-        return Outcome(ok=False, error="the matching source folder could not be listed; retry mode lists both")
-    try:
-        entries = adapter.list(folder.path)
-    except (FileNotFoundError, NotADirectoryError):
-        return Outcome(children=[])  # nothing there: every expected SRC entry stays pending (missing)
-    except OSError as exc:
-        return failure(exc)
-    expected = {n.path.rpartition("/")[2]: n for n in expected_nodes}
-    pop = expected.pop
-    depth, parent_id, base = folder.depth + 1, folder.id, folder.path
-    prefix = f"{base}/" if base else ""
-    new_node, nid, decide, actions = Node, node_id, SRC_DECISION.get, DST_ACTION
-    children, updates = [], []
-    append = children.append
-    for name, kind, size, mtime_ns, mode in entries:
-        if name[:1] == "." and name.endswith(TEMP_SUFFIX):
-            continue  # a temporary file of ours from an interrupted copy, not a destination entry
-        path = prefix + name
-        src = pop(name, None)
-        if src is None:
-            status = EXCLUDED if excluded is not None and excluded(path, kind == FOLDER) else SUCCESSFUL
-            append(new_node(nid(DST, path), parent_id, path, depth, kind, size, mtime_ns, mode, status, None,
-                            ACTION_NOT_ON_SRC))
-            continue
-        if src.copy_status == EXCLUDED or src.status == EXCLUDED:
-            append(new_node(nid(DST, path), parent_id, path, depth, kind, size, mtime_ns, mode, EXCLUDED, None,
-                            EXCLUDED, src.id))
-            continue
-        match = classify(kind, size, mtime_ns, src)
-        decision = decide(match)
-        if decision is not None:
-            updates.append((src.id, *decision))
-        # a DST folder is listed next round only when SRC has a folder there too
-        status = PENDING if kind == FOLDER and src.type == FOLDER else SUCCESSFUL
-        append(new_node(nid(DST, path), parent_id, path, depth, kind, size, mtime_ns, mode, status, None,
-                        actions[match], src.id))
-    return Outcome(children=children, updates=updates)
 
 
 class BandwidthLimiter:

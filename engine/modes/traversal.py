@@ -13,7 +13,7 @@ from engine.model import (
 )
 from engine.queue import Outcome
 from engine.store import Store
-from engine.workers import list_dst, list_src
+from engine.workers import list_folder
 
 
 class TraversalMode:
@@ -36,10 +36,10 @@ class TraversalMode:
         self.on_error = on_error
         self.excluded = excluded
         self.dead_letters: list[tuple[str, str, int]] = []
-        self.src_updates: list[tuple[int, str, str]] = []  # DST only: copy decisions for SRC nodes
         self.relisted: list[str] = []  # retry, SRC only: folders listed now that failed before
         self.max_known_depth = 0
-        self._execute = list_src if side == SRC else list_dst
+        # DST only: paths of the SRC folders of this round that could not be listed (their DST twins wait)
+        self._src_not_listed: set[str] = set()
 
     def first_round(self) -> int | None:
         self.max_known_depth = self.store.max_depth(self.side)
@@ -60,6 +60,8 @@ class TraversalMode:
                     node.status = PENDING
             level.put_all(nodes)
         pending = level.count(PENDING)
+        if self.side == DST and pending:
+            self._src_not_listed = self.store.src_folders_not_listed(r)
         if not pending and self.ends_when_empty(r):
             self.cache.clear()  # sealed already as the previous round's next level: free it now
         return pending
@@ -72,14 +74,12 @@ class TraversalMode:
         return [Task(kind, node, r) for node in self.cache.level(r).take_pending(limit)]
 
     def prepare(self, tasks: list[Task]) -> list[Task]:
-        if self.side == DST and tasks:
-            expected = self.store.expected_children(tasks[0].round, [t.node.path for t in tasks])
-            for t in tasks:
-                t.expected = expected.get(t.node.path, (None, []))
         return tasks
 
     def execute(self, task: Task, heartbeat) -> Outcome:
-        return self._execute(self.adapter, task, self.excluded)
+        if self._src_not_listed and task.node.path in self._src_not_listed:
+            return Outcome(ok=False, error="the matching source folder could not be listed; retry mode lists both")
+        return list_folder(self.side, self.adapter, task, self.excluded)
 
     def complete(self, task: Task, outcome: Outcome) -> None:
         node = task.node
@@ -95,8 +95,6 @@ class TraversalMode:
                     counters.folders_discovered += 1
                 else:
                     counters.files_discovered += 1
-        if outcome.updates:
-            self.src_updates.extend(outcome.updates)
         if self.retry and self.side == SRC:
             self.relisted.append(node.path)
 
@@ -120,12 +118,16 @@ class TraversalMode:
         for node in level.by_status.get(IN_PROGRESS, {}).copy().values():
             level.set_status(node, PENDING)  # never seal a half-done task: it is redone on resume
         if self.retry:
-            self.store.seal_by_id(self.side, r, list(level.nodes()), list(nxt.nodes()),
-                                  self.dead_letters, self.src_updates, self.relisted)
+            unlisted = self.store.seal_by_id(self.side, r, list(level.nodes()), list(nxt.nodes()),
+                                             self.dead_letters, self.relisted)
         else:
-            self.store.seal_traversal(self.side, r, list(level.nodes()), list(nxt.nodes()),
-                                      self.dead_letters, self.src_updates)
-        self.dead_letters, self.src_updates, self.relisted = [], [], []
+            unlisted = self.store.seal_traversal(self.side, r, list(level.nodes()), list(nxt.nodes()),
+                                                 self.dead_letters)
+        for node_id, status in unlisted:  # the comparison with SRC found nothing there to list
+            node = nxt.get(node_id)
+            if node is not None:
+                nxt.set_status(node, status)
+        self.dead_letters, self.relisted = [], []
         if final:
             self.cache.drop(r)
             if self.retry:
