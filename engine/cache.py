@@ -5,20 +5,63 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-from engine.model import IN_PROGRESS, PENDING, Node
+from engine.model import IN_PROGRESS, PENDING, Node, fs_bytes
+
+
+class FileRows:
+    """The files (and symlinks) a traversal discovered for one level, as columns.
+
+    Only folders are ever traversal tasks, so files need no Node of their own until somebody asks for
+    one: the seal turns these columns into Arrow directly (a Node per file and its conversion back cost
+    ~3 us and ~350 bytes per entry of a 100k-file run). Entries are the adapter's (name, type, size,
+    mtime_ns, mode) tuples, kept as they came."""
+
+    __slots__ = ("entries", "ids", "paths", "parent_ids", "parent_paths", "statuses", "counts")
+
+    def __init__(self):
+        self.entries: list[tuple] = []
+        self.ids: list[int] = []
+        self.paths: list[str] = []
+        self.parent_ids: list[int] = []
+        self.parent_paths: list[bytes] = []  # encoded once per folder: the seal writes them as they are
+        self.statuses: list[str] = []
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def add(self, parent_id: int, parent_path: str, entries: list[tuple], ids: list[int], paths: list[str],
+            statuses: list[str]) -> None:
+        n = len(ids)
+        self.entries += entries
+        self.ids += ids
+        self.paths += paths
+        self.parent_ids += [parent_id] * n
+        self.parent_paths += [fs_bytes(parent_path)] * n
+        self.statuses += statuses
+        counts = self.counts
+        for status in statuses:
+            counts[status] += 1
 
 
 class LevelCache:
     """One BFS level, indexed so that every lookup costs O(result), never O(level).
 
+    Files a traversal discovered live in `files` (columns) until a lookup by id, path, parent or copy
+    status, or `nodes()`, needs them as Nodes: then they are turned into Nodes once and indexed like
+    the rest.
+
     by_id and the traversal-status index are kept on every put; the path, parent-path and copy-status
     indexes are built on first use and kept from then on, so a level nobody looks up that way (a
     traversal never reads copy statuses from its cache) costs no time or memory for them."""
 
-    __slots__ = ("depth", "by_id", "_by_path", "_by_parent", "by_status", "_by_copy")
+    __slots__ = ("depth", "by_id", "_by_path", "_by_parent", "by_status", "_by_copy", "files", "_file_node")
 
-    def __init__(self, depth: int):
+    def __init__(self, depth: int, file_node=None):
         self.depth = depth
+        self.files = FileRows()
+        # (FileRows, index, depth) -> Node: how this level's side makes a Node of a file row when one is needed
+        self._file_node = file_node
         self.by_id: dict[int, Node] = {}
         self._by_path: dict[str, Node] | None = None
         self._by_parent: dict[str, list[Node]] | None = None
@@ -27,16 +70,35 @@ class LevelCache:
         self._by_copy: dict[str, dict[int, Node]] | None = None
 
     def __len__(self) -> int:
-        return len(self.by_id)
+        return len(self.by_id) + len(self.files)
+
+    def add_files(self, parent_id: int, parent_path: str, entries: list[tuple], ids: list[int],
+                  paths: list[str], statuses: list[str]) -> None:
+        self.files.add(parent_id, parent_path, entries, ids, paths, statuses)
+        if self._by_path is not None or self._by_parent is not None or self._by_copy is not None:
+            self._materialize()  # somebody looks files up here: keep the indexes whole
+
+    def _materialize(self) -> None:
+        """Turn the file rows into Nodes, indexed like every other node (once; lookups by id/path need it)."""
+        files = self.files
+        if not files.ids:
+            return
+        if self._file_node is None:
+            raise AssertionError("this level was given file rows without a way to make Nodes of them")
+        self.files = FileRows()
+        for i in range(len(files.ids)):
+            self.put(self._file_node(files, i, self.depth))
 
     @property
     def by_path(self) -> dict[str, Node]:
+        self._materialize()
         if self._by_path is None:
             self._by_path = {n.path: n for n in self.by_id.values()}
         return self._by_path
 
     @property
     def by_parent(self) -> dict[str, list[Node]]:
+        self._materialize()
         if self._by_parent is None:
             index = self._by_parent = defaultdict(list)
             for n in self.by_id.values():
@@ -47,6 +109,7 @@ class LevelCache:
     @property
     def by_copy(self) -> dict[str, dict[int, Node]]:
         """copy status -> {id: node}, in put order like by_status."""
+        self._materialize()
         if self._by_copy is None:
             index = self._by_copy = defaultdict(dict)
             for key, n in self.by_id.items():
@@ -73,7 +136,11 @@ class LevelCache:
         return sum(map(self.put, nodes))
 
     def get(self, node_id: int) -> Node | None:
-        return self.by_id.get(node_id)
+        node = self.by_id.get(node_id)
+        if node is None and self.files.ids:
+            self._materialize()
+            node = self.by_id.get(node_id)
+        return node
 
     def get_by_path(self, path: str) -> Node | None:
         return self.by_path.get(path)
@@ -117,18 +184,28 @@ class LevelCache:
         return taken
 
     def count(self, status: str) -> int:
-        return len(self.by_status.get(status, ()))
+        return len(self.by_status.get(status, ())) + self.files.counts.get(status, 0)
 
     def count_copy(self, status: str) -> int:
         return len(self.by_copy.get(status, ()))
 
     def status_counts(self) -> dict[str, int]:
-        return {s: len(ids) for s, ids in self.by_status.items() if ids}
+        counts = {s: len(ids) for s, ids in self.by_status.items() if ids}
+        for s, n in self.files.counts.items():
+            if n:
+                counts[s] = counts.get(s, 0) + n
+        return counts
 
     def copy_counts(self) -> dict[str, int]:
         return {s: len(ids) for s, ids in self.by_copy.items() if ids}
 
     def nodes(self) -> Iterable[Node]:
+        """Every node of the level, file rows turned into Nodes first."""
+        self._materialize()
+        return self.by_id.values()
+
+    def nodes_as_listed(self) -> Iterable[Node]:
+        """The nodes that are Nodes already (folders, and what was loaded or put): file rows stay rows."""
         return self.by_id.values()
 
 
@@ -137,9 +214,10 @@ class NodeCache:
 
     MAX_LEVELS = 2
 
-    def __init__(self):
+    def __init__(self, file_node=None):
         self.levels: dict[int, LevelCache] = {}
         self.peak_levels = 0  # tests read this to prove the memory invariant held
+        self._file_node = file_node
 
     def level(self, depth: int) -> LevelCache | None:
         return self.levels.get(depth)
@@ -147,7 +225,7 @@ class NodeCache:
     def ensure(self, depth: int) -> LevelCache:
         level = self.levels.get(depth)
         if level is None:
-            level = self.levels[depth] = LevelCache(depth)
+            level = self.levels[depth] = LevelCache(depth, self._file_node)
             self.peak_levels = max(self.peak_levels, len(self.levels))
             if len(self.levels) > self.MAX_LEVELS:
                 raise AssertionError(f"level cache holds {sorted(self.levels)}: more than two levels")

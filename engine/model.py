@@ -61,6 +61,11 @@ def node_id(side: str, path: str) -> int:
     return _from_bytes(h.digest(), "big") >> 1
 
 
+def fs_bytes(path: str) -> bytes:
+    """A path as the bytes the filesystem knows it by (os.fsencode, without its cost on UTF-8 systems)."""
+    return path.encode("utf-8", "surrogateescape") if FS_UTF8 else os.fsencode(path)
+
+
 def join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 

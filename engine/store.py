@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import itertools
 import json
 import os
 from operator import attrgetter
@@ -17,7 +18,8 @@ import pyarrow as pa
 
 from engine import crashpoints
 from engine.errors import UserError
-from engine.model import DST, FOLDER, FS_UTF8, MTIME_WINDOW_NS, SRC, Node
+from engine.cache import FileRows, LevelCache
+from engine.model import ACTION_COPY, DST, EXCLUDED, FOLDER, MTIME_WINDOW_NS, PENDING, SRC, Node, fs_bytes
 
 # Arrow's default allocator (jemalloc/mimalloc) keeps the column buffers of every seal cached; with the
 # system allocator and a trim after each seal they go back to the OS (measured: -40 MB peak, 100k run).
@@ -247,17 +249,57 @@ class Store:
               pa.string(), pa.string(), pa.int64(), pa.int32(), pa.string()),
     }
 
+    SEAL_BATCH = 16_384  # rows converted to Arrow at a time: a big level never exists twice in full
+
+    @classmethod
+    def _node_schema(cls, side: str) -> pa.Schema:
+        types = [pa.binary() if t is None else t for t in cls._NODE_TYPES[side]]
+        types.insert(3, pa.binary())  # parent_path
+        return pa.schema(list(zip(NODE_COLUMNS[side], types)))
+
+    @classmethod
+    def _node_batches(cls, side: str, nodes: Sequence[Node]) -> Iterator[pa.RecordBatch]:
+        """Nodes as Arrow record batches: a column at a time (attrgetter), the paths encoded once."""
+        schema, attrs = cls._node_schema(side), cls._NODE_ATTRS[side]
+        for start in range(0, len(nodes), cls.SEAL_BATCH):
+            chunk = nodes[start:start + cls.SEAL_BATCH]
+            cols = [list(map(attrgetter(a), chunk)) for a in attrs]
+            paths = [fs_bytes(p) for p in cols[2]]
+            cols[2] = paths
+            cols.insert(3, [None if d == 0 else p.rpartition(b"/")[0] for p, d in zip(paths, cols[3])])
+            yield pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema)], schema=schema)
+
+    @classmethod
+    def _file_batches(cls, side: str, depth: int, rows: FileRows) -> Iterator[pa.RecordBatch]:
+        """A level's file rows as Arrow record batches, straight from their columns."""
+        schema = cls._node_schema(side)
+        for start in range(0, len(rows), cls.SEAL_BATCH):
+            end = start + cls.SEAL_BATCH
+            _, kinds, sizes, mtimes, modes = zip(*rows.entries[start:end])
+            statuses = rows.statuses[start:end]
+            n = len(statuses)
+            excluded = EXCLUDED in statuses
+            common = [
+                pa.array(rows.ids[start:end], pa.int64()), pa.array(rows.parent_ids[start:end], pa.int64()),
+                pa.array([fs_bytes(p) for p in rows.paths[start:end]], pa.binary()),
+                pa.array(rows.parent_paths[start:end], pa.binary()), pa.repeat(pa.scalar(depth, pa.int32()), n),
+                pa.array(kinds, pa.string()), pa.array(sizes, pa.int64()), pa.array(mtimes, pa.int64()),
+                pa.array(modes, pa.int32()), pa.array(statuses, pa.string()),
+            ]
+            if side == SRC:  # copy_status and action: to copy, unless excluded
+                decided = pa.array([EXCLUDED if s == EXCLUDED else PENDING for s in statuses], pa.string()) \
+                    if excluded else pa.repeat(pa.scalar(PENDING, pa.string()), n)
+                copy_cols = [decided, pa.array([EXCLUDED if s == EXCLUDED else ACTION_COPY for s in statuses],
+                                               pa.string()) if excluded else pa.repeat(pa.scalar(ACTION_COPY), n)]
+            else:  # match and src_id: decided by the seal's comparison with SRC
+                copy_cols = [pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())]
+            tail = [pa.repeat(pa.scalar(0, pa.int32()), n), pa.nulls(n, pa.string())]
+            yield pa.RecordBatch.from_arrays(common + copy_cols + tail, schema=schema)
+
     @classmethod
     def _node_table(cls, side: str, nodes: Sequence[Node]) -> pa.Table:
-        """Nodes as one Arrow table: a column at a time (attrgetter), the paths encoded once."""
-        cols = [list(map(attrgetter(a), nodes)) for a in cls._NODE_ATTRS[side]]
-        paths = [p.encode("utf-8", "surrogateescape") for p in cols[2]] if FS_UTF8 else \
-            [os.fsencode(p) for p in cols[2]]
-        parents = [None if d == 0 else p.rpartition(b"/")[0] for p, d in zip(paths, cols[3])]
-        arrays = [pa.array(paths, pa.binary()) if i == 2 else pa.array(c, t)
-                  for i, (c, t) in enumerate(zip(cols, cls._NODE_TYPES[side]))]
-        arrays.insert(3, pa.array(parents, pa.binary()))
-        return pa.Table.from_arrays(arrays, names=list(NODE_COLUMNS[side]))
+        """For statements that read the nodes more than once."""
+        return pa.Table.from_batches(list(cls._node_batches(side, nodes)), schema=cls._node_schema(side))
 
     @staticmethod
     def _errors_table(side: str, phase: str, letters: Sequence[tuple[str, str, int]]) -> pa.Table:
@@ -311,18 +353,24 @@ class Store:
 
     def seed_roots(self, src_root: Node, dst_root: Node) -> None:
         # the roots are not in the file yet: each is written as "the next level" of a depth -1 seal
-        self.seal_traversal(SRC, -1, [], [src_root], [])
-        self.seal_traversal(DST, -1, [], [dst_root], [])
+        for side, root in ((SRC, src_root), (DST, dst_root)):
+            level = LevelCache(0)
+            level.put(root)
+            self.seal_traversal(side, -1, LevelCache(-1), level, [])
 
-    def seal_traversal(self, side: str, depth: int, level: Sequence[Node], next_level: Sequence[Node],
+    def seal_traversal(self, side: str, depth: int, level: LevelCache, next_level: LevelCache,
                        errors: Sequence[tuple[str, str, int]], phase: str = "traversal") -> list[tuple[int, str]]:
         """Seal a round in ONE transaction: the final statuses of the level's folders (the level itself was
         written by the previous seal, as its next level, and only folders are ever listed), the next level's
         discovered nodes (so a crash resumes there), the dead letters, for DST the comparison of the next
         level with SRC, and the stats of the depths touched. Returns the DST folders that will not be
         listed (id, status): SRC has no folder there."""
-        folders = [n for n in level if n.type == FOLDER]
-        tables = {"nodes_tbl": self._node_table(side, next_level),
+        folders = [n for n in level.nodes_as_listed() if n.type == FOLDER]
+        schema = self._node_schema(side)
+        listed = list(next_level.nodes_as_listed())
+        batches = itertools.chain(self._node_batches(side, listed),
+                                  self._file_batches(side, next_level.depth, next_level.files))
+        tables = {"nodes_tbl": pa.RecordBatchReader.from_batches(schema, batches),
                   "level_upd": pa.table({
                       "id": pa.array([n.id for n in folders], pa.int64()),
                       "traversal_status": pa.array([n.status for n in folders], pa.string()),
@@ -330,6 +378,7 @@ class Store:
                       "error": pa.array([n.error for n in folders], pa.string())}),
                   "errors_tbl": self._errors_table(side, phase, errors)}
         unlisted: list[tuple[int, str]] = []
+        has_next = bool(listed) or bool(len(next_level.files))
 
         def body(con):
             if folders:
@@ -337,11 +386,11 @@ class Store:
                             f"attempts = u.attempts, error = u.error FROM level_upd u "
                             f"WHERE {side}_nodes.depth = ? AND {side}_nodes.id = u.id", [depth])
             con.execute(f"DELETE FROM {side}_nodes WHERE depth = ?", [depth + 1])
-            if next_level:
+            if has_next:
                 con.execute(f"INSERT INTO {side}_nodes SELECT * FROM nodes_tbl")
             if errors:
                 con.execute("INSERT INTO task_errors SELECT * FROM errors_tbl")
-            if side == DST and next_level:
+            if side == DST and has_next:
                 unlisted.extend(self._classify_dst(depth + 1))
             self._refresh_stats(side, [d for d in (depth, depth + 1) if d >= 0])
 

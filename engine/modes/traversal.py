@@ -9,7 +9,7 @@ from engine.adapters.base import FSAdapter
 from engine.cache import NodeCache
 from engine.counters import SideCounters
 from engine.model import (
-    DST, EXCLUDED, FAILED, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Task,
+    ACTION_COPY, DST, EXCLUDED, FAILED, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, Task,
 )
 from engine.queue import Outcome
 from engine.store import Store
@@ -31,7 +31,7 @@ class TraversalMode:
         self.retry = retry
         self.store = store
         self.adapter = adapter
-        self.cache = NodeCache()
+        self.cache = NodeCache(self._file_node)
         self.counters = counters
         self.on_error = on_error
         self.excluded = excluded
@@ -89,12 +89,13 @@ class TraversalMode:
         counters = self.counters
         counters.listed += 1
         crashpoints.hit(f"{self.side}-listed")
-        for child in outcome.children:
+        listing = outcome.children
+        for child in listing.folders:
             if nxt.put(child) and child.status != EXCLUDED:
-                if child.type == FOLDER:
-                    counters.folders_discovered += 1
-                else:
-                    counters.files_discovered += 1
+                counters.folders_discovered += 1
+        if listing.ids:
+            nxt.add_files(node.id, node.path, listing.entries, listing.ids, listing.paths, listing.statuses)
+            counters.files_discovered += len(listing.ids) - listing.statuses.count(EXCLUDED)
         if self.retry and self.side == SRC:
             self.relisted.append(node.path)
 
@@ -121,8 +122,7 @@ class TraversalMode:
             unlisted = self.store.seal_by_id(self.side, r, list(level.nodes()), list(nxt.nodes()),
                                              self.dead_letters, self.relisted)
         else:
-            unlisted = self.store.seal_traversal(self.side, r, list(level.nodes()), list(nxt.nodes()),
-                                                 self.dead_letters)
+            unlisted = self.store.seal_traversal(self.side, r, level, nxt, self.dead_letters)
         for node_id, status in unlisted:  # the comparison with SRC found nothing there to list
             node = nxt.get(node_id)
             if node is not None:
@@ -132,6 +132,16 @@ class TraversalMode:
             self.cache.drop(r)
             if self.retry:
                 self.cache.drop(r + 1)  # reloaded with the other pending nodes of that depth
+
+    def _file_node(self, rows, i: int, depth: int) -> Node:
+        """A file row of a level as a Node (for lookups and retry seals; traversal itself never needs one)."""
+        name, kind, size, mtime_ns, mode = rows.entries[i]
+        status = rows.statuses[i]
+        copy_status = action = None
+        if self.side == SRC:
+            copy_status, action = (EXCLUDED, EXCLUDED) if status == EXCLUDED else (PENDING, ACTION_COPY)
+        return Node(rows.ids[i], rows.parent_ids[i], rows.paths[i], depth, kind, size, mtime_ns, mode, status,
+                    copy_status, action)
 
     def next_round(self, r: int) -> int | None:
         return r + 1
