@@ -102,10 +102,10 @@ def install() -> None:
         if hasattr(S, name):
             probe(S, name, f"store.{name}")
     probe(local.LocalAdapter, "list", "adapter.list")
-    probe(workers, "list_folder", "workers.list_folder")
+    probe(workers, "list_folders", "workers.list_folders")
     probe(workers, "copy_entry", "workers.copy_entry")
     probe(workers, "create_folder", "workers.create_folder")
-    traversal.list_folder = workers.list_folder
+    traversal.list_folders = workers.list_folders
     copy_mode.copy_entry, copy_mode.create_folder = workers.copy_entry, workers.create_folder
     probe(queue.Queue, "report", "queue.report (incl. lock wait)")
     probe(queue.Queue, "lease", "queue.lease (incl. waiting for work)")

@@ -13,15 +13,18 @@ class FileRows:
 
     Only folders are ever traversal tasks, so files need no Node of their own until somebody asks for
     one: the seal turns these columns into Arrow directly (a Node per file and its conversion back cost
-    ~3 us and ~350 bytes per entry of a 100k-file run). Entries are the adapter's (name, type, size,
-    mtime_ns, mode) tuples, kept as they came."""
+    ~3 us and ~350 bytes per entry of a 100k-file run), and a listing arrives as columns already."""
 
-    __slots__ = ("entries", "ids", "paths", "parent_ids", "parent_paths", "statuses", "counts")
+    __slots__ = ("ids", "paths", "kinds", "sizes", "mtimes", "modes", "parent_ids", "parent_paths", "statuses",
+                 "counts")
 
     def __init__(self):
-        self.entries: list[tuple] = []
         self.ids: list[int] = []
         self.paths: list[str] = []
+        self.kinds: list[str] = []
+        self.sizes: list[int] = []
+        self.mtimes: list[int] = []
+        self.modes: list[int] = []
         self.parent_ids: list[int] = []
         self.parent_paths: list[bytes] = []  # encoded once per folder: the seal writes them as they are
         self.statuses: list[str] = []
@@ -30,18 +33,24 @@ class FileRows:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, parent_id: int, parent_path: str, entries: list[tuple], ids: list[int], paths: list[str],
-            statuses: list[str]) -> None:
-        n = len(ids)
-        self.entries += entries
-        self.ids += ids
-        self.paths += paths
+    def add(self, parent_id: int, parent_path: str, listing) -> None:
+        """Append a listing's columns (engine.workers.Listing)."""
+        n = len(listing.ids)
+        self.ids += listing.ids
+        self.paths += listing.paths
+        self.kinds += listing.kinds
+        self.sizes += listing.sizes
+        self.mtimes += listing.mtimes
+        self.modes += listing.modes
         self.parent_ids += [parent_id] * n
         self.parent_paths += [fs_bytes(parent_path)] * n
-        self.statuses += statuses
+        self.statuses += listing.statuses
         counts = self.counts
-        for status in statuses:
-            counts[status] += 1
+        if n and listing.statuses.count(listing.statuses[0]) == n:
+            counts[listing.statuses[0]] += n
+        else:
+            for status in listing.statuses:
+                counts[status] += 1
 
 
 class LevelCache:
@@ -72,9 +81,8 @@ class LevelCache:
     def __len__(self) -> int:
         return len(self.by_id) + len(self.files)
 
-    def add_files(self, parent_id: int, parent_path: str, entries: list[tuple], ids: list[int],
-                  paths: list[str], statuses: list[str]) -> None:
-        self.files.add(parent_id, parent_path, entries, ids, paths, statuses)
+    def add_files(self, parent_id: int, parent_path: str, listing) -> None:
+        self.files.add(parent_id, parent_path, listing)
         if self._by_path is not None or self._by_parent is not None or self._by_copy is not None:
             self._materialize()  # somebody looks files up here: keep the indexes whole
 

@@ -17,6 +17,7 @@ from engine.hotreload import SettingsWatcher
 from engine.model import (
     ACTION_SKIP, DST, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name, node_id,
 )
+from engine.listing import ListerPool
 from engine.modes.copy import CopyMode
 from engine.modes.traversal import TraversalMode
 from engine.observer import Observer
@@ -283,12 +284,19 @@ class Migration:
     def _run_traversal(self, retry: bool) -> None:
         self.coordinator = QueueCoordinator(self.settings.max_src_ahead)
         s = self.settings
-        queues = {}
+        queues, pools = {}, []
         for side, adapter, workers in ((SRC, self.src, s.src_workers), (DST, self.dst, s.dst_workers)):
+            listers = ListerPool() if s.list_processes and isinstance(adapter, LocalAdapter) else None
+            if listers is not None:
+                pools.append(listers)
             mode = TraversalMode(side, self.store, adapter, self.counters[side], self._on_error, retry,
-                                 self.excluded)
+                                 self.excluded, listers)
             queues[side] = Queue(side, mode, self.coordinator, s, workers, self._on_stop_run)
-        self._run_queues(queues)
+        try:
+            self._run_queues(queues)
+        finally:
+            for listers in pools:
+                listers.close()
 
     def _run_copy(self, resuming: bool) -> None:
         if resuming:

@@ -47,7 +47,9 @@ class Mode(Protocol):
     def prepare(self, tasks: list[Task]) -> list[Task]:
         """Outside the lock: attach what execution needs (DST: the SRC children expected)."""
 
-    def execute(self, task: Task, heartbeat: Callable[[], None]) -> Outcome: ...
+    def execute(self, task: Task, heartbeat: Callable[[], None]) -> Outcome:
+        """One task. A mode may instead offer `execute_batch(tasks) -> outcomes` and `batch_size`: a
+        worker then leases up to batch_size tasks at once (short tasks: listings)."""
 
     def complete(self, task: Task, outcome: Outcome) -> None: ...
 
@@ -159,20 +161,24 @@ class Queue:
 
     # workers ---------------------------------------------------------------------------------------
 
-    def lease(self) -> Task | None:
-        """Block until a task is ready; None tells the worker to exit."""
+    def lease(self, limit: int = 1) -> list[Task]:
+        """Block until tasks are ready; up to `limit` of them, each with its own lease. An empty list
+        tells the worker to exit."""
         with self.lock:
             while True:
                 if self._stopping or self.state in ("completed", "stopped") \
                         or self._live_workers > self.target_workers:
                     self._live_workers -= 1
-                    return None
+                    return []
                 if self.buffer and not self.paused:
-                    task = self.buffer.popleft()
-                    self.in_flight[task.key] = [task, time.monotonic() + self.settings.lease_timeout]
-                    if len(self.buffer) <= self.settings.low_water and not self._level_drained:
+                    buffer, in_flight = self.buffer, self.in_flight
+                    deadline = time.monotonic() + self.settings.lease_timeout
+                    tasks = [buffer.popleft() for _ in range(min(limit, len(buffer)))]
+                    for task in tasks:
+                        in_flight[task.key] = [task, deadline]
+                    if len(buffer) <= self.settings.low_water and not self._level_drained:
                         self._loop_wake.notify()
-                    return task
+                    return tasks
                 self._work_ready.wait(0.5)
 
     def heartbeat(self, task: Task) -> None:
@@ -183,15 +189,22 @@ class Queue:
                 lease[1] = time.monotonic() + self.settings.lease_timeout
 
     def _worker(self) -> None:
+        execute_batch = getattr(self.mode, "execute_batch", None)
+        limit = getattr(self.mode, "batch_size", 1) if execute_batch else 1
         while True:
-            task = self.lease()
-            if task is None:
+            tasks = self.lease(limit)
+            if not tasks:
                 return
             try:
-                outcome = self.mode.execute(task, lambda: self.heartbeat(task))
+                if execute_batch is not None:
+                    outcomes = execute_batch(tasks)
+                else:
+                    task = tasks[0]
+                    outcomes = [self.mode.execute(task, lambda: self.heartbeat(task))]
             except Exception as exc:  # noqa: BLE001 - a worker must never die silently
-                outcome = Outcome(ok=False, error=f"internal error: {exc!r}")
-            self.report(task, outcome)
+                outcomes = [Outcome(ok=False, error=f"internal error: {exc!r}")] * len(tasks)
+            for task, outcome in zip(tasks, outcomes):
+                self.report(task, outcome)
 
     def report(self, task: Task, outcome: Outcome) -> None:
         with self.lock:

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # Threads: on a local disk the GIL makes more threads slower (see DESIGN.md); raise for slow mounts.
     src_workers: int = Field(1, ge=1, le=256, description="traversal workers listing SRC folders")
     dst_workers: int = Field(1, ge=1, le=256, description="traversal workers listing DST folders")
+    list_processes: bool = Field(True, description="list local folders in helper processes, one per "
+                                 "traversal worker: off this process's GIL, on another core")
     copy_workers: int = Field(2, ge=1, le=256, description="workers copying files")
     max_src_ahead: int = Field(3, ge=1, le=1000, description="rounds SRC may run ahead of DST")
     buffer_size: int = Field(4096, ge=1, description="bound of each queue's pending buffer (tasks)")

@@ -14,8 +14,9 @@ import xxhash
 from engine.adapters.base import Entry, FSAdapter, describe, is_disk_full, is_transient
 from engine.model import (
     ACTION_COPY, CHANGED, DST, DST_NEWER, EXCLUDED, FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SRC,
-    SUCCESSFUL, SYMLINK, Node, Task, TEMP_SUFFIX, node_id, parent_of,
+    SUCCESSFUL, SYMLINK, Node, Task, parent_of,
 )
+from engine.listing import ListerGone, ListerPool, split_listing
 from engine.queue import Outcome
 
 CHUNK = 8 << 20  # per copy step: the unit of heartbeat, pause checks and bandwidth accounting
@@ -26,58 +27,63 @@ def failure(exc: BaseException) -> Outcome:
 
 
 class Listing:
-    """One folder's children: its subfolders as Nodes (the next round's tasks), everything else as rows
-    for the level's FileRows (see engine.cache)."""
+    """One folder's children: its subfolders as Nodes (the next round's tasks), everything else as
+    columns for the level's FileRows (see engine.cache)."""
 
-    __slots__ = ("folders", "entries", "ids", "paths", "statuses")
+    __slots__ = ("folders", "ids", "paths", "kinds", "sizes", "mtimes", "modes", "statuses")
 
-    def __init__(self, folders=(), entries=(), ids=(), paths=(), statuses=()):
-        self.folders, self.entries, self.ids, self.paths, self.statuses = folders, entries, ids, paths, statuses
+    def __init__(self, folders=(), ids=(), paths=(), kinds=(), sizes=(), mtimes=(), modes=(), statuses=()):
+        self.folders, self.ids, self.paths, self.kinds = folders, ids, paths, kinds
+        self.sizes, self.mtimes, self.modes, self.statuses = sizes, mtimes, modes, statuses
 
 
 EMPTY = Listing()
 
 
-def list_folder(side: str, adapter: FSAdapter, task: Task,
-                excluded: Callable[[str, bool], bool] | None) -> Outcome:
-    """List one folder into the next level.
+def list_folders(side: str, adapter: FSAdapter, tasks: list[Task], excluded: Callable[[str, bool], bool] | None,
+                 listers: ListerPool | None = None) -> list[Outcome]:
+    """List folders into the next level: in a helper process when there is one (engine.listing), else here.
 
     SRC: every folder is listed next round, every entry starts as to-copy. DST: a folder starts pending
     and every entry unclassified; the seal compares the whole level with SRC in one SQL pass (DuckDB does
     per row what would cost microseconds of Python each), and un-pends the folders SRC does not have."""
-    folder = task.node
-    try:
-        entries = adapter.list(folder.path)
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        if side == DST:
+    if listers is not None and listers.usable:
+        try:
+            results = listers.list(adapter.root, side, [t.node.path for t in tasks])
+        except ListerGone as exc:
+            return [failure(exc)] * len(tasks)
+    else:
+        results = []
+        for task in tasks:
+            try:
+                results.append(split_listing(side, task.node.path, adapter.list(task.node.path)))
+            except OSError as exc:
+                results.append(exc)
+    return [_outcome(side, task, result, excluded) for task, result in zip(tasks, results)]
+
+
+def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool] | None) -> Outcome:
+    if isinstance(result, OSError):
+        if isinstance(result, (FileNotFoundError, NotADirectoryError)) and side == DST:
             return Outcome(children=EMPTY)  # nothing there: every expected SRC entry stays to copy (missing)
-        if isinstance(exc, FileNotFoundError):
+        if isinstance(result, FileNotFoundError):
             return Outcome(ok=False, error="folder vanished from the source since it was discovered")
-        return failure(exc)
-    except OSError as exc:
-        return failure(exc)
-    # Hot path: per entry a join and an id hash; a Node only for a folder, a row (four appends) otherwise.
-    depth, parent_id, base = folder.depth + 1, folder.id, folder.path
-    prefix = f"{base}/" if base else ""
-    new_node, nid = Node, node_id
+        return failure(result)
+    (f_paths, f_ids, f_sizes, f_mtimes, f_modes), (paths, ids, kinds, sizes, mtimes, modes) = result
+    folder = task.node
+    depth, parent_id = folder.depth + 1, folder.id
     copy_status, action = (PENDING, ACTION_COPY) if side == SRC else (None, None)
-    folders, rows, ids, paths, statuses = [], [], [], [], []
-    for entry in entries:
-        name, kind = entry[0], entry[1]
-        if side == DST and name[:1] == "." and name.endswith(TEMP_SUFFIX):
-            continue  # a temporary file of ours from an interrupted copy, not a destination entry
-        path = prefix + name
-        status = EXCLUDED if excluded is not None and excluded(path, kind == FOLDER) else None
-        if kind == FOLDER:
-            folders.append(new_node(nid(side, path), parent_id, path, depth, kind, entry[2], entry[3], entry[4],
-                                    status or PENDING, *((EXCLUDED, EXCLUDED) if status and side == SRC
-                                                         else (copy_status, action))))
-        else:
-            rows.append(entry)
-            ids.append(nid(side, path))
-            paths.append(path)
-            statuses.append(status or SUCCESSFUL)
-    return Outcome(children=Listing(folders, rows, ids, paths, statuses))
+    if excluded is None:
+        folders = [Node(i, parent_id, p, depth, FOLDER, s, m, md, PENDING, copy_status, action)
+                   for i, p, s, m, md in zip(f_ids, f_paths, f_sizes, f_mtimes, f_modes)]
+        statuses = [SUCCESSFUL] * len(ids)
+    else:
+        gone = (EXCLUDED, EXCLUDED) if side == SRC else (None, None)
+        folders = [Node(i, parent_id, p, depth, FOLDER, s, m, md, EXCLUDED, *gone) if excluded(p, True) else
+                   Node(i, parent_id, p, depth, FOLDER, s, m, md, PENDING, copy_status, action)
+                   for i, p, s, m, md in zip(f_ids, f_paths, f_sizes, f_mtimes, f_modes)]
+        statuses = [EXCLUDED if excluded(p, False) else SUCCESSFUL for p in paths]
+    return Outcome(children=Listing(folders, ids, paths, kinds, sizes, mtimes, modes, statuses))
 
 
 def classify(dst_type: str, dst_size: int, dst_mtime: int, src: Node) -> str:

@@ -13,7 +13,8 @@ from engine.model import (
 )
 from engine.queue import Outcome
 from engine.store import Store
-from engine.workers import list_folder
+from engine.listing import ListerPool
+from engine.workers import list_folders
 
 
 class TraversalMode:
@@ -25,8 +26,12 @@ class TraversalMode:
 
     def __init__(self, side: str, store: Store, adapter: FSAdapter, counters: SideCounters,
                  on_error: Callable[[str, str, str, int], None], retry: bool = False,
-                 excluded: Callable[[str, bool], bool] | None = None):
+                 excluded: Callable[[str, bool], bool] | None = None, listers: ListerPool | None = None):
         self.side = side
+        self.listers = listers  # listing processes (engine.listing); None: list in this process
+        # folders a worker leases and lists at once: with a listing process a round trip costs more than a
+        # local listing; without one, one at a time, so a pause or a stop waits for one slow folder at most
+        self.batch_size = 32 if listers is not None else 1
         self.name = "retry" if retry else "traversal"
         self.retry = retry
         self.store = store
@@ -77,9 +82,18 @@ class TraversalMode:
         return tasks
 
     def execute(self, task: Task, heartbeat) -> Outcome:
-        if self._src_not_listed and task.node.path in self._src_not_listed:
-            return Outcome(ok=False, error="the matching source folder could not be listed; retry mode lists both")
-        return list_folder(self.side, self.adapter, task, self.excluded)
+        return self.execute_batch([task])[0]
+
+    def execute_batch(self, tasks: list[Task]) -> list[Outcome]:
+        """List a batch of folders (one round trip to the listing process, when there is one)."""
+        blocked = self._src_not_listed
+        if blocked and any(t.node.path in blocked for t in tasks):
+            waiting = Outcome(ok=False, error="the matching source folder could not be listed; "
+                                              "retry mode lists both")
+            todo = [t for t in tasks if t.node.path not in blocked]
+            listed = iter(list_folders(self.side, self.adapter, todo, self.excluded, self.listers) if todo else ())
+            return [waiting if t.node.path in blocked else next(listed) for t in tasks]
+        return list_folders(self.side, self.adapter, tasks, self.excluded, self.listers)
 
     def complete(self, task: Task, outcome: Outcome) -> None:
         node = task.node
@@ -94,7 +108,7 @@ class TraversalMode:
             if nxt.put(child) and child.status != EXCLUDED:
                 counters.folders_discovered += 1
         if listing.ids:
-            nxt.add_files(node.id, node.path, listing.entries, listing.ids, listing.paths, listing.statuses)
+            nxt.add_files(node.id, node.path, listing)
             counters.files_discovered += len(listing.ids) - listing.statuses.count(EXCLUDED)
         if self.retry and self.side == SRC:
             self.relisted.append(node.path)
@@ -135,13 +149,12 @@ class TraversalMode:
 
     def _file_node(self, rows, i: int, depth: int) -> Node:
         """A file row of a level as a Node (for lookups and retry seals; traversal itself never needs one)."""
-        name, kind, size, mtime_ns, mode = rows.entries[i]
         status = rows.statuses[i]
         copy_status = action = None
         if self.side == SRC:
             copy_status, action = (EXCLUDED, EXCLUDED) if status == EXCLUDED else (PENDING, ACTION_COPY)
-        return Node(rows.ids[i], rows.parent_ids[i], rows.paths[i], depth, kind, size, mtime_ns, mode, status,
-                    copy_status, action)
+        return Node(rows.ids[i], rows.parent_ids[i], rows.paths[i], depth, rows.kinds[i], rows.sizes[i],
+                    rows.mtimes[i], rows.modes[i], status, copy_status, action)
 
     def next_round(self, r: int) -> int | None:
         return r + 1

@@ -1,0 +1,112 @@
+"""Listing processes: the same run as listing in-process, survival of a killed helper, none left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import duckdb
+
+from engine.migration import Migration
+from engine.settings import Settings
+
+NODE_ROWS = {
+    "src": "SELECT id, parent_id, path, parent_path, depth, type, size, mtime_ns, mode, traversal_status, "
+           "copy_status, action FROM src_nodes",
+    "dst": 'SELECT id, parent_id, path, parent_path, depth, type, size, mtime_ns, mode, traversal_status, "match", '
+           "src_id FROM dst_nodes",
+}
+
+
+def node_rows(db) -> dict[str, set]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {side: set(con.execute(sql).fetchall()) for side, sql in NODE_ROWS.items()}
+    finally:
+        con.close()
+
+
+def dry_run(db, src, dst, **settings) -> Migration:
+    m = Migration.create(str(db), str(src), str(dst), Settings(**settings), dry_run=True)
+    m.start()
+    assert m.wait(300)
+    return m
+
+
+def helpers_of_this_process() -> set[int]:
+    """The pids of our children that run engine.listing (from /proc: no extra dependency)."""
+    found = set()
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        try:
+            with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
+                children = f.read().split()
+        except OSError:
+            continue
+        for pid in children:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"engine.listing" in f.read():
+                        found.add(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+def test_listing_processes_write_exactly_what_listing_in_process_writes(tree_20k_read_only, tmp_path):
+    tree, _, dst = tree_20k_read_only
+    with_helpers = dry_run(tmp_path / "helpers.duckdb", tree.root, dst, list_processes=True)
+    assert with_helpers.summary.failed == 0
+    with_helpers.close()
+    in_process = dry_run(tmp_path / "inproc.duckdb", tree.root, dst, list_processes=False)
+    in_process.close()
+    helpers, inproc = node_rows(tmp_path / "helpers.duckdb"), node_rows(tmp_path / "inproc.duckdb")
+    assert len(helpers["src"]) > 20_000 and len(helpers["dst"]) > 1_000
+    assert helpers == inproc
+
+
+def test_a_killed_listing_process_is_replaced_and_the_run_stays_exact(tree_20k_read_only, tmp_path):
+    tree, _, dst = tree_20k_read_only
+    reference = dry_run(tmp_path / "reference.duckdb", tree.root, dst, list_processes=False)
+    reference.close()
+
+    m = Migration.create(str(tmp_path / "run.duckdb"), str(tree.root), str(dst),
+                         Settings(list_processes=True, backoff_base=0.01), dry_run=True)
+    killed = []
+
+    def kill_helpers_once_they_work():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            if m.snapshot().src.completed_total > 50:
+                for pid in helpers_of_this_process():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.001)
+
+    killer = threading.Thread(target=kill_helpers_once_they_work)
+    m.start()
+    killer.start()
+    assert m.wait(300)
+    killer.join()
+    assert killed, "the run ended before a listing process could be killed"
+    assert m.summary.failed == 0 and not m.store.dead_letters()
+    assert m.finished_queues[0].retried_total + m.finished_queues[1].retried_total >= 1
+    m.close()
+    assert node_rows(tmp_path / "run.duckdb") == node_rows(tmp_path / "reference.duckdb")
+
+
+def test_no_listing_process_outlives_its_traversal(tree_20k_read_only, tmp_path):
+    tree, _, dst = tree_20k_read_only
+    m = dry_run(tmp_path / "run.duckdb", tree.root, dst, list_processes=True)
+    m.close()
+    assert helpers_of_this_process() == set()
+
+
+def test_a_listing_process_that_cannot_start_falls_back_to_listing_here(tree_20k_read_only, tmp_path,
+                                                                         monkeypatch):
+    tree, _, dst = tree_20k_read_only
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-such-python"))
+    m = dry_run(tmp_path / "run.duckdb", tree.root, dst, list_processes=True, backoff_base=0.01)
+    assert m.summary.failed == 0 and m.summary.src_files > 20_000
+    m.close()
