@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 import time
@@ -141,6 +142,7 @@ class Migration:
                     and not (self.phase == "planned" and not self.dry_run):
                 return
             self._started_at = time.monotonic()
+            relax_garbage_collector()
             self._thread = threading.Thread(target=self._drive_guarded, name="migration", daemon=True)
             self._thread.start()
 
@@ -442,6 +444,18 @@ def _shown(key: str, value) -> str:
     if key in ("lease_timeout", "backoff_base", "backoff_cap"):
         return f"{value:g}s"
     return str(value)
+
+
+GC_GEN0_THRESHOLD = 50_000
+
+
+def relax_garbage_collector() -> None:
+    """A run allocates hundreds of thousands of long-lived objects (Nodes, column lists): at Python's
+    default of a young collection every 700 allocations, the collector kept walking them, 12% of a 100k
+    traversal's CPU. Young collections every 50,000 allocations still reclaim cycles (process-wide, kept)."""
+    gen0, gen1, gen2 = gc.get_threshold()
+    if 0 < gen0 < GC_GEN0_THRESHOLD:
+        gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 def seed(store: Store) -> None:
