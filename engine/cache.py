@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from typing import Iterable
 
@@ -13,37 +14,45 @@ class FileRows:
 
     Only folders are ever traversal tasks, so files need no Node of their own until somebody asks for
     one: the seal turns these columns into Arrow directly (a Node per file and its conversion back cost
-    ~3 us and ~350 bytes per entry of a 100k-file run), and a listing arrives as columns already."""
+    ~3 us and ~350 bytes per entry of a 100k-file run), and a listing arrives as columns already. While
+    the round runs, its run loop converts full chunks ahead of the seal (`take`, `add_batch`): the seal
+    then has only the last rows left to convert, and a converted row weighs half what it did."""
 
-    __slots__ = ("ids", "paths", "kinds", "sizes", "mtimes", "modes", "parent_ids", "parent_paths", "statuses",
-                 "counts")
+    COLUMNS = ("ids", "parent_ids", "paths", "parent_paths", "kinds", "sizes", "mtimes", "modes", "statuses")
+    # the same columns in a converted batch (engine.store's node schema)
+    BATCH_COLUMNS = ("id", "parent_id", "path", "parent_path", "type", "size", "mtime_ns", "mode",
+                     "traversal_status")
+
+    __slots__ = (*COLUMNS, "counts", "batches", "batched")
 
     def __init__(self):
         self.ids: list[int] = []
+        self.parent_ids: list[int] = []
         self.paths: list[str] = []
+        self.parent_paths: list[bytes] = []  # encoded once per folder: the seal writes them as they are
         self.kinds: list[str] = []
         self.sizes: list[int] = []
         self.mtimes: list[int] = []
         self.modes: list[int] = []
-        self.parent_ids: list[int] = []
-        self.parent_paths: list[bytes] = []  # encoded once per folder: the seal writes them as they are
         self.statuses: list[str] = []
         self.counts: dict[str, int] = defaultdict(int)
+        self.batches: list = []  # Arrow record batches of the rows converted already (oldest rows)
+        self.batched = 0
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.ids) + self.batched
 
     def add(self, parent_id: int, parent_path: str, listing) -> None:
         """Append a listing's columns (engine.workers.Listing)."""
         n = len(listing.ids)
         self.ids += listing.ids
+        self.parent_ids += [parent_id] * n
         self.paths += listing.paths
+        self.parent_paths += [fs_bytes(parent_path)] * n
         self.kinds += listing.kinds
         self.sizes += listing.sizes
         self.mtimes += listing.mtimes
         self.modes += listing.modes
-        self.parent_ids += [parent_id] * n
-        self.parent_paths += [fs_bytes(parent_path)] * n
         self.statuses += listing.statuses
         counts = self.counts
         if n and listing.statuses.count(listing.statuses[0]) == n:
@@ -51,6 +60,35 @@ class FileRows:
         else:
             for status in listing.statuses:
                 counts[status] += 1
+
+    def columns(self) -> tuple[list, ...]:
+        """The rows not converted yet, as columns in COLUMNS order."""
+        return tuple(getattr(self, c) for c in self.COLUMNS)
+
+    def take(self, n: int) -> tuple[list, ...] | None:
+        """Remove and return the oldest n unconverted rows (columns), or None when fewer are there.
+        Call it under the lock that guards add(); convert outside it, then add_batch."""
+        if len(self.statuses) < n:  # statuses is extended last: every column has these n rows
+            return None
+        taken = tuple(getattr(self, c)[:n] for c in self.COLUMNS)
+        for c in self.COLUMNS:
+            del getattr(self, c)[:n]
+        self.batched += n
+        return taken
+
+    def add_batch(self, batch) -> None:
+        self.batches.append(batch)
+
+    def unbatch(self) -> None:
+        """Back to Python columns, oldest first (for lookups: rare)."""
+        if not self.batches:
+            return
+        batches, self.batches, self.batched = self.batches, [], 0
+        for name, batch_name in zip(self.COLUMNS, self.BATCH_COLUMNS):
+            values = [v for b in batches for v in b.column(batch_name).to_pylist()]
+            if name == "paths":
+                values = [os.fsdecode(v) for v in values]
+            setattr(self, name, values + getattr(self, name))
 
 
 class LevelCache:
@@ -89,6 +127,7 @@ class LevelCache:
     def _materialize(self) -> None:
         """Turn the file rows into Nodes, indexed like every other node (once; lookups by id/path need it)."""
         files = self.files
+        files.unbatch()
         if not files.ids:
             return
         if self._file_node is None:
@@ -145,7 +184,7 @@ class LevelCache:
 
     def get(self, node_id: int) -> Node | None:
         node = self.by_id.get(node_id)
-        if node is None and self.files.ids:
+        if node is None and len(self.files):
             self._materialize()
             node = self.by_id.get(node_id)
         return node

@@ -275,31 +275,36 @@ class Store:
             yield pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema)], schema=schema)
 
     @classmethod
+    def file_batch(cls, side: str, depth: int, columns: tuple[list, ...]) -> pa.RecordBatch:
+        """File rows (FileRows.COLUMNS order) as one Arrow record batch of the node schema. Pure: the
+        run loop calls it during a round, ahead of the seal."""
+        ids, parent_ids, paths, parent_paths, kinds, sizes, mtimes, modes, statuses = columns
+        n = len(statuses)
+        excluded = EXCLUDED in statuses
+        arrays = [
+            pa.array(ids, pa.int64()), pa.array(parent_ids, pa.int64()),
+            pa.array([fs_bytes(p) for p in paths], pa.binary()), pa.array(parent_paths, pa.binary()),
+            pa.repeat(pa.scalar(depth, pa.int32()), n), pa.array(kinds, pa.string()), pa.array(sizes, pa.int64()),
+            pa.array(mtimes, pa.int64()), pa.array(modes, pa.int32()), pa.array(statuses, pa.string()),
+        ]
+        if side == SRC:  # copy_status and action: to copy, unless excluded
+            if excluded:
+                arrays += [pa.array([EXCLUDED if s == EXCLUDED else PENDING for s in statuses], pa.string()),
+                           pa.array([EXCLUDED if s == EXCLUDED else ACTION_COPY for s in statuses], pa.string())]
+            else:
+                arrays += [pa.repeat(pa.scalar(PENDING), n), pa.repeat(pa.scalar(ACTION_COPY), n)]
+        else:  # match and src_id: decided by the seal's comparison with SRC
+            arrays += [pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())]
+        arrays += [pa.repeat(pa.scalar(0, pa.int32()), n), pa.nulls(n, pa.string())]  # attempts, error
+        return pa.RecordBatch.from_arrays(arrays, schema=cls._node_schema(side))
+
+    @classmethod
     def _file_batches(cls, side: str, depth: int, rows: FileRows) -> Iterator[pa.RecordBatch]:
-        """A level's file rows as Arrow record batches, straight from their columns."""
-        schema = cls._node_schema(side)
-        for start in range(0, len(rows), cls.SEAL_BATCH):
-            end = start + cls.SEAL_BATCH
-            statuses = rows.statuses[start:end]
-            n = len(statuses)
-            excluded = EXCLUDED in statuses
-            common = [
-                pa.array(rows.ids[start:end], pa.int64()), pa.array(rows.parent_ids[start:end], pa.int64()),
-                pa.array([fs_bytes(p) for p in rows.paths[start:end]], pa.binary()),
-                pa.array(rows.parent_paths[start:end], pa.binary()), pa.repeat(pa.scalar(depth, pa.int32()), n),
-                pa.array(rows.kinds[start:end], pa.string()), pa.array(rows.sizes[start:end], pa.int64()),
-                pa.array(rows.mtimes[start:end], pa.int64()), pa.array(rows.modes[start:end], pa.int32()),
-                pa.array(statuses, pa.string()),
-            ]
-            if side == SRC:  # copy_status and action: to copy, unless excluded
-                decided = pa.array([EXCLUDED if s == EXCLUDED else PENDING for s in statuses], pa.string()) \
-                    if excluded else pa.repeat(pa.scalar(PENDING, pa.string()), n)
-                copy_cols = [decided, pa.array([EXCLUDED if s == EXCLUDED else ACTION_COPY for s in statuses],
-                                               pa.string()) if excluded else pa.repeat(pa.scalar(ACTION_COPY), n)]
-            else:  # match and src_id: decided by the seal's comparison with SRC
-                copy_cols = [pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())]
-            tail = [pa.repeat(pa.scalar(0, pa.int32()), n), pa.nulls(n, pa.string())]
-            yield pa.RecordBatch.from_arrays(common + copy_cols + tail, schema=schema)
+        """A level's file rows as Arrow: the batches converted during the round, then the rest."""
+        yield from rows.batches
+        columns = rows.columns()
+        for start in range(0, len(columns[0]), cls.SEAL_BATCH):
+            yield cls.file_batch(side, depth, tuple(c[start:start + cls.SEAL_BATCH] for c in columns))
 
     @classmethod
     def _node_table(cls, side: str, nodes: Sequence[Node]) -> pa.Table:

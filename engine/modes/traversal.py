@@ -147,6 +147,15 @@ class TraversalMode:
             if self.retry:
                 self.cache.drop(r + 1)  # reloaded with the other pending nodes of that depth
 
+    def background_work(self, r: int):
+        """Under the queue lock: the next full chunk of the rows discovered this round, to convert to Arrow
+        outside it (the seal then has little left to convert). Retry rounds are small: none."""
+        nxt = None if self.retry else self.cache.level(r + 1)
+        chunk = nxt.files.take(self.store.SEAL_BATCH) if nxt is not None else None
+        if chunk is None:
+            return None
+        return lambda: nxt.files.add_batch(self.store.file_batch(self.side, r + 1, chunk))
+
     def _file_node(self, rows, i: int, depth: int) -> Node:
         """A file row of a level as a Node (for lookups and retry seals; traversal itself never needs one)."""
         status = rows.statuses[i]
