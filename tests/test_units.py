@@ -8,7 +8,10 @@ from engine.cache import LevelCache, NodeCache
 from engine.coordinator import QueueCoordinator
 from engine.excludes import compile_excludes
 from engine.model import FILE, FOLDER, IN_PROGRESS, PENDING, SUCCESSFUL, Node, node_id
+from engine.modes.traversal import TraversalMode
 from engine.settings import parse_size
+from engine.store import Store
+from engine.workers import Listing
 
 
 def node(path: str, type_=FOLDER, status=PENDING) -> Node:
@@ -36,6 +39,24 @@ def test_take_pending_copy_filters_by_type():
     level.put_all([node("x"), node("y", FILE)])
     assert [n.path for n in level.take_pending_copy(10, frozenset({FILE}))] == ["y"]
     assert level.count_copy(PENDING) == 1
+
+
+def test_file_rows_converted_ahead_of_the_seal_are_still_found_by_id_path_and_parent():
+    names = ["plain.txt", "spa ce;'q\"", "\udcffraw-byte", "-leading"] * 5000  # 20,000 rows: one chunk taken
+    listing = Listing([], [node_id("src", f"a/{i}{n}") for i, n in enumerate(names)],
+                      [f"a/{i}{n}" for i, n in enumerate(names)], [FILE] * len(names), list(range(len(names))),
+                      [7] * len(names), [0o644] * len(names), [SUCCESSFUL] * len(names))
+    traversal = TraversalMode("src", None, None, None, None)
+    level = traversal.cache.ensure(2)
+    level.add_files(11, "a", listing)
+    chunk = level.files.take(Store.SEAL_BATCH)
+    assert chunk is not None and level.files.take(Store.SEAL_BATCH) is None, "only full chunks are taken"
+    level.files.add_batch(Store.file_batch("src", 2, chunk))
+    assert len(level) == 20_000 and level.status_counts() == {SUCCESSFUL: 20_000}
+    raw = level.get(listing.ids[2])  # converted: read back from Arrow, its undecodable byte intact
+    assert (raw.path, raw.parent_id, raw.size, raw.copy_status) == ("a/2\udcffraw-byte", 11, 2, PENDING)
+    assert level.get_by_path("a/19999-leading").size == 19_999  # never converted
+    assert len(level.children_of("a")) == 20_000
 
 
 def test_node_cache_refuses_a_third_level():
