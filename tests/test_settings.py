@@ -52,7 +52,7 @@ def test_each_layer_wins_over_the_one_below_through_the_load_path(tmp_path, monk
     monkeypatch.setenv("MIGRATE_MAX_RETRIES", "6")
     loaded = load(db_path=str(db), overrides={"max_retries": "7"})
     s = loaded.settings
-    assert s.dst_workers == 1                  # default: nothing sets it
+    assert s.dst_workers == 2                  # default: nothing sets it
     assert s.src_workers == 2                  # file > default
     assert s.copy_workers == 4                 # env > file
     assert s.max_retries == 7                  # flag > env > file
@@ -69,10 +69,10 @@ def test_each_layer_wins_over_the_one_below_through_the_load_path(tmp_path, monk
 
 
 def test_config_flag_replaces_the_file_beside_the_run_file(tmp_path):
-    write(tmp_path / "migrate.toml", "src_workers = 2\n")
+    write(tmp_path / "migrate.toml", "src_workers = 3\n")
     other = write(tmp_path / "other.toml", "dst_workers = 5\n")
     loaded = load(config=str(other), db_path=str(tmp_path / "run.duckdb"))
-    assert (loaded.settings.src_workers, loaded.settings.dst_workers) == (1, 5)
+    assert (loaded.settings.src_workers, loaded.settings.dst_workers) == (2, 5)
     assert find_settings_file(None, str(tmp_path / "elsewhere" / "run.duckdb")) is None
 
 
@@ -95,7 +95,7 @@ def test_config_show_names_the_source_of_each_value(tmp_path, monkeypatch, capsy
     assert code == 0, err
     head, rows = parse_show(out)
     assert head == f"settings file: {toml}"
-    assert rows["dst_workers"] == ("1", "default")
+    assert rows["dst_workers"] == ("2", "default")
     assert rows["src_workers"] == ("2", str(toml))
     assert rows["bwlimit"] == (str(1 << 20), str(toml))
     assert rows["copy_workers"] == ("4", "MIGRATE_COPY_WORKERS")
