@@ -48,8 +48,9 @@ class Mode(Protocol):
         """Outside the lock: attach what execution needs."""
 
     def execute(self, task: Task, heartbeat: Callable[[], None]) -> Outcome:
-        """One task. A mode may instead offer `execute_batch(tasks) -> outcomes` and `batch_size`: a
-        worker then leases up to batch_size tasks at once (short tasks: listings)."""
+        """One task. A mode may instead offer `execute_batch(tasks, heartbeat) -> outcomes` and `batch_size`:
+        a worker then leases up to batch_size tasks at once (short tasks: listings, small copies), and
+        heartbeat(task) extends one task's lease while the batch runs."""
 
     def complete(self, task: Task, outcome: Outcome) -> None: ...
 
@@ -201,7 +202,7 @@ class Queue:
                 return
             try:
                 if execute_batch is not None:
-                    outcomes = execute_batch(tasks)
+                    outcomes = execute_batch(tasks, self.heartbeat)
                 else:
                     task = tasks[0]
                     outcomes = [self.mode.execute(task, lambda: self.heartbeat(task))]

@@ -90,6 +90,8 @@ class Settings(BaseSettings):
     dst_workers: int = Field(2, ge=1, le=256, description="traversal workers listing DST folders")
     list_processes: bool = Field(True, description="list local folders in helper processes, one per "
                                  "traversal worker: off this process's GIL, on another core")
+    copy_processes: bool = Field(True, description="copy small files between local disks in helper "
+                                 "processes, one per copy worker: off this process's GIL")
     copy_workers: int = Field(2, ge=1, le=256, description="workers copying files")
     max_src_ahead: int = Field(3, ge=1, le=1000, description="rounds SRC may run ahead of DST")
     buffer_size: int = Field(4096, ge=1, description="bound of each queue's pending buffer (tasks)")

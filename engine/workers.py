@@ -3,23 +3,18 @@ Pure functions of (adapters, task): no locks, no DuckDB; the queue records the o
 
 from __future__ import annotations
 
-import errno
-import os
 import threading
 import time
 from typing import Callable
 
-import xxhash
-
-from engine.adapters.base import Entry, FSAdapter, describe, is_disk_full, is_transient
+from engine import copying
+from engine.adapters.base import FSAdapter, describe, is_disk_full, is_transient
 from engine.model import (
     ACTION_COPY, CHANGED, DST, DST_NEWER, EXCLUDED, FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SRC,
-    SUCCESSFUL, SYMLINK, Node, Task, parent_of,
+    SUCCESSFUL, Node, Task,
 )
 from engine.listing import ListerGone, ListerPool, split_listing
 from engine.queue import Outcome
-
-CHUNK = 8 << 20  # per copy step: the unit of heartbeat, pause checks and bandwidth accounting
 
 
 def failure(exc: BaseException) -> Outcome:
@@ -122,217 +117,22 @@ class BandwidthLimiter:
             time.sleep(start - now)
 
 
-_SENDFILE = getattr(os, "sendfile", None)
-# copy_file_range fails with EXDEV across filesystems on recent kernels: sendfile then
-_ZERO_COPY = tuple(call for call in (getattr(os, "copy_file_range", None), _SENDFILE) if call)
-_NO_ZERO_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
-# Files from this size on have their destination looked at before copying as well as just before the
-# rename: for a smaller file, copying it again when it turns out to be there already (a resumed run)
-# costs less than the extra path lookup every file would pay.
-PRECHECK_MIN = 1 << 20
-
-
-def _step(limiter: BandwidthLimiter) -> int:
-    """Bytes per copy step: a quarter second's worth under a limit, so heartbeats and pauses stay timely."""
-    rate = limiter.rate
-    return CHUNK if rate <= 0 else max(64 << 10, min(CHUNK, rate // 4))
-
-
-def _stream_fds(src_fd: int, dst_fd: int, size: int, heartbeat, limiter: BandwidthLimiter, progress) -> int | None:
-    """Copy between two file descriptors with the kernel's zero-copy calls; None when the kernel refuses
-    them before any byte moved (the caller then copies through a buffer).
-
-    Each step moves up to CHUNK bytes (less under a bandwidth limit). The last step of a file asks for one
-    byte more than is left: the short count that comes back, landing exactly on the size the file had, is
-    its end, so a small file takes a single call. The limiter is charged the bytes actually moved, after
-    the step: a 1 KiB file must not pay for a whole step. The lease is extended after a step only when more
-    data may follow (the file is not all copied yet, or the step was full): a small file does not take the
-    queue's lock."""
-    copied = 0
-    for call in _ZERO_COPY:
-        try:
-            while True:
-                step = _step(limiter)
-                left = size - copied
-                want = left + 1 if 0 <= left < step else step
-                # sendfile(out, in, offset, count); copy_file_range(in, out, count)
-                n = call(dst_fd, src_fd, None, want) if call is _SENDFILE else call(src_fd, dst_fd, want)
-                if n == 0:
-                    return copied
-                limiter.consume(n)
-                copied += n
-                progress(n)
-                if n < want and copied == size:
-                    return copied
-                if copied < size or n == step:
-                    heartbeat()
-        except OSError as exc:
-            if copied or exc.errno not in _NO_ZERO_COPY:
-                raise
-    return None
-
-
-def _stream_buffered(src_f, dst_f, size: int, heartbeat, limiter: BandwidthLimiter, progress) -> int:
-    """The portable loop: file objects without file descriptors (the memory adapter), or zero-copy refused."""
-    copied = 0
-    buf = bytearray(min(CHUNK, max(size, 1 << 16)))
-    while True:
-        view = memoryview(buf)[:_step(limiter)]
-        n = src_f.readinto(view)
-        if not n:
-            return copied
-        dst_f.write(view[:n])
-        limiter.consume(n)
-        copied += n
-        progress(n)
-        heartbeat()
-
-
-def _stream(src_f, dst_f, size: int, heartbeat, limiter: BandwidthLimiter, progress) -> int:
-    """Copy with the kernel's zero-copy paths when both ends are real files, else a bounded buffer loop."""
-    try:
-        src_fd, dst_fd = src_f.fileno(), dst_f.fileno()
-    except (OSError, AttributeError, ValueError):
-        src_fd = dst_fd = None
-    if src_fd is not None:
-        copied = _stream_fds(src_fd, dst_fd, size, heartbeat, limiter, progress)
-        if copied is not None:
-            return copied
-    return _stream_buffered(src_f, dst_f, size, heartbeat, limiter, progress)
-
-
-def _hash(adapter: FSAdapter, path: str) -> bytes:
-    h = xxhash.xxh3_128()
-    with adapter.open_read(path) as f:
-        buf = bytearray(CHUNK)
-        while True:
-            n = f.readinto(buf)
-            if not n:
-                return h.digest()
-            h.update(memoryview(buf)[:n])
+def outcome(result) -> Outcome:
+    """An engine.copying result tuple as the queue's Outcome."""
+    ok, error, transient, stop_run, kind, nbytes = result
+    return Outcome(ok, error, transient, (), kind, nbytes, stop_run)
 
 
 def create_folder(dst: FSAdapter, task: Task) -> Outcome:
     node = task.node
-    try:
-        dst.create_folder(node.path, node.mode)
-        return Outcome(kind="folder")
-    except FileExistsError:
-        there = dst.stat(node.path)
-        if there is not None and there.type == FOLDER:
-            return Outcome(kind="exists")
-        return Outcome(ok=False, error="the destination has a file where the source has a folder")
-    except OSError as exc:
-        return failure(exc)
-
-
-def _in_the_way(there: Entry | None, now: Entry) -> Outcome | None:
-    """What the entry at the final name means for a copy of the source entry `now`; None: nothing there,
-    or an older or different file the copy replaces. Asked before copying (except for small files) and
-    always once more just before the rename."""
-    if there is None:
-        return None
-    if there.type == now.type and there.size == now.size and abs(there.mtime_ns - now.mtime_ns) <= MTIME_WINDOW_NS:
-        return Outcome(kind="exists")  # already complete (e.g. copied before a crash)
-    if there.mtime_ns > now.mtime_ns + MTIME_WINDOW_NS:
-        return Outcome(kind="skipped")  # newer on the destination: kept, never overwritten
-    if there.type == FOLDER:
-        return Outcome(ok=False, error="the destination has a folder where the source has a file")
-    return None
-
-
-def _changed(node: Node, now: Entry | None) -> Outcome:
-    if now is None:
-        return Outcome(ok=False, error="the source file vanished since traversal")
-    return Outcome(ok=False, error=f"the source changed from {node.type} to {now.type} since traversal")
+    return outcome(copying.make_folder(dst, node.path, node.mode))
 
 
 def copy_entry(src: FSAdapter, dst: FSAdapter, task: Task, heartbeat: Callable[[], None],
                limiter: BandwidthLimiter, verify: bool, progress: Callable[[int], None]) -> Outcome:
-    """Copy one file or symlink to a temporary name, then rename it over the final name.
+    """Copy one file or symlink to a temporary name, then rename it over the final name (engine.copying).
 
     The destination is checked again just before the rename: a file that became newer than the source
     since traversal is kept. The temporary file never survives a failure."""
     node = task.node
-    if node.type != SYMLINK and hasattr(src, "open_file_fd") and hasattr(dst, "create_temp_fd"):
-        return _copy_file_fds(src, dst, node, heartbeat, limiter, verify, progress)
-    now_src = src.stat(node.path)
-    if now_src is None or now_src.type != node.type:
-        return _changed(node, now_src)
-    early = _in_the_way(dst.stat(node.path), now_src)
-    if early is not None:
-        return early
-    folder, name = parent_of(node.path), node.name
-    temp = None
-    try:
-        if node.type == SYMLINK:
-            temp = dst.create_temp_link(folder, name, src.read_link(node.path))
-            mode = None
-        else:
-            temp, out = dst.create_temp(folder, name)
-            with out, src.open_read(node.path) as inp:
-                copied = _stream(inp, out, now_src.size, heartbeat, limiter, progress)
-            if verify and _hash(src, node.path) != _hash(dst, temp):
-                return Outcome(ok=False, error="verification failed: the copy differs from the source")
-            mode = now_src.mode
-        late = _in_the_way(dst.stat(node.path), now_src)  # changed on the destination while we copied?
-        if late is not None:
-            return late
-        dst.commit_temp(temp, node.path, now_src.mtime_ns, mode)
-        temp = None
-        return Outcome(kind="file", bytes=0 if node.type == SYMLINK else copied)
-    except OSError as exc:
-        return failure(exc)
-    finally:
-        if temp is not None:
-            try:
-                dst.remove(temp)
-            except OSError:
-                pass
-
-
-def _copy_file_fds(src: FSAdapter, dst: FSAdapter, node: Node, heartbeat: Callable[[], None],
-                   limiter: BandwidthLimiter, verify: bool, progress: Callable[[int], None]) -> Outcome:
-    """copy_entry for a regular file between adapters that hand out file descriptors (local disks).
-
-    The source is opened first (never through a symlink) and its size, mtime and mode come from the open
-    file; the temporary file is a raw descriptor. A small file costs open, fstat, open, one copy call,
-    two closes, then lstat of the final name, chmod, utime and rename: 10 system calls, where the file
-    object path took 15 (each one also hands the GIL to another thread and takes it back)."""
-    temp = None
-    try:
-        src_fd, now = src.open_file_fd(node.path)
-        if src_fd is None:
-            return _changed(node, now)
-        try:
-            if now.size >= PRECHECK_MIN:
-                early = _in_the_way(dst.stat(node.path), now)
-                if early is not None:
-                    return early
-            temp, out_fd = dst.create_temp_fd(parent_of(node.path), node.name)
-            try:
-                copied = _stream_fds(src_fd, out_fd, now.size, heartbeat, limiter, progress)
-                if copied is None:
-                    with open(src_fd, "rb", buffering=0, closefd=False) as inp, \
-                            open(out_fd, "wb", buffering=0, closefd=False) as out:
-                        copied = _stream_buffered(inp, out, now.size, heartbeat, limiter, progress)
-            finally:
-                os.close(out_fd)
-        finally:
-            os.close(src_fd)
-        if verify and _hash(src, node.path) != _hash(dst, temp):
-            return Outcome(ok=False, error="verification failed: the copy differs from the source")
-        late = _in_the_way(dst.stat(node.path), now)  # changed on the destination while we copied?
-        if late is not None:
-            return late
-        dst.commit_temp(temp, node.path, now.mtime_ns, now.mode)
-        temp = None
-        return Outcome(kind="file", bytes=copied)
-    except OSError as exc:
-        return failure(exc)
-    finally:
-        if temp is not None:
-            try:
-                dst.remove(temp)
-            except OSError:
-                pass
+    return outcome(copying.copy_entry(src, dst, node.path, node.type, heartbeat, limiter, verify, progress))

@@ -84,8 +84,9 @@ class TraversalMode:
     def execute(self, task: Task, heartbeat) -> Outcome:
         return self.execute_batch([task])[0]
 
-    def execute_batch(self, tasks: list[Task]) -> list[Outcome]:
-        """List a batch of folders (one round trip to the listing process, when there is one)."""
+    def execute_batch(self, tasks: list[Task], heartbeat=None) -> list[Outcome]:
+        """List a batch of folders (one round trip to the listing process, when there is one; a listing is
+        short, so no heartbeat)."""
         blocked = self._src_not_listed
         if blocked and any(t.node.path in blocked for t in tasks):
             waiting = Outcome(ok=False, error="the matching source folder could not be listed; "

@@ -1,0 +1,446 @@
+"""Copying one entry, and the helper processes that copy batches of small files off this process's GIL.
+
+A small file costs ~10 system calls (open, fstat, create the temporary, one copy call, two closes, lstat of
+the final name, chmod, utime, rename) and each one hands the GIL to another thread and takes it back: in
+threads of one process the copy workers and the queue's loop spend their time taking turns. A helper
+process per copy worker (the same shape as engine.listing's) runs a whole batch of small copies on the
+other core and hands back one result per entry; big files, symlink-free adapters other than the local
+disk, verification and bandwidth limits stay in this process, where heartbeats and the limiter live.
+
+A result is a plain tuple that crosses a pipe as it is: (ok, error, transient, stop_run, kind, bytes);
+engine.workers turns it into the queue's Outcome. This module imports nothing heavier than the adapters.
+"""
+
+from __future__ import annotations
+
+import errno
+import marshal
+import os
+import signal
+import struct
+import subprocess
+import sys
+import threading
+from typing import Callable
+
+from engine.adapters.base import Entry, describe, is_disk_full, is_transient
+from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
+
+CHUNK = 8 << 20  # per copy step: the unit of heartbeat, pause checks and bandwidth accounting
+# Files from this size on have their destination looked at before copying as well as just before the
+# rename: for a smaller file, copying it again when it turns out to be there already (a resumed run)
+# costs less than the extra path lookup every file would pay.
+PRECHECK_MIN = 1 << 20
+# Files below this size (as traversal saw them) may be copied by a helper process; bigger ones are copied
+# here, with heartbeats. A file that grew past HELPER_LIMIT since traversal is handed back by the helper.
+HELPER_MAX = 1 << 20
+HELPER_LIMIT = 16 << 20
+
+Result = tuple  # (ok, error, transient, stop_run, kind, bytes)
+
+
+def done(kind: str, nbytes: int = 0) -> Result:
+    return True, None, False, False, kind, nbytes
+
+
+def refused(error: str) -> Result:
+    return False, error, False, False, "", 0
+
+
+def failure(exc: BaseException) -> Result:
+    return False, describe(exc), is_transient(exc), is_disk_full(exc), "", 0
+
+
+HANDED_BACK = (False, "too big for the copy process now", True, False, "handback", 0)
+
+
+class _NoLimit:
+    rate = 0
+
+    @staticmethod
+    def consume(n: int) -> None:
+        pass
+
+
+NO_LIMIT = _NoLimit()
+
+
+def _nothing(*_args) -> None:
+    pass
+
+
+# the system calls of one copy -------------------------------------------------------------------------
+
+_SENDFILE = getattr(os, "sendfile", None)
+# copy_file_range fails with EXDEV across filesystems on recent kernels: sendfile then
+_ZERO_COPY = tuple(call for call in (getattr(os, "copy_file_range", None), _SENDFILE) if call)
+_NO_ZERO_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
+
+
+def step_size(limiter) -> int:
+    """Bytes per copy step: a quarter second's worth under a limit, so heartbeats and pauses stay timely."""
+    rate = limiter.rate
+    return CHUNK if rate <= 0 else max(64 << 10, min(CHUNK, rate // 4))
+
+
+def stream_fds(src_fd: int, dst_fd: int, size: int, heartbeat, limiter, progress) -> int | None:
+    """Copy between two file descriptors with the kernel's zero-copy calls; None when the kernel refuses
+    them before any byte moved (the caller then copies through a buffer).
+
+    Each step moves up to CHUNK bytes (less under a bandwidth limit). The last step of a file asks for one
+    byte more than is left: the short count that comes back, landing exactly on the size the file had, is
+    its end, so a small file takes a single call. The limiter is charged the bytes actually moved, after
+    the step: a 1 KiB file must not pay for a whole step. The lease is extended after a step only when more
+    data may follow (the file is not all copied yet, or the step was full): a small file does not take the
+    queue's lock."""
+    copied = 0
+    for call in _ZERO_COPY:
+        try:
+            while True:
+                step = step_size(limiter)
+                left = size - copied
+                want = left + 1 if 0 <= left < step else step
+                # sendfile(out, in, offset, count); copy_file_range(in, out, count)
+                n = call(dst_fd, src_fd, None, want) if call is _SENDFILE else call(src_fd, dst_fd, want)
+                if n == 0:
+                    return copied
+                limiter.consume(n)
+                copied += n
+                progress(n)
+                if n < want and copied == size:
+                    return copied
+                if copied < size or n == step:
+                    heartbeat()
+        except OSError as exc:
+            if copied or exc.errno not in _NO_ZERO_COPY:
+                raise
+    return None
+
+
+def stream_buffered(src_f, dst_f, size: int, heartbeat, limiter, progress) -> int:
+    """The portable loop: file objects without file descriptors (the memory adapter), or zero-copy refused."""
+    copied = 0
+    buf = bytearray(min(CHUNK, max(size, 1 << 16)))
+    while True:
+        view = memoryview(buf)[:step_size(limiter)]
+        n = src_f.readinto(view)
+        if not n:
+            return copied
+        dst_f.write(view[:n])
+        limiter.consume(n)
+        copied += n
+        progress(n)
+        heartbeat()
+
+
+def stream(src_f, dst_f, size: int, heartbeat, limiter, progress) -> int:
+    """Copy with the kernel's zero-copy paths when both ends are real files, else a bounded buffer loop."""
+    try:
+        src_fd, dst_fd = src_f.fileno(), dst_f.fileno()
+    except (OSError, AttributeError, ValueError):
+        src_fd = dst_fd = None
+    if src_fd is not None:
+        copied = stream_fds(src_fd, dst_fd, size, heartbeat, limiter, progress)
+        if copied is not None:
+            return copied
+    return stream_buffered(src_f, dst_f, size, heartbeat, limiter, progress)
+
+
+def file_hash(adapter, path: str) -> bytes:
+    import xxhash  # only a verifying run needs it (the helper processes never verify)
+
+    h = xxhash.xxh3_128()
+    with adapter.open_read(path) as f:
+        buf = bytearray(CHUNK)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                return h.digest()
+            h.update(memoryview(buf)[:n])
+
+
+def in_the_way(there: Entry | None, now: Entry) -> Result | None:
+    """What the entry at the final name means for a copy of the source entry `now`; None: nothing there,
+    or an older or different file the copy replaces. Asked before copying (except for small files) and
+    always once more just before the rename."""
+    if there is None:
+        return None
+    if there.type == now.type and there.size == now.size and abs(there.mtime_ns - now.mtime_ns) <= MTIME_WINDOW_NS:
+        return done("exists")  # already complete (e.g. copied before a crash)
+    if there.mtime_ns > now.mtime_ns + MTIME_WINDOW_NS:
+        return done("skipped")  # newer on the destination: kept, never overwritten
+    if there.type == FOLDER:
+        return refused("the destination has a folder where the source has a file")
+    return None
+
+
+def _changed(kind: str, now: Entry | None) -> Result:
+    if now is None:
+        return refused("the source file vanished since traversal")
+    return refused(f"the source changed from {kind} to {now.type} since traversal")
+
+
+def make_folder(dst, path: str, mode: int) -> Result:
+    try:
+        dst.create_folder(path, mode)
+        return done("folder")
+    except FileExistsError:
+        there = dst.stat(path)
+        if there is not None and there.type == FOLDER:
+            return done("exists")
+        return refused("the destination has a file where the source has a folder")
+    except OSError as exc:
+        return failure(exc)
+
+
+def copy_entry(src, dst, path: str, kind: str, heartbeat: Callable[[], None], limiter, verify: bool,
+               progress: Callable[[int], None], size_limit: int | None = None) -> Result:
+    """Copy one file or symlink to a temporary name, then rename it over the final name.
+
+    The destination is checked again just before the rename: a file that became newer than the source
+    since traversal is kept. The temporary file never survives a failure."""
+    if kind != SYMLINK and hasattr(src, "open_file_fd") and hasattr(dst, "create_temp_fd"):
+        return _copy_file_fds(src, dst, path, kind, heartbeat, limiter, verify, progress, size_limit)
+    now_src = src.stat(path)
+    if now_src is None or now_src.type != kind:
+        return _changed(kind, now_src)
+    early = in_the_way(dst.stat(path), now_src)
+    if early is not None:
+        return early
+    folder, name = parent_of(path), path.rpartition("/")[2]
+    temp = None
+    try:
+        if kind == SYMLINK:
+            temp = dst.create_temp_link(folder, name, src.read_link(path))
+            mode = None
+            copied = 0
+        else:
+            temp, out = dst.create_temp(folder, name)
+            with out, src.open_read(path) as inp:
+                copied = stream(inp, out, now_src.size, heartbeat, limiter, progress)
+            if verify and file_hash(src, path) != file_hash(dst, temp):
+                return refused("verification failed: the copy differs from the source")
+            mode = now_src.mode
+        late = in_the_way(dst.stat(path), now_src)  # changed on the destination while we copied?
+        if late is not None:
+            return late
+        dst.commit_temp(temp, path, now_src.mtime_ns, mode)
+        temp = None
+        return done("file", copied)
+    except OSError as exc:
+        return failure(exc)
+    finally:
+        if temp is not None:
+            try:
+                dst.remove(temp)
+            except OSError:
+                pass
+
+
+def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None], limiter, verify: bool,
+                   progress: Callable[[int], None], size_limit: int | None) -> Result:
+    """copy_entry for a regular file between adapters that hand out file descriptors (local disks).
+
+    The source is opened first (never through a symlink) and its size, mtime and mode come from the open
+    file; the temporary file is a raw descriptor. A small file costs open, fstat, open, one copy call,
+    two closes, then lstat of the final name, chmod, utime and rename: 10 system calls, where the file
+    object path took 15."""
+    temp = None
+    try:
+        src_fd, now = src.open_file_fd(path)
+        if src_fd is None:
+            return _changed(kind, now)
+        try:
+            if size_limit is not None and now.size > size_limit:
+                return HANDED_BACK
+            if now.size >= PRECHECK_MIN:
+                early = in_the_way(dst.stat(path), now)
+                if early is not None:
+                    return early
+            temp, out_fd = dst.create_temp_fd(parent_of(path), path.rpartition("/")[2])
+            try:
+                copied = stream_fds(src_fd, out_fd, now.size, heartbeat, limiter, progress)
+                if copied is None:
+                    with open(src_fd, "rb", buffering=0, closefd=False) as inp, \
+                            open(out_fd, "wb", buffering=0, closefd=False) as out:
+                        copied = stream_buffered(inp, out, now.size, heartbeat, limiter, progress)
+            finally:
+                os.close(out_fd)
+        finally:
+            os.close(src_fd)
+        if verify and file_hash(src, path) != file_hash(dst, temp):
+            return refused("verification failed: the copy differs from the source")
+        late = in_the_way(dst.stat(path), now)  # changed on the destination while we copied?
+        if late is not None:
+            return late
+        dst.commit_temp(temp, path, now.mtime_ns, now.mode)
+        temp = None
+        return done("file", copied)
+    except OSError as exc:
+        return failure(exc)
+    finally:
+        if temp is not None:
+            try:
+                dst.remove(temp)
+            except OSError:
+                pass
+
+
+# the helper process -----------------------------------------------------------------------------------
+
+_HEADER = struct.Struct("<Q")
+
+
+def _read_message(stream_in) -> object | None:
+    head = stream_in.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(head)
+    body = stream_in.read(size)
+    if len(body) < size:
+        return None
+    return marshal.loads(body)
+
+
+def _write_message(stream_out, message) -> None:
+    body = marshal.dumps(message)
+    stream_out.write(_HEADER.pack(len(body)) + body)
+    stream_out.flush()
+
+
+def serve() -> None:
+    """The helper's loop: (src root, dst root, [(path, kind, mode)]) in, one result per entry out, until
+    EOF. kind is 'folder' (create it with mode), 'file' or 'symlink' (copy it)."""
+    from engine.adapters.local import LocalAdapter
+
+    # Ctrl-C reaches the whole process group: the parent drains and seals, so its helper must finish the
+    # batch in hand rather than die under it; a parent that is gone closes the pipe, and that ends us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    adapters: dict[str, LocalAdapter] = {}
+    while True:
+        request = _read_message(inp)
+        if request is None:
+            return
+        src_root, dst_root, items = request
+        src = adapters.get(src_root) or adapters.setdefault(src_root, LocalAdapter(src_root))
+        dst = adapters.get(dst_root) or adapters.setdefault(dst_root, LocalAdapter(dst_root))
+        results = []
+        for path, kind, mode in items:
+            if os.getppid() != parent:
+                return  # the run was killed: copy nothing more for it (a resume may be copying these now)
+            try:
+                if kind == FOLDER:
+                    results.append(make_folder(dst, path, mode))
+                else:
+                    results.append(copy_entry(src, dst, path, kind, _nothing, NO_LIMIT, False, _nothing,
+                                              HELPER_LIMIT))
+            except Exception as exc:  # noqa: BLE001 - a bug here must fail one entry, not the helper
+                results.append(refused(f"internal error in the copy process: {exc!r}"))
+        _write_message(out, results)
+
+
+# the parent's side ------------------------------------------------------------------------------------
+
+class CopierGone(OSError):
+    """The helper died or could not start: the entries of its batch are worth another attempt (EAGAIN
+    makes the queue retry them with backoff, through a new helper)."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.EAGAIN, message)
+
+
+class Copier:
+    """One helper process, used by one worker thread at a time."""
+
+    def __init__(self):
+        engine_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        code = f"import sys; sys.path.insert(0, {engine_parent!r}); from engine.copying import serve; serve()"
+        try:
+            self._proc = subprocess.Popen([sys.executable, "-I", "-c", code], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        except OSError as exc:
+            raise CopierGone(f"cannot start a copy process: {exc.strerror}") from None
+
+    def run(self, src_root: str, dst_root: str, items: list[tuple[str, str, int]]) -> list[Result]:
+        try:
+            _write_message(self._proc.stdin, (src_root, dst_root, items))
+            results = _read_message(self._proc.stdout)
+        except (OSError, ValueError):
+            results = None
+        if results is None or len(results) != len(items):
+            self.close()
+            raise CopierGone("the copy process ended unexpectedly")
+        return results
+
+    def close(self, wait: bool = True) -> None:
+        """Close its pipes: the helper finishes the batch in hand (if any) and exits. wait=False reaps it
+        from a background thread instead of waiting here for the interpreter to shut down."""
+        proc = self._proc
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        if wait:
+            self._reap()
+        else:
+            threading.Thread(target=self._reap, name="copy-process-reaper", daemon=True).start()
+
+    def _reap(self) -> None:
+        proc = self._proc
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # hung on a dead mount: its temporary file is swept when the run resumes
+            proc.wait()
+
+
+class CopierPool:
+    """A helper per calling thread (each copy worker has its own). start(n) starts n of them ahead of use,
+    so that their start-up overlaps the folder pass instead of delaying the first files."""
+
+    def __init__(self):
+        self._local = threading.local()
+        self._idle: list[Copier] = []
+        self._all: list[Copier] = []
+        self._lock = threading.Lock()
+        self.usable = True  # False once a helper could not even start: copy in this process from then on
+
+    def start(self, n: int) -> None:
+        started = []
+        try:
+            for _ in range(n):
+                started.append(Copier())
+        except CopierGone:
+            self.usable = False
+        with self._lock:
+            self._idle.extend(started)
+            self._all.extend(started)
+
+    def run(self, src_root: str, dst_root: str, items: list[tuple[str, str, int]]) -> list[Result]:
+        copier = getattr(self._local, "copier", None)
+        if copier is None:
+            with self._lock:
+                copier = self._idle.pop() if self._idle else None
+            if copier is None:
+                try:
+                    copier = Copier()
+                except CopierGone:
+                    self.usable = False
+                    raise
+                with self._lock:
+                    self._all.append(copier)
+            self._local.copier = copier
+        try:
+            return copier.run(src_root, dst_root, items)
+        except CopierGone:
+            self._local.copier = None
+            raise
+
+    def close(self, wait: bool = True) -> None:
+        with self._lock:
+            copiers, self._all, self._idle = self._all, [], []
+        for copier in copiers:
+            copier.close(wait)

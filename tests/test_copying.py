@@ -1,0 +1,206 @@
+"""Copying (engine.copying): what one copy decides, batches copied by a helper process exactly as in this
+process, a killed helper, big files kept in this process with heartbeats, no helper left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+import duckdb
+import pytest
+
+from support import tree_state
+
+from engine import copying
+from engine.adapters.local import LocalAdapter
+from engine.counters import CopyCounters
+from engine.migration import Migration
+from engine.model import FILE, FOLDER, MTIME_WINDOW_NS, SYMLINK, TEMP_SUFFIX, Node, Task
+from engine.modes.copy import CopyMode
+from engine.settings import Settings
+from engine.workers import BandwidthLimiter
+
+OLD, NEW = 1_600_000_000_000_000_000, 1_700_000_000_000_000_000
+
+
+def helpers_of_this_process() -> set[int]:
+    """The pids of our children that run engine.copying (from /proc)."""
+    found = set()
+    for task in os.listdir(f"/proc/{os.getpid()}/task"):
+        try:
+            with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
+                children = f.read().split()
+        except OSError:
+            continue
+        for pid in children:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"engine.copying" in f.read():
+                        found.add(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+def write(path, data: bytes, mtime_ns: int, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(mode)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def no_temporaries(root) -> bool:
+    return not [n for _, _, names in os.walk(root) for n in names if n.endswith(TEMP_SUFFIX)]
+
+
+def copy_one(src_root, dst_root, path: str, kind: str = FILE, size_limit=None):
+    return copying.copy_entry(LocalAdapter(src_root), LocalAdapter(dst_root), path, kind, copying._nothing,
+                              copying.NO_LIMIT, False, copying._nothing, size_limit)
+
+
+def test_one_copy_decides_from_the_open_source_and_the_final_name(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "new", b"fresh", OLD, 0o640)
+    write(src / "empty", b"", OLD)
+    write(src / "newer", b"source", OLD)
+    write(dst / "newer", b"destination, newer", NEW)
+    write(src / "same", b"same", OLD)
+    write(dst / "same", b"same", OLD)
+    write(src / "older", b"the source wins", NEW)
+    write(dst / "older", b"stale", OLD)
+    write(src / "blocked", b"x", OLD)
+    (dst / "blocked").mkdir()
+    os.utime(dst / "blocked", ns=(OLD, OLD))  # not newer than the source file: in the way
+    write(src / "big", os.urandom(3 << 20), OLD)
+    os.symlink("new", src / "link")
+
+    assert copy_one(src, dst, "new") == copying.done("file", 5)
+    st = os.lstat(dst / "new")
+    assert (dst / "new").read_bytes() == b"fresh" and st.st_mode & 0o7777 == 0o640 and st.st_mtime_ns == OLD
+    assert copy_one(src, dst, "empty") == copying.done("file", 0) and (dst / "empty").read_bytes() == b""
+    assert copy_one(src, dst, "newer") == copying.done("skipped")
+    assert (dst / "newer").read_bytes() == b"destination, newer", "a newer destination file was overwritten"
+    assert copy_one(src, dst, "same") == copying.done("exists")
+    assert copy_one(src, dst, "older") == copying.done("file", 15) and (dst / "older").read_bytes() == b"the source wins"
+    assert copy_one(src, dst, "blocked")[:2] == (False, "the destination has a folder where the source has a file")
+    assert copy_one(src, dst, "big", size_limit=1 << 20) == copying.HANDED_BACK
+    assert not (dst / "big").exists()
+    assert copy_one(src, dst, "big") == copying.done("file", 3 << 20)
+    assert abs(os.lstat(dst / "big").st_mtime_ns - OLD) <= MTIME_WINDOW_NS
+    assert copy_one(src, dst, "link", SYMLINK) == copying.done("file", 0) and os.readlink(dst / "link") == "new"
+
+    # the source changed since traversal
+    assert copy_one(src, dst, "gone")[:2] == (False, "the source file vanished since traversal")
+    os.symlink("new", src / "now a link")
+    assert copy_one(src, dst, "now a link")[:2] == (False, "the source changed from file to symlink since traversal")
+    (src / "now a folder").mkdir()
+    assert copy_one(src, dst, "now a folder")[:2] == (False, "the source changed from file to folder since traversal")
+    assert no_temporaries(dst)
+
+
+def test_a_helper_copies_a_batch_and_a_killed_one_is_replaced(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write(src / "a" / "one", b"1", OLD)
+    write(src / "a" / "two", b"22", OLD, 0o600)
+    os.symlink("one", src / "a" / "link")
+    dst.mkdir()
+    pool = copying.CopierPool()
+    pool.start(1)
+    try:
+        results = pool.run(str(src), str(dst), [("a", FOLDER, 0o750), ("a/one", FILE, 0), ("a/two", FILE, 0),
+                                                ("a/link", SYMLINK, 0), ("a/gone", FILE, 0)])
+        assert [r[4] for r in results[:4]] == ["folder", "file", "file", "file"]
+        assert results[4][:2] == (False, "the source file vanished since traversal")
+        assert (dst / "a").stat().st_mode & 0o777 == 0o750
+        assert tree_state(dst) == {k: v for k, v in tree_state(src).items() if k != "a/gone"}
+
+        [helper] = helpers_of_this_process()
+        os.kill(helper, signal.SIGKILL)
+        with pytest.raises(copying.CopierGone) as gone:
+            pool.run(str(src), str(dst), [("a/one", FILE, 0)])
+        assert gone.value.errno == 11  # EAGAIN: the queue retries it with backoff
+        assert pool.run(str(src), str(dst), [("a/one", FILE, 0)]) == [copying.done("exists")]
+        assert len(helpers_of_this_process()) == 1
+    finally:
+        pool.close()
+    assert not helpers_of_this_process()
+
+
+def test_a_batch_copies_big_files_here_with_heartbeats_for_every_waiting_task(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(3):
+        write(src / f"small {i}", b"s" * (i + 1), OLD)
+    write(src / "big", os.urandom(copying.HELPER_MAX + 1), OLD)
+    dst.mkdir()
+    settings = Settings(lease_timeout=0.001)  # every task copied here first extends the waiting leases
+    mode = CopyMode(None, LocalAdapter(src), LocalAdapter(dst), settings, CopyCounters(), BandwidthLimiter(0),
+                    lambda *a: None, copying.CopierPool())
+    nodes = [Node(i, 0, p, 1, FILE, os.lstat(src / p).st_size, OLD, 0o644)
+             for i, p in enumerate(["small 0", "big", "small 1", "small 2"])]
+    tasks = [Task("copy", n, 2) for n in nodes]
+    beats = []
+    try:
+        outcomes = mode.execute_batch(tasks, beats.append)
+    finally:
+        mode.copiers.close()
+    assert [o.kind for o in outcomes] == ["file"] * 4 and all(o.ok for o in outcomes)
+    assert outcomes[1].bytes == copying.HELPER_MAX + 1
+    assert beats == [tasks[1]], "the big file copied here did not extend its lease first"
+    assert mode.counters.bytes == copying.HELPER_MAX + 1 + 1 + 2 + 3
+    assert tree_state(dst) == tree_state(src)
+
+
+def test_a_dead_helper_leaves_no_temporary_of_its_batch(tmp_path):
+    dst = tmp_path / "dst"
+    write(dst / "f" / ".name.with.dots.0badc0de.migrate-tmp", b"partial", OLD)
+    write(dst / "f" / ".other.0badc0de.migrate-tmp", b"not ours", OLD)
+    write(dst / "f" / "name.with.dots", b"kept", OLD)
+    mode = CopyMode(None, LocalAdapter(tmp_path), LocalAdapter(dst), Settings(), CopyCounters(),
+                    BandwidthLimiter(0), lambda *a: None)
+    mode._remove_temporaries(["f/name.with.dots"])
+    assert sorted(os.listdir(dst / "f")) == [".other.0badc0de.migrate-tmp", "name.with.dots"]
+
+
+def copy_rows(db) -> set:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return set(con.execute("SELECT path, copy_status, action FROM src_nodes").fetchall())
+    finally:
+        con.close()
+
+
+def test_a_run_with_copy_processes_writes_what_a_run_in_process_writes(tree_20k, tmp_path, monkeypatch):
+    tree, _, dst = tree_20k
+    reference = tmp_path / "reference"
+    shutil.copytree(dst, reference, symlinks=True)
+
+    m = Migration.create(str(tmp_path / "inproc.duckdb"), str(tree.root), str(reference),
+                         Settings(copy_processes=False))
+    m.start()
+    assert m.wait(300) and m.phase == "done" and m.summary.failed == 0
+
+    helpers_seen = set()
+    original = copying.CopierPool.run
+
+    def run(self, *args):
+        helpers_seen.update(helpers_of_this_process())
+        return original(self, *args)
+
+    monkeypatch.setattr(copying.CopierPool, "run", run)
+    h = Migration.create(str(tmp_path / "helpers.duckdb"), str(tree.root), str(dst), Settings(copy_processes=True))
+    h.start()
+    assert h.wait(300) and h.phase == "done" and h.summary.failed == 0
+    assert helpers_seen, "no copy process was used"
+    deadline = time.monotonic() + 10
+    while helpers_of_this_process() and time.monotonic() < deadline:
+        time.sleep(0.05)  # they are reaped in the background once their pipes are closed
+    assert not helpers_of_this_process(), "a copy process outlived its copy phase"
+
+    assert h.summary.copied == m.summary.copied and h.copy_counters.bytes == m.copy_counters.bytes
+    m.close()
+    h.close()
+    assert copy_rows(tmp_path / "helpers.duckdb") == copy_rows(tmp_path / "inproc.duckdb")
+    assert tree_state(dst) == tree_state(reference)
+    assert no_temporaries(dst)
