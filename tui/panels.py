@@ -3,19 +3,28 @@
 Every panel has ``show(snapshot)``, called a few times a second. Panels compare
 what they would draw with what they drew last and skip unchanged updates, so a
 quiet run costs almost nothing per refresh.
+
+While the engine runs, every millisecond the console spends drawing is taken
+from the engine's threads (one GIL), so a busy refresh must stay cheap too:
+within a panel only the cells whose text changed are updated (``Cell``), and a
+new layout of the screen (which places every widget again) is asked for only
+when a cell's size may have changed. (The app also redraws the panels less
+often than it polls: see ``MigrationConsole.refresh_view``.)
 """
 
 from __future__ import annotations
 
 from typing import Hashable
 
+from rich.cells import cell_len
+from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical
 from textual.widgets import DataTable, Label, ProgressBar, Sparkline, Static
 
-from engine.snapshot import MigrationSnapshot, QueueView
+from engine.snapshot import CopyView, MigrationSnapshot, QueueView, RatePoint
 from tui import format as fmt
 
 STATE_STYLES = {
@@ -32,9 +41,77 @@ STATE_STYLES = {
 COPY_PASSES = {1: "copy pass 1: folders", 2: "copy pass 2: files"}
 
 
+
 def state_text(state: str) -> Text:
     label = "waiting on gate" if state == "waiting" else state
     return Text(label, style=STATE_STYLES.get(state, ""))
+
+
+FIXED = ("fixed",)  # a cell whose size its content never changes
+HIDDEN = ("hidden",)
+
+
+def text_key(text: Text) -> Hashable:
+    """Everything a Text draws with (``Text.__eq__`` ignores the base style and justification)."""
+    return text.plain, str(text.style), tuple(text.spans), text.justify, text.overflow, text.no_wrap
+
+
+class Cell(Static):
+    """A Static whose content changes often (a count, a rate, a state).
+
+    ``show_text`` (and ``show_content``) redraws only when the content changed, and asks
+    for a new layout only when the cell's size may change with it: a cell of fixed size,
+    or a single line that still fits the same width, is repainted in place."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._shown_key: Hashable = object()
+        self._extent: Hashable | None = None
+
+    def show_content(self, content: RenderableType, key: Hashable, extent: Hashable | None = None) -> None:
+        """Draw ``content`` unless ``key`` is what is drawn already. ``extent``: what the drawn size
+        depends on, None when unknown; equal extents before and after mean the size did not change."""
+        if key == self._shown_key:
+            return
+        self._shown_key = key
+        same_size = extent is not None and extent == self._extent
+        self._extent = extent
+        self.update(content, layout=not same_size)
+
+    def show_text(self, text: Text) -> None:
+        self.show_content(text, text_key(text), self.text_extent(text.plain))
+
+    def text_extent(self, plain: str) -> Hashable | None:
+        """The size a text will take here when it can be told without rendering it: a hidden or
+        fixed-size cell, a single line that fits the cell's width, or an auto-width line of so
+        many cells."""
+        if not self.display:  # no size now; showing it again lays the screen out anyway
+            return HIDDEN
+        styles = self.styles
+        width, height = styles.width, styles.height
+        width_auto = width is not None and width.is_auto
+        if height is not None and height.is_cells and not width_auto:
+            return FIXED
+        size = self.size
+        if not size.width or "\n" in plain:
+            return None
+        cells = cell_len(plain)
+        if width_auto:  # as wide as the text, unless the container is narrower
+            return ("auto", cells) if cells == size.width else None
+        # With the width: after a resize the drawn text may have wrapped.
+        return ("one line", size.width) if cells <= size.width else None
+
+
+def grid_extent(cell: Cell, rows: list[tuple[str, str | Text]], label_width: int, gap: int) -> Hashable | None:
+    """The extent of a two-column grid of labels and values (``Table.grid``) drawn in ``cell``:
+    one line a row while every value fits beside the labels, else unknown."""
+    width = cell.size.width
+    room = width - label_width - gap
+    for _, value in rows:
+        plain = str(value)
+        if room <= 0 or "\n" in plain or cell_len(plain) > room:
+            return None
+    return "rows", len(rows), width
 
 
 class Panel(Vertical):
@@ -63,7 +140,7 @@ class Panel(Vertical):
         raise NotImplementedError
 
 
-class TitleBar(Static):
+class TitleBar(Cell):
     """One line: where from, where to, and how the run is doing."""
 
     def show(self, snapshot: MigrationSnapshot) -> None:
@@ -81,7 +158,7 @@ class TitleBar(Static):
         text.append(fmt.display_path(snapshot.src_root), style="bold")
         text.append(" → ")
         text.append(fmt.display_path(snapshot.dst_root), style="bold")
-        self.update(text)
+        self.show_text(text)
 
 
 class RoundsPanel(Panel):
@@ -98,22 +175,43 @@ class RoundsPanel(Panel):
                     if row == "progress":
                         with Horizontal(classes=f"row-{row}", id=f"{side}-progress"):
                             yield ProgressBar(total=1, show_eta=False)
-                            yield Static(classes="round-count")
+                            yield Cell(classes="round-count")
                     else:
-                        yield Static(classes=f"row-{row}", id=f"{side}-{row}")
+                        yield Cell(classes=f"row-{row}", id=f"{side}-{row}")
+
+    _cells: dict[tuple[str, str], Cell] | None = None
+
+    def _bind(self) -> None:
+        """Find the cells once (on the first draw), not on every draw."""
+        self._cells = {
+            (side, row): self.query_one(f"#{side}-{row}", Cell)
+            for side in ("src", "dst") for row in self.ROWS if row != "progress"
+        }
+        self._bars = {side: self.query_one(f"#{side}-progress ProgressBar", ProgressBar)
+                      for side in ("src", "dst")}
+        self._counts = {side: self.query_one(f"#{side}-progress .round-count", Cell)
+                        for side in ("src", "dst")}
+        self._bar_drawn: dict[str, tuple[int, int]] = {}
+        self._count_width: dict[str, int] = {}
+        self._waits_row = list(self.query(".row-waits"))
+        self._waits_shown: bool | None = None
 
     def key(self, snapshot: MigrationSnapshot) -> Hashable:
         return snapshot.src, snapshot.dst
 
     def draw(self, snapshot: MigrationSnapshot) -> None:
+        if self._cells is None:
+            self._bind()
         for queue in (snapshot.src, snapshot.dst):
             self._draw_queue(queue)
         waits = any(q.wait_reason for q in (snapshot.src, snapshot.dst))
-        for cell in self.query(".row-waits"):
-            cell.display = waits
+        if waits != self._waits_shown:
+            self._waits_shown = waits
+            for cell in self._waits_row:
+                cell.display = waits
 
     def _cell(self, queue: QueueView, row: str, content: Text) -> None:
-        self.query_one(f"#{queue.side}-{row}", Static).update(content)
+        self._cells[queue.side, row].show_text(content)
 
     def _draw_queue(self, queue: QueueView) -> None:
         heading = Text(f"{queue.side.upper()} round {queue.round} · ", style="bold")
@@ -128,11 +226,18 @@ class RoundsPanel(Panel):
             total, done = queue.round_expected, min(queue.round_completed, queue.round_expected)
         else:
             total, done = 1, 1 if queue.state == "completed" else 0
-        progress = self.query_one(f"#{queue.side}-progress")
-        progress.query_one(ProgressBar).update(total=total, progress=done)
-        progress.query_one(".round-count", Static).update(
-            Text(f"{fmt.count(queue.round_completed)}/{fmt.count(queue.round_expected)}")
+        if self._bar_drawn.get(queue.side) != (total, done):
+            self._bar_drawn[queue.side] = (total, done)
+            self._bars[queue.side].update(total=total, progress=done)
+        # Right-aligned in the widest count this side has shown ("expected/expected" at least):
+        # while counts grow and rounds change, the bar beside it keeps its width and the
+        # screen its layout. It widens a few times a run, and never narrows.
+        expected = fmt.count(queue.round_expected)
+        count = f"{fmt.count(queue.round_completed)}/{expected}"
+        width = self._count_width[queue.side] = max(
+            self._count_width.get(queue.side, 0), len(count), 2 * len(expected) + 1
         )
+        self._counts[queue.side].show_text(Text(count.rjust(width)))
 
         self._cell(queue, "queue", Text(
             f"{fmt.count(queue.buffered)} buffered · {fmt.count(queue.in_flight)} in flight"
@@ -153,20 +258,17 @@ class GatePanel(Panel):
     TITLE = "Coordinator gate"
 
     def compose(self) -> ComposeResult:
-        yield Static(id="gate-text")
+        yield Cell(id="gate-text")
 
     def key(self, snapshot: MigrationSnapshot) -> Hashable:
         return snapshot.gate, snapshot.settings
 
     def draw(self, snapshot: MigrationSnapshot) -> None:
         gate = snapshot.gate
-        grid = Table.grid(padding=(0, 2))
-        grid.add_column(no_wrap=True, style="bold")
-        grid.add_column()
-        grid.add_row(
+        rows: list[tuple[str | Text, str | Text]] = [(
             Text("ahead", style="dim"),
             Text(f"SRC may run at most {gate.max_src_ahead} rounds ahead of DST", style="dim"),
-        )
+        )]
         sides = (
             ("SRC", gate.src_round, gate.src_done, gate.src_may_start, gate.src_reason),
             ("DST", gate.dst_round, gate.dst_done, gate.dst_may_start, gate.dst_reason),
@@ -179,18 +281,35 @@ class GatePanel(Panel):
             else:
                 verdict = Text("✗ " + fmt.display_path(reason or "may not start its next round"),
                                style="magenta")
-            grid.add_row(f"{name} round {round_}", verdict)
+            rows.append((f"{name} round {round_}", verdict))
         if snapshot.settings:
             settings = " · ".join(f"{name}={value}" for name, value in snapshot.settings)
-            grid.add_row(Text("settings", style="dim"), Text(settings, style="dim"))
-        self.query_one("#gate-text", Static).update(grid)
+            rows.append((Text("settings", style="dim"), Text(settings, style="dim")))
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(no_wrap=True, style="bold")
+        grid.add_column()
+        for row in rows:
+            grid.add_row(*row)
+        cell = self.query_one("#gate-text", Cell)
+        label_width = max(cell_len(str(label)) for label, _ in rows)
+        cell.show_content(grid, self.key(snapshot), grid_extent(cell, rows, label_width, 2))
+
+
+def history_key(history: tuple[RatePoint, ...]) -> Hashable:
+    """Identifies a rate history without comparing every point: points are only ever appended
+    (about one a second, each with its time) and the oldest dropped, so the first and last
+    times and the length tell two histories apart."""
+    if not history:
+        return 0
+    return len(history), history[0], history[-1]
 
 
 class ThroughputPanel(Panel):
     TITLE = "Throughput"
+    LABEL_WIDTH = 9
 
     def compose(self) -> ComposeResult:
-        yield Static(id="rates")
+        yield Cell(id="rates")
         yield ProgressBar(total=1, show_eta=False, id="copy-progress")
         with Horizontal(classes="spark-row"):
             yield Label("discovery", classes="spark-label")
@@ -199,45 +318,65 @@ class ThroughputPanel(Panel):
             yield Label("copy B/s", classes="spark-label")
             yield Sparkline([], id="copy-spark")
 
+    _rates: Cell | None = None
+
+    def _bind(self) -> None:
+        self._rates = self.query_one("#rates", Cell)
+        self._bar = self.query_one("#copy-progress", ProgressBar)
+        self._bar_drawn: tuple[int, int] | None = None
+        self._sparks = (self.query_one("#discovery-spark", Sparkline),
+                        self.query_one("#copy-spark", Sparkline))
+        self._history_drawn: Hashable = None
+
     def key(self, snapshot: MigrationSnapshot) -> Hashable:
         rates = snapshot.src.discovery_rate, snapshot.dst.discovery_rate
-        return rates, snapshot.copy, snapshot.history
+        return rates, snapshot.copy, history_key(snapshot.history)
 
     def draw(self, snapshot: MigrationSnapshot) -> None:
-        src, dst, copy = snapshot.src, snapshot.dst, snapshot.copy
-        grid = Table.grid(padding=(0, 1))
-        grid.add_column(width=9, style="bold")
-        grid.add_column()
-        grid.add_row(
-            "discovery",
-            f"SRC {fmt.rate(src.discovery_rate)}/s · DST {fmt.rate(dst.discovery_rate)}/s",
-        )
-        grid.add_row(
-            "copy", f"{fmt.rate(copy.items_per_s)} items/s · {fmt.bytes_per_second(copy.bytes_per_s)}"
-        )
+        if self._rates is None:
+            self._bind()
+        copy = snapshot.copy
+        self._draw_rates(snapshot.src.discovery_rate, snapshot.dst.discovery_rate, copy)
+
+        if copy.items_total:
+            drawn = copy.items_total, min(copy.items_done, copy.items_total)
+            if drawn != self._bar_drawn:
+                self._bar_drawn = drawn
+                self._bar.update(total=drawn[0], progress=drawn[1])
+        self._bar.display = copy.items_total > 0  # no-op when unchanged
+
+        history = snapshot.history
+        drawn_history = history_key(history)
+        if drawn_history != self._history_drawn:
+            self._history_drawn = drawn_history
+            self._sparks[0].data = [p.discovery_rate for p in history]
+            self._sparks[1].data = [p.bytes_per_s for p in history]
+
+    def _draw_rates(self, src_rate: float, dst_rate: float, copy: CopyView) -> None:
         items = fmt.count(copy.items_done)
         if copy.items_total:
             items += f" / {fmt.count(copy.items_total)}"
         volume = fmt.size(copy.bytes_done)
         if copy.bytes_total:
             volume += f" / {fmt.size(copy.bytes_total)}"
-        grid.add_row("copied", f"{items} items · {volume}")
         outcome = Text(f"{fmt.count(copy.folders_created)} folders created · "
                        f"{fmt.count(copy.skipped)} newer on DST")
         if copy.failed:
             outcome.append(f" · {fmt.count(copy.failed)} failed", style="red")
-        grid.add_row("", outcome)
-        grid.add_row("ETA", fmt.duration(copy.eta_s))
-        self.query_one("#rates", Static).update(grid)
-
-        bar = self.query_one("#copy-progress", ProgressBar)
-        bar.display = copy.items_total > 0
-        if copy.items_total:
-            bar.update(total=copy.items_total, progress=min(copy.items_done, copy.items_total))
-
-        history = snapshot.history
-        self.query_one("#discovery-spark", Sparkline).data = [p.discovery_rate for p in history]
-        self.query_one("#copy-spark", Sparkline).data = [p.bytes_per_s for p in history]
+        rows = (
+            ("discovery", f"SRC {fmt.rate(src_rate)}/s · DST {fmt.rate(dst_rate)}/s"),
+            ("copy", f"{fmt.rate(copy.items_per_s)} items/s · {fmt.bytes_per_second(copy.bytes_per_s)}"),
+            ("copied", f"{items} items · {volume}"),
+            ("", outcome),
+            ("ETA", fmt.duration(copy.eta_s)),
+        )
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(width=self.LABEL_WIDTH, style="bold")
+        grid.add_column()
+        for label, value in rows:
+            grid.add_row(label, value)
+        extent = grid_extent(self._rates, rows, self.LABEL_WIDTH, 1)
+        self._rates.show_content(grid, (src_rate, dst_rate, copy), extent)
 
 
 class LevelsPanel(Panel):
@@ -246,25 +385,45 @@ class LevelsPanel(Panel):
 
     def compose(self) -> ComposeResult:
         table = DataTable(cursor_type="none", zebra_stripes=True, id="levels-table")
-        table.add_columns(*self.COLUMNS)
+        self._columns = table.add_columns(*self.COLUMNS)
+        self._rows_drawn: dict[str, list[Hashable]] = {}  # row key -> text keys of its cells
+        self._table = table
         yield table
 
     def key(self, snapshot: MigrationSnapshot) -> Hashable:
         return snapshot.src.levels, snapshot.dst.levels
 
     def draw(self, snapshot: MigrationSnapshot) -> None:
-        table = self.query_one(DataTable)
-        table.clear()
+        rows: dict[str, list[Text]] = {}
         for queue in (snapshot.src, snapshot.dst):
             side = queue.side.upper()
             for level in queue.levels:
-                table.add_row(*self._row(
+                rows[f"{side} {level.depth}"] = self._row(
                     side, level.depth, level.nodes, level.pending,
                     level.in_progress, level.successful, level.failed,
-                ))
+                )
             totals = [sum(getattr(level, name) for level in queue.levels)
                       for name in ("nodes", "pending", "in_progress", "successful", "failed")]
-            table.add_row(*self._row(side, "total", *totals, style="bold"))
+            rows[f"{side} total"] = self._row(side, "total", *totals, style="bold")
+        table = self._table
+        if list(rows) != list(self._rows_drawn):
+            # Other levels: rebuild the table.
+            table.clear()
+            for key, cells in rows.items():
+                table.add_row(*cells, key=key)
+            self._rows_drawn = {key: [text_key(c) for c in cells] for key, cells in rows.items()}
+            return
+        # The same levels: change only the cells that changed (every change redraws the whole
+        # table, but nothing else: no clearing, no new rows to measure). A column widens as
+        # a longer number arrives, and never narrows, as when rows are added.
+        for key, cells in rows.items():
+            drawn = self._rows_drawn[key]
+            for i, (cell, column) in enumerate(zip(cells, self._columns)):
+                cell_key = text_key(cell)
+                if cell_key != drawn[i]:
+                    drawn[i] = cell_key
+                    wider = cell_len(cell.plain) > table.columns[column].content_width
+                    table.update_cell(key, column, cell, update_width=wider)
 
     @staticmethod
     def _row(side: str, depth: int | str, *numbers: int, style: str = "") -> list[Text]:
