@@ -33,8 +33,8 @@ import os  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from common import (MIGRATE, PYTHON, REPO, VENV_BIN, ensure_tree, fresh_db, reset_dst, save, table, timed,
-                    wait_for_quiet)
+from common import (MIGRATE, PYTHON, REPO, VENV_BIN, ensure_tree, fresh_db, purge_trash, reset_dst, save, table,
+                    timed, wait_for_quiet)
 
 TUI = str(VENV_BIN / "migrate-tui") if (VENV_BIN / "migrate-tui").exists() else shutil.which("migrate-tui")
 SESSION = "console-bench"
@@ -142,6 +142,8 @@ def main() -> int:
     parser.add_argument("--engine", metavar="DIR", help="a folder holding engine/ to run instead of this checkout's")
     parser.add_argument("--max-load", type=float, default=None,
                         help="before each run, wait (up to 10 min) until the 1-minute load average is below this")
+    parser.add_argument("--keep-trash", action="store_true",
+                        help="leave the destinations moved aside (two a round, ~0.5 GB each for 100k) in the trash")
     args = parser.parse_args()
     env = None
     if args.engine:
@@ -204,6 +206,8 @@ def main() -> int:
                               "console_main_thread_cpu_s": main_cpus, "pause_latency_s": pauses, "resume_latency_s": resumes,
                               "wall_ratio": median("console", 0) / median("headless", 0),
                               "engine_ratio": median("console", 1) / median("headless", 1)})
+    if not args.keep_trash:
+        purge_trash()
     return 0
 
 
