@@ -14,16 +14,15 @@ engine.workers turns it into the queue's Outcome. This module imports nothing he
 from __future__ import annotations
 
 import errno
-import marshal
 import os
 import signal
-import struct
 import subprocess
 import sys
 import threading
 from typing import Callable
 
 from engine.adapters.base import Entry, describe, is_disk_full, is_transient
+from engine.helper_process import read_message, start as start_helper, write_message
 from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
 
 CHUNK = 8 << 20  # per copy step: the unit of heartbeat, pause checks and bandwidth accounting
@@ -288,26 +287,6 @@ def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None]
 
 # the helper process -----------------------------------------------------------------------------------
 
-_HEADER = struct.Struct("<Q")
-
-
-def _read_message(stream_in) -> object | None:
-    head = stream_in.read(_HEADER.size)
-    if len(head) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack(head)
-    body = stream_in.read(size)
-    if len(body) < size:
-        return None
-    return marshal.loads(body)
-
-
-def _write_message(stream_out, message) -> None:
-    body = marshal.dumps(message)
-    stream_out.write(_HEADER.pack(len(body)) + body)
-    stream_out.flush()
-
-
 def serve() -> None:
     """The helper's loop: (src root, dst root, [(path, kind, mode)]) in, one result per entry out, until
     EOF. kind is 'folder' (create it with mode), 'file' or 'symlink' (copy it)."""
@@ -320,7 +299,7 @@ def serve() -> None:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     adapters: dict[str, LocalAdapter] = {}
     while True:
-        request = _read_message(inp)
+        request = read_message(inp)
         if request is None:
             return
         src_root, dst_root, items = request
@@ -338,7 +317,7 @@ def serve() -> None:
                                               HELPER_LIMIT))
             except Exception as exc:  # noqa: BLE001 - a bug here must fail one entry, not the helper
                 results.append(refused(f"internal error in the copy process: {exc!r}"))
-        _write_message(out, results)
+        write_message(out, results)
 
 
 # the parent's side ------------------------------------------------------------------------------------
@@ -355,18 +334,15 @@ class Copier:
     """One helper process, used by one worker thread at a time."""
 
     def __init__(self):
-        engine_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = f"import sys; sys.path.insert(0, {engine_parent!r}); from engine.copying import serve; serve()"
         try:
-            self._proc = subprocess.Popen([sys.executable, "-I", "-c", code], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self._proc = start_helper("engine.copying")
         except OSError as exc:
             raise CopierGone(f"cannot start a copy process: {exc.strerror}") from None
 
     def run(self, src_root: str, dst_root: str, items: list[tuple[str, str, int]]) -> list[Result]:
         try:
-            _write_message(self._proc.stdin, (src_root, dst_root, items))
-            results = _read_message(self._proc.stdout)
+            write_message(self._proc.stdin, (src_root, dst_root, items))
+            results = read_message(self._proc.stdout)
         except (OSError, ValueError):
             results = None
         if results is None or len(results) != len(items):

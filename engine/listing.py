@@ -10,21 +10,16 @@ killed run leaves none behind, and they import nothing heavier than the local ad
 from __future__ import annotations
 
 import errno
-import marshal
-import os
 import signal
-import struct
 import subprocess
 import sys
 import threading
 
+from engine.helper_process import read_message, start as start_helper, write_message
 from engine.model import DST, FOLDER, TEMP_SUFFIX, node_id
 
 # (paths, ids, sizes, mtimes, modes) of the subfolders; (paths, ids, kinds, sizes, mtimes, modes) of the rest
 Columns = tuple[tuple[list, ...], tuple[list, ...]]
-
-_HEADER = struct.Struct("<Q")
-
 
 def split_listing(side: str, base: str, entries) -> Columns:
     """One folder's entries as columns, subfolders apart (they become tasks); DST temporaries of ours
@@ -55,23 +50,6 @@ def split_listing(side: str, base: str, entries) -> Columns:
 
 # the helper process ----------------------------------------------------------------------------------
 
-def _read_message(stream) -> object | None:
-    head = stream.read(_HEADER.size)
-    if len(head) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack(head)
-    body = stream.read(size)
-    if len(body) < size:
-        return None
-    return marshal.loads(body)
-
-
-def _write_message(stream, message) -> None:
-    body = marshal.dumps(message)
-    stream.write(_HEADER.pack(len(body)) + body)
-    stream.flush()
-
-
 def serve() -> None:
     """The helper's loop: (root, side, [folder paths]) in, one result per folder out, until EOF.
     A result is (columns) or (errno, strerror): the parent turns the latter back into an OSError."""
@@ -83,7 +61,7 @@ def serve() -> None:
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     adapters: dict[str, LocalAdapter] = {}
     while True:
-        request = _read_message(inp)
+        request = read_message(inp)
         if request is None:
             return
         root, side, folders = request
@@ -96,7 +74,7 @@ def serve() -> None:
                 results.append((exc.errno or 0, exc.strerror or str(exc)))
             except Exception as exc:  # noqa: BLE001 - a bug here must fail one folder, not the helper
                 results.append((0, f"internal error in the listing process: {exc!r}"))
-        _write_message(out, results)
+        write_message(out, results)
 
 
 # the parent's side -----------------------------------------------------------------------------------
@@ -113,18 +91,15 @@ class Lister:
     """One helper process, used by one worker thread at a time."""
 
     def __init__(self):
-        engine_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        code = f"import sys; sys.path.insert(0, {engine_parent!r}); from engine.listing import serve; serve()"
         try:
-            self._proc = subprocess.Popen([sys.executable, "-I", "-c", code], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            self._proc = start_helper("engine.listing")
         except OSError as exc:
             raise ListerGone(f"cannot start a listing process: {exc.strerror}") from None
 
     def list(self, root: str, side: str, folders: list[str]) -> list[Columns | OSError]:
         try:
-            _write_message(self._proc.stdin, (root, side, folders))
-            results = _read_message(self._proc.stdout)
+            write_message(self._proc.stdin, (root, side, folders))
+            results = read_message(self._proc.stdout)
         except (OSError, ValueError):
             results = None
         if results is None or len(results) != len(folders):
