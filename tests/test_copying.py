@@ -11,7 +11,7 @@ import time
 import duckdb
 import pytest
 
-from support import tree_state
+from support import helpers_of_this_process, tree_state
 
 from engine import copying
 from engine.adapters.local import LocalAdapter
@@ -23,25 +23,6 @@ from engine.settings import Settings
 from engine.workers import BandwidthLimiter
 
 OLD, NEW = 1_600_000_000_000_000_000, 1_700_000_000_000_000_000
-
-
-def helpers_of_this_process() -> set[int]:
-    """The pids of our children that run engine.copying (from /proc)."""
-    found = set()
-    for task in os.listdir(f"/proc/{os.getpid()}/task"):
-        try:
-            with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
-                children = f.read().split()
-        except OSError:
-            continue
-        for pid in children:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"engine.copying" in f.read():
-                        found.add(int(pid))
-            except OSError:
-                pass
-    return found
 
 
 def write(path, data: bytes, mtime_ns: int, mode: int = 0o644) -> None:
@@ -116,16 +97,16 @@ def test_a_helper_copies_a_batch_and_a_killed_one_is_replaced(tmp_path):
         assert (dst / "a").stat().st_mode & 0o777 == 0o750
         assert tree_state(dst) == {k: v for k, v in tree_state(src).items() if k != "a/gone"}
 
-        [helper] = helpers_of_this_process()
+        [helper] = helpers_of_this_process("engine.copying")
         os.kill(helper, signal.SIGKILL)
         with pytest.raises(copying.CopierGone) as gone:
             pool.run(str(src), str(dst), [("a/one", FILE, 0)])
         assert gone.value.errno == 11  # EAGAIN: the queue retries it with backoff
         assert pool.run(str(src), str(dst), [("a/one", FILE, 0)]) == [copying.done("exists")]
-        assert len(helpers_of_this_process()) == 1
+        assert len(helpers_of_this_process("engine.copying")) == 1
     finally:
         pool.close()
-    assert not helpers_of_this_process()
+    assert not helpers_of_this_process("engine.copying")
 
 
 def test_a_batch_copies_big_files_here_with_heartbeats_for_every_waiting_task(tmp_path):
@@ -185,7 +166,7 @@ def test_a_run_with_copy_processes_writes_what_a_run_in_process_writes(tree_20k,
     original = copying.CopierPool.run
 
     def run(self, *args):
-        helpers_seen.update(helpers_of_this_process())
+        helpers_seen.update(helpers_of_this_process("engine.copying"))
         return original(self, *args)
 
     monkeypatch.setattr(copying.CopierPool, "run", run)
@@ -194,9 +175,9 @@ def test_a_run_with_copy_processes_writes_what_a_run_in_process_writes(tree_20k,
     assert h.wait(300) and h.phase == "done" and h.summary.failed == 0
     assert helpers_seen, "no copy process was used"
     deadline = time.monotonic() + 10
-    while helpers_of_this_process() and time.monotonic() < deadline:
+    while helpers_of_this_process("engine.copying") and time.monotonic() < deadline:
         time.sleep(0.05)  # they are reaped in the background once their pipes are closed
-    assert not helpers_of_this_process(), "a copy process outlived its copy phase"
+    assert not helpers_of_this_process("engine.copying"), "a copy process outlived its copy phase"
 
     assert h.summary.copied == m.summary.copied and h.copy_counters.bytes == m.copy_counters.bytes
     m.close()

@@ -9,6 +9,8 @@ import time
 
 import duckdb
 
+from support import helpers_of_this_process
+
 from engine.migration import Migration
 from engine.settings import Settings
 
@@ -33,25 +35,6 @@ def dry_run(db, src, dst, **settings) -> Migration:
     m.start()
     assert m.wait(300)
     return m
-
-
-def helpers_of_this_process() -> set[int]:
-    """The pids of our children that run engine.listing (from /proc: no extra dependency)."""
-    found = set()
-    for task in os.listdir(f"/proc/{os.getpid()}/task"):
-        try:
-            with open(f"/proc/{os.getpid()}/task/{task}/children") as f:
-                children = f.read().split()
-        except OSError:
-            continue
-        for pid in children:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if b"engine.listing" in f.read():
-                        found.add(int(pid))
-            except OSError:
-                pass
-    return found
 
 
 def test_listing_processes_write_exactly_what_listing_in_process_writes(tree_20k_read_only, tmp_path):
@@ -79,7 +62,7 @@ def test_a_killed_listing_process_is_replaced_and_the_run_stays_exact(tree_20k_r
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not killed:
             if m.snapshot().src.completed_total > 50:
-                for pid in helpers_of_this_process():
+                for pid in helpers_of_this_process("engine.listing"):
                     os.kill(pid, signal.SIGKILL)
                     killed.append(pid)
             time.sleep(0.001)
@@ -100,7 +83,7 @@ def test_no_listing_process_outlives_its_traversal(tree_20k_read_only, tmp_path)
     tree, _, dst = tree_20k_read_only
     m = dry_run(tmp_path / "run.duckdb", tree.root, dst, list_processes=True)
     m.close()
-    assert helpers_of_this_process() == set()
+    assert helpers_of_this_process("engine.listing") == set()
 
 
 def test_a_listing_process_that_cannot_start_falls_back_to_listing_here(tree_20k_read_only, tmp_path,
