@@ -6,10 +6,12 @@ until its title line says the run finished; once per console run `p` is pressed 
 time until the screen says "paused" is measured, then `r` until "running" again (the engine is paused for
 about the `p` latency: that much of the console's time is not overhead).
 
-Three ratios, medians of the alternating rounds: wall time (process start to the end of the run: the
-console's includes importing Textual and drawing the first screen), the engine's own elapsed time as the
-run file records it (start to finish of the migration: how much the console slows the engine), and CPU
-time (user + sys of the process: what the console costs, least disturbed by other work on the machine).
+Three ratios, of the medians of the alternating rounds and the median of each round's own pair: wall time
+(process start to the end of the run: the console's includes importing Textual and drawing the first screen),
+the engine's elapsed time as the run file records it (start to finish of the migration: how much the console
+slows the engine), and CPU time of the process. On a shared 2-core machine all three move by +-30% with other
+work; the steadiest figure is the CPU time of the console's main thread (Textual's event loop, read from
+/proc): until the run shows on screen (imports, first screens), then while the engine runs (drawing).
 
     python bench/console_overhead.py [--tree 100k] [--rounds 3] [--engine DIR] [--max-load 1.0]
 
@@ -191,6 +193,9 @@ def main() -> int:
         rows.append([how] + [f"{median(kind, k):.2f}" for k in range(3)]
                     + [f"{median(kind, k) / median('headless', k):.3f}" for k in range(3)])
     print(table(rows, ["how", "wall s", "engine s", "cpu s", "wall ratio", "engine ratio", "cpu ratio"]))
+    paired = [[c[k] / h[k] for h, c in zip(runs["headless"], runs["console"]) if h[k] and c[k]] for k in range(3)]
+    print("ratios of each round's pair (console / the headless run just before), median: "
+          + ", ".join(f"{name} {statistics.median(r):.3f}" for name, r in zip(("wall", "engine", "cpu"), paired) if r))
     known = [m for m in main_cpus if m is not None]
     if known:
         print(f"console main thread CPU: until the run shows (imports, first screens) median "
