@@ -23,7 +23,8 @@ class QueueCoordinator:
     """DST may start round N only when SRC has completed N and N+1 (SRC round >= N+2) or SRC is done.
     SRC may start round R only when R <= DST round + max_src_ahead, or DST is done.
 
-    A side's round is the round it works on or waits to start: it advances when a round is sealed.
+    A side's round is the round it works on or waits to start: it advances when a round is complete (its
+    seal handed to the sealer, which commits seals in that order).
     """
 
     def __init__(self, max_src_ahead: int = 3, record_limit: int = 100_000):
@@ -34,8 +35,8 @@ class QueueCoordinator:
         self.done = {"src": False, "dst": False}
         self.decisions: list[GateDecision] = []
         self._record_limit = record_limit
-        # ordered ("start" | "sealed" | "done", side, round): lets a test prove the gates from evidence
-        # that does not depend on the gate code itself
+        # ordered ("start" | "completed" | "sealed" | "done", side, round): lets a test prove the gates
+        # (and the order of the seals' commits) from evidence that does not depend on the gate code itself
         self.events: list[tuple[str, str, int]] = []
 
     def _src_may_start(self, r: int) -> bool:

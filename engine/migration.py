@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import threading
@@ -23,6 +24,7 @@ from engine.modes.copy import CopyMode
 from engine.modes.traversal import TraversalMode
 from engine.observer import Observer
 from engine.queue import Queue
+from engine.sealer import Sealer
 from engine.settings import Settings
 from engine.snapshot import (
     CopyView, ErrorView, GateView, LevelView, MigrationSnapshot, QueueView, Summary,
@@ -285,13 +287,14 @@ class Migration:
 
     def _run_traversal(self, retry: bool) -> None:
         self.coordinator = QueueCoordinator(self.settings.max_src_ahead)
+        sealer = Sealer(functools.partial(self.coordinator.record, "sealed"))
         s = self.settings
         queues, pools = {}, []
         for side, adapter, workers in ((SRC, self.src, s.src_workers), (DST, self.dst, s.dst_workers)):
             listers = ListerPool() if s.list_processes and isinstance(adapter, LocalAdapter) else None
             if listers is not None:
                 pools.append(listers)
-            mode = TraversalMode(side, self.store, adapter, self.counters[side], self._on_error, retry,
+            mode = TraversalMode(side, self.store, adapter, self.counters[side], self._on_error, sealer, retry,
                                  self.excluded, listers)
             queues[side] = Queue(side, mode, self.coordinator, s, workers, self._on_stop_run)
         try:
@@ -299,6 +302,7 @@ class Migration:
         finally:
             for listers in pools:
                 listers.close()
+            sealer.close()  # every completed round committed before the phase moves on (raises a failed seal)
 
     def _run_copy(self, resuming: bool) -> None:
         if resuming:

@@ -322,8 +322,8 @@ class Queue:
             self.mode.seal(r, final=finished_round)
             if not finished_round:
                 break
-            if self.mode.gated:
-                self.coordinator.record("sealed", self.side, r)
+            if self.mode.gated:  # handed to the sealer: "sealed" is recorded when it is committed
+                self.coordinator.record("completed", self.side, r)
             r = self.mode.next_round(r)
         with self.lock:
             stopped = self._stopping and r is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import itertools
 import json
 import os
 from operator import attrgetter
@@ -11,7 +10,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -370,42 +369,54 @@ class Store:
 
     def seal_traversal(self, side: str, depth: int, level: LevelCache, next_level: LevelCache,
                        errors: Sequence[tuple[str, str, int]], phase: str = "traversal") -> list[tuple[int, str]]:
-        """Seal a round in ONE transaction: the final statuses of the level's folders (the level itself was
-        written by the previous seal, as its next level, and only folders are ever listed), the next level's
-        discovered nodes (so a crash resumes there), the dead letters, for DST the comparison of the next
-        level with SRC, and the stats of the depths touched. Returns the DST folders that will not be
-        listed (id, status): SRC has no folder there."""
+        """Seal a round now (see prepare_traversal_seal)."""
+        return self.prepare_traversal_seal(side, depth, level, next_level, errors, phase)()
+
+    def prepare_traversal_seal(self, side: str, depth: int, level: LevelCache, next_level: LevelCache,
+                               errors: Sequence[tuple[str, str, int]], phase: str = "traversal"
+                               ) -> Callable[[], list[tuple[int, str]]]:
+        """The seal of a round as Arrow tables built now, from the levels as they are at this moment (the
+        next level's folders change once listed), and the commit of it, to call later on any thread
+        (engine.sealer). The commit writes ONE transaction: the final statuses of the level's folders (the
+        level itself was written by the previous seal, as its next level, and only folders are ever
+        listed), the next level's discovered nodes (so a crash resumes there), the dead letters, for DST
+        the comparison of the next level with SRC, and the stats of the depths touched. It returns the DST
+        folders that will not be listed (id, status): SRC has no folder there."""
         folders = [n for n in level.nodes_as_listed() if n.type == FOLDER]
         schema = self._node_schema(side)
         listed = list(next_level.nodes_as_listed())
-        batches = itertools.chain(self._node_batches(side, listed),
-                                  self._file_batches(side, next_level.depth, next_level.files))
-        tables = {"nodes_tbl": pa.RecordBatchReader.from_batches(schema, batches),
+        batches = [*self._node_batches(side, listed), *self._file_batches(side, next_level.depth, next_level.files)]
+        tables = {"nodes_tbl": pa.Table.from_batches(batches, schema=schema),
                   "level_upd": pa.table({
                       "id": pa.array([n.id for n in folders], pa.int64()),
                       "traversal_status": pa.array([n.status for n in folders], pa.string()),
                       "attempts": pa.array([n.attempts for n in folders], pa.int32()),
                       "error": pa.array([n.error for n in folders], pa.string())}),
                   "errors_tbl": self._errors_table(side, phase, errors)}
-        unlisted: list[tuple[int, str]] = []
+        del batches
         has_next = bool(listed) or bool(len(next_level.files))
+        has_folders, has_errors = bool(folders), bool(errors)
 
-        def body(con):
-            if folders:
+        def body(con, unlisted):
+            if has_folders:
                 con.execute(f"UPDATE {side}_nodes SET traversal_status = u.traversal_status, "
                             f"attempts = u.attempts, error = u.error FROM level_upd u "
                             f"WHERE {side}_nodes.depth = ? AND {side}_nodes.id = u.id", [depth])
             con.execute(f"DELETE FROM {side}_nodes WHERE depth = ?", [depth + 1])
             if has_next:
                 con.execute(f"INSERT INTO {side}_nodes SELECT * FROM nodes_tbl")
-            if errors:
+            if has_errors:
                 con.execute("INSERT INTO task_errors SELECT * FROM errors_tbl")
             if side == DST and has_next:
                 unlisted.extend(self._classify_dst(depth + 1))
             self._refresh_stats(side, [d for d in (depth, depth + 1) if d >= 0])
 
-        self._transaction("seal", body, tables)
-        return unlisted
+        def commit() -> list[tuple[int, str]]:
+            unlisted: list[tuple[int, str]] = []
+            self._transaction("seal", lambda con: body(con, unlisted), tables)
+            return unlisted
+
+        return commit
 
     def seal_by_id(self, side: str, depth: int, level: Sequence[Node], next_level: Sequence[Node],
                    errors: Sequence[tuple[str, str, int]], relisted: Sequence[str]) -> list[tuple[int, str]]:
@@ -472,12 +483,13 @@ class Store:
         self._refresh_stats(SRC, [depth])
         return unlisted
 
-    def src_folders_not_listed(self, depth: int) -> set[str]:
-        """SRC folders of a depth whose listing failed (or is still to do): their DST counterparts wait."""
+    def src_folder_statuses(self, depth: int) -> dict[str, str]:
+        """The SRC folders of a depth and their traversal statuses: which DST folders there to list."""
         with self._lock:
-            rows = self._con.execute("SELECT path FROM src_nodes WHERE depth = ? AND type = 'folder' "
-                                     "AND traversal_status NOT IN ('successful', 'excluded')", [depth]).fetchall()
-        return {os.fsdecode(r[0]) for r in rows}
+            rows = self._con.execute("SELECT path, traversal_status FROM src_nodes WHERE depth = ? "
+                                     "AND type = 'folder'", [depth]).fetchall()
+        fsdecode = os.fsdecode
+        return {fsdecode(path): status for path, status in rows}
 
     def seal_copy(self, depth: int, nodes: Sequence[Node], errors: Sequence[tuple[str, str, int]]) -> None:
         """Seal one copy round: copy statuses (and decisions) of the round's nodes, stats, dead letters."""

@@ -12,23 +12,39 @@ from engine.treegen import make_source, mirror
 
 
 def check_gates(events: list[tuple[str, str, int]], max_src_ahead: int) -> int:
-    """Replay the ordered start/sealed/done log; return how many round starts were checked."""
-    sealed = {SRC: set(), DST: set()}
+    """Replay the ordered start/completed/sealed/done log; return how many round starts were checked.
+
+    Gates: DST starts round r only after SRC completed r and r + 1; SRC starts round r at most
+    max_src_ahead rounds ahead of DST. Commits (seals run in the background, engine.sealer): each side's
+    in round order, and DST's seal of r (it compares DST's depth r + 1 with SRC's) after SRC's of r + 1."""
+    completed = {SRC: set(), DST: set()}
+    sealed = {SRC: [], DST: []}
+    src_rounds = {r for kind, side, r in events if kind == "completed" and side == SRC}
     done = {SRC: False, DST: False}
     checked = 0
     for kind, side, r in events:
-        if kind == "sealed":
-            sealed[side].add(r)
+        if kind == "completed":
+            completed[side].add(r)
+        elif kind == "sealed":
+            assert r in completed[side], f"{side} sealed round {r} before completing it"
+            assert not sealed[side] or sealed[side][-1] < r, f"{side} seals out of order: {sealed[side]}, {r}"
+            if side == DST:
+                assert r + 1 in sealed[SRC] or r + 1 not in src_rounds, \
+                    f"DST sealed round {r} before SRC's round {r + 1} was committed"
+            sealed[side].append(r)
         elif kind == "done":
             done[side] = True
         elif side == DST:
-            assert done[SRC] or {r, r + 1} <= sealed[SRC], f"DST started round {r} before SRC sealed {r} and {r + 1}"
+            assert done[SRC] or {r, r + 1} <= completed[SRC], \
+                f"DST started round {r} before SRC completed {r} and {r + 1}"
             checked += 1
         else:
-            dst_round = len(sealed[DST])
+            dst_round = len(completed[DST])
             assert done[DST] or r <= dst_round + max_src_ahead, \
                 f"SRC started round {r} while DST was at round {dst_round}"
             checked += 1
+    assert sealed[SRC] == sorted(completed[SRC]) and sealed[DST] == sorted(completed[DST]), \
+        "a completed round was never committed"
     return checked
 
 
@@ -53,6 +69,7 @@ def test_invariants_hold_on_a_deep_tree(tmp_path, max_src_ahead):
     assert not [w for w in writers if w[1].endswith("-w")], writers
     assert {kind for kind, _ in writers} <= {"run", "seal", "queue_stats"}
     rounds_sealed = sum(1 for e in m.coordinator.events if e[0] == "sealed")
+    assert rounds_sealed == sum(1 for e in m.coordinator.events if e[0] == "completed")
     seals = sum(1 for kind, _ in m.store.write_log if kind == "seal")
     copy_rounds = sum(1 for q in m.finished_queues if q.mode.name == "copy")
     assert seals >= rounds_sealed + copy_rounds
@@ -64,8 +81,17 @@ def test_invariants_hold_on_a_deep_tree(tmp_path, max_src_ahead):
 
 
 def test_gate_checker_catches_a_violation():
-    with pytest.raises(AssertionError):
-        check_gates([("start", SRC, 0), ("sealed", SRC, 0), ("start", DST, 0)], 3)
-    with pytest.raises(AssertionError):
-        check_gates([("start", SRC, 0), ("sealed", SRC, 0), ("start", SRC, 1), ("sealed", SRC, 1),
-                     ("start", SRC, 2)], 1)
+    def rounds(side, *rs):
+        return [e for r in rs for e in (("start", side, r), ("completed", side, r), ("sealed", side, r))]
+
+    valid = rounds(SRC, 0, 1) + [("start", DST, 0), ("completed", DST, 0), ("sealed", DST, 0)]
+    assert check_gates(valid, 3) == 3
+    with pytest.raises(AssertionError, match="DST started round 0"):
+        check_gates(rounds(SRC, 0) + [("start", DST, 0)], 3)
+    with pytest.raises(AssertionError, match="SRC started round 2"):
+        check_gates(rounds(SRC, 0, 1) + [("start", SRC, 2)], 1)
+    with pytest.raises(AssertionError, match="before SRC's round 1 was committed"):
+        check_gates(rounds(SRC, 0) + [("start", SRC, 1), ("completed", SRC, 1), ("start", DST, 0),
+                                      ("completed", DST, 0), ("sealed", DST, 0), ("sealed", SRC, 1)], 3)
+    with pytest.raises(AssertionError, match="never committed"):
+        check_gates(rounds(SRC, 0) + [("start", SRC, 1), ("completed", SRC, 1)], 3)

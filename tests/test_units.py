@@ -46,7 +46,7 @@ def test_file_rows_converted_ahead_of_the_seal_are_still_found_by_id_path_and_pa
     listing = Listing([], [node_id("src", f"a/{i}{n}") for i, n in enumerate(names)],
                       [f"a/{i}{n}" for i, n in enumerate(names)], [FILE] * len(names), list(range(len(names))),
                       [7] * len(names), [0o644] * len(names), [SUCCESSFUL] * len(names))
-    traversal = TraversalMode("src", None, None, None, None)
+    traversal = TraversalMode("src", None, None, None, None, None)
     level = traversal.cache.ensure(2)
     level.add_files(11, "a", listing)
     chunk = level.files.take(Store.SEAL_BATCH)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 from engine import crashpoints
@@ -9,9 +10,10 @@ from engine.adapters.base import FSAdapter
 from engine.cache import NodeCache
 from engine.counters import SideCounters
 from engine.model import (
-    ACTION_COPY, DST, EXCLUDED, FAILED, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, Task,
+    ACTION_COPY, DST, EXCLUDED, FAILED, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, Task,
 )
 from engine.queue import Outcome
+from engine.sealer import Sealer
 from engine.store import Store
 from engine.listing import ListerPool
 from engine.workers import list_folders
@@ -25,9 +27,10 @@ class TraversalMode:
     gated = True
 
     def __init__(self, side: str, store: Store, adapter: FSAdapter, counters: SideCounters,
-                 on_error: Callable[[str, str, str, int], None], retry: bool = False,
+                 on_error: Callable[[str, str, str, int], None], sealer: Sealer, retry: bool = False,
                  excluded: Callable[[str, bool], bool] | None = None, listers: ListerPool | None = None):
         self.side = side
+        self.sealer = sealer  # commits this mode's seals in the background, in order (engine.sealer)
         self.listers = listers  # listing processes (engine.listing); None: list in this process
         # folders a worker leases and lists at once: with a listing process a round trip costs more than a
         # local listing; without one, one at a time, so a pause or a stop waits for one slow folder at most
@@ -66,10 +69,30 @@ class TraversalMode:
             level.put_all(nodes)
         pending = level.count(PENDING)
         if self.side == DST and pending:
-            self._src_not_listed = self.store.src_folders_not_listed(r)
+            self.sealer.wait_sealed(SRC, r)  # SRC's folders of depth r are final once that seal is committed
+            pending = self._follow_src_folders(level, self.store.src_folder_statuses(r))
         if not pending and self.ends_when_empty(r):
             self.cache.clear()  # sealed already as the previous round's next level: free it now
         return pending
+
+    def _follow_src_folders(self, level, src_statuses: dict[str, str]) -> int:
+        """DST lists a folder only where SRC has a folder it listed: a DST-only folder is never touched
+        (successful, unlisted), an excluded one stays out, and one whose SRC twin could not be listed waits
+        for retry mode. DST's seal compares the same rows in SQL and records the same decisions."""
+        self._src_not_listed = set()
+        for node in list(level.by_status.get(PENDING, {}).values()):
+            if node.type != FOLDER:
+                continue
+            src_status = src_statuses.get(node.path)
+            if src_status == SUCCESSFUL:
+                continue
+            if src_status is None:
+                level.set_status(node, SUCCESSFUL)
+            elif src_status == EXCLUDED:
+                level.set_status(node, EXCLUDED)
+            else:
+                self._src_not_listed.add(node.path)
+        return level.count(PENDING)
 
     def ends_when_empty(self, r: int) -> bool:
         return not self.retry or r >= self.max_known_depth
@@ -133,15 +156,14 @@ class TraversalMode:
         nxt = self.cache.ensure(r + 1)
         for node in level.by_status.get(IN_PROGRESS, {}).copy().values():
             level.set_status(node, PENDING)  # never seal a half-done task: it is redone on resume
-        if self.retry:
-            unlisted = self.store.seal_by_id(self.side, r, list(level.nodes()), list(nxt.nodes()),
-                                             self.dead_letters, self.relisted)
-        else:
-            unlisted = self.store.seal_traversal(self.side, r, level, nxt, self.dead_letters)
-        for node_id, status in unlisted:  # the comparison with SRC found nothing there to list
-            node = nxt.get(node_id)
-            if node is not None:
-                nxt.set_status(node, status)
+        if self.retry:  # small rounds, sealed by id; the next round reads them back, so wait for the commit
+            self.sealer.submit(self.side, r, functools.partial(
+                self.store.seal_by_id, self.side, r, list(level.nodes()), list(nxt.nodes()), self.dead_letters,
+                self.relisted))
+            self.sealer.wait_sealed(self.side, r)
+        else:  # the tables are built now; the run loop goes on with the next round while they are committed
+            self.sealer.submit(self.side, r, self.store.prepare_traversal_seal(self.side, r, level, nxt,
+                                                                               self.dead_letters))
         self.dead_letters, self.relisted = [], []
         if final:
             self.cache.drop(r)
