@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 from operator import attrgetter
@@ -368,20 +369,19 @@ class Store:
             self.seal_traversal(side, -1, LevelCache(-1), level, [])
 
     def seal_traversal(self, side: str, depth: int, level: LevelCache, next_level: LevelCache,
-                       errors: Sequence[tuple[str, str, int]], phase: str = "traversal") -> list[tuple[int, str]]:
+                       errors: Sequence[tuple[str, str, int]], phase: str = "traversal") -> None:
         """Seal a round now (see prepare_traversal_seal)."""
-        return self.prepare_traversal_seal(side, depth, level, next_level, errors, phase)()
+        self.prepare_traversal_seal(side, depth, level, next_level, errors, phase)()
 
     def prepare_traversal_seal(self, side: str, depth: int, level: LevelCache, next_level: LevelCache,
                                errors: Sequence[tuple[str, str, int]], phase: str = "traversal"
-                               ) -> Callable[[], list[tuple[int, str]]]:
+                               ) -> Callable[[], None]:
         """The seal of a round as Arrow tables built now, from the levels as they are at this moment (the
         next level's folders change once listed), and the commit of it, to call later on any thread
         (engine.sealer). The commit writes ONE transaction: the final statuses of the level's folders (the
         level itself was written by the previous seal, as its next level, and only folders are ever
-        listed), the next level's discovered nodes (so a crash resumes there), the dead letters, for DST
-        the comparison of the next level with SRC, and the stats of the depths touched. It returns the DST
-        folders that will not be listed (id, status): SRC has no folder there."""
+        listed), the next level's discovered nodes (so a crash resumes there; DST's compared with SRC on
+        the way in), the dead letters, and the stats of the depths touched."""
         folders = [n for n in level.nodes_as_listed() if n.type == FOLDER]
         schema = self._node_schema(side)
         listed = list(next_level.nodes_as_listed())
@@ -397,35 +397,29 @@ class Store:
         has_next = bool(listed) or bool(len(next_level.files))
         has_folders, has_errors = bool(folders), bool(errors)
 
-        def body(con, unlisted):
+        def body(con):
             if has_folders:
                 con.execute(f"UPDATE {side}_nodes SET traversal_status = u.traversal_status, "
                             f"attempts = u.attempts, error = u.error FROM level_upd u "
                             f"WHERE {side}_nodes.depth = ? AND {side}_nodes.id = u.id", [depth])
             con.execute(f"DELETE FROM {side}_nodes WHERE depth = ?", [depth + 1])
-            if has_next:
+            if has_next and side == DST:
+                self._insert_classified_dst(depth + 1)
+            elif has_next:
                 con.execute(f"INSERT INTO {side}_nodes SELECT * FROM nodes_tbl")
             if has_errors:
                 con.execute("INSERT INTO task_errors SELECT * FROM errors_tbl")
-            if side == DST and has_next:
-                unlisted.extend(self._classify_dst(depth + 1))
             self._refresh_stats(side, [d for d in (depth, depth + 1) if d >= 0])
 
-        def commit() -> list[tuple[int, str]]:
-            unlisted: list[tuple[int, str]] = []
-            self._transaction("seal", lambda con: body(con, unlisted), tables)
-            return unlisted
-
-        return commit
+        return functools.partial(self._transaction, "seal", body, tables)
 
     def seal_by_id(self, side: str, depth: int, level: Sequence[Node], next_level: Sequence[Node],
-                   errors: Sequence[tuple[str, str, int]], relisted: Sequence[str]) -> list[tuple[int, str]]:
+                   errors: Sequence[tuple[str, str, int]], relisted: Sequence[str]) -> None:
         """Seal a retry round: the cache holds only the nodes retried, so rows are replaced by id. A SRC
         folder listed now sends its DST counterpart back to pending, its stale DST children forgotten."""
         tables = {"nodes_tbl": self._node_table(side, [*level, *next_level]),
                   "errors_tbl": self._errors_table(side, "retry", errors),
                   "relisted_tbl": pa.table({"path": pa.array([os.fsencode(p) for p in relisted], pa.binary())})}
-        unlisted: list[tuple[int, str]] = []
 
         def body(con):
             con.execute(f"DELETE FROM {side}_nodes WHERE id IN (SELECT id FROM nodes_tbl)")
@@ -433,7 +427,7 @@ class Store:
             if errors:
                 con.execute("INSERT INTO task_errors SELECT * FROM errors_tbl")
             if side == DST and next_level:
-                unlisted.extend(self._classify_dst(depth + 1))
+                self._classify_dst(depth + 1)
             if relisted:
                 con.execute("DELETE FROM dst_nodes WHERE depth = ? AND parent_path IN (SELECT path FROM relisted_tbl)",
                             [depth + 1])
@@ -443,45 +437,51 @@ class Store:
             self._refresh_stats(side, [depth, depth + 1])
 
         self._transaction("seal", body, tables)
-        return unlisted
 
-    # The comparison of DST entries with SRC, for a whole level at once. It must agree with
-    # engine.workers.classify (the live mirror's, one entry at a time).
-    _CLASSIFY_DST = f"""
-        CREATE OR REPLACE TEMP TABLE classified AS
-        SELECT t.id, t.type, s.id AS src_id,
-            CASE WHEN s.id IS NULL THEN 'not_on_src'
+    # The comparison of a DST entry (t) with the SRC entry at its path (s; NULL when SRC has none), for a
+    # whole level at once. It must agree with engine.workers.classify (the live mirror's, one at a time).
+    _DST_MATCH = f"""CASE WHEN s.id IS NULL THEN 'not_on_src'
                  WHEN s.traversal_status = 'excluded' OR s.copy_status = 'excluded' THEN 'excluded'
                  WHEN t.type <> s.type THEN 'copy'
                  WHEN t.type = 'folder' THEN 'skip'
                  WHEN t.size = s.size AND abs(t.mtime_ns - s.mtime_ns) <= {MTIME_WINDOW_NS} THEN 'skip'
                  WHEN t.mtime_ns > s.mtime_ns + {MTIME_WINDOW_NS} THEN 'keep_dst_newer'
-                 ELSE 'copy' END AS "match",
-            CASE WHEN s.id IS NULL THEN
+                 ELSE 'copy' END"""
+    # a DST folder is listed only where SRC has a folder too (TraversalMode decides the same in memory)
+    _DST_STATUS = """CASE WHEN s.id IS NULL THEN
                       CASE WHEN t.traversal_status = 'excluded' THEN 'excluded' ELSE 'successful' END
                  WHEN s.traversal_status = 'excluded' OR s.copy_status = 'excluded' THEN 'excluded'
                  WHEN t.type = 'folder' AND s.type = 'folder' THEN 'pending'
-                 ELSE 'successful' END AS status
-        FROM dst_nodes t LEFT JOIN src_nodes s ON s.depth = $depth AND s.path = t.path
-        WHERE t.depth = $depth AND t."match" IS NULL"""
+                 ELSE 'successful' END"""
+    _SRC_AT_SAME_PATH = "LEFT JOIN src_nodes s ON s.depth = $depth AND s.path = t.path"
 
-    def _classify_dst(self, depth: int) -> list[tuple[int, str]]:
-        """Compare the DST entries of `depth` listed since the last seal with the SRC entries at the same
-        paths (sealed already: the gate holds DST back until SRC has), record each entry's match, and
-        decide the copy status of the SRC entries found identical or newer on DST. Returns the DST folders
-        that are not to be listed (id, status)."""
+    def _insert_classified_dst(self, depth: int) -> None:
+        """Insert a traversal's new DST level (nodes_tbl) compared already: one pass, no update after."""
+        columns = ", ".join(f"t.{c}" for c in NODE_COLUMNS[DST][:9])
+        self._con.execute(f"""INSERT INTO dst_nodes SELECT {columns}, {self._DST_STATUS}, {self._DST_MATCH},
+                              s.id, t.attempts, t.error FROM nodes_tbl t {self._SRC_AT_SAME_PATH}""",
+                          {"depth": depth})
+        self._decide_src_copies(depth, f"SELECT src_id, \"match\" FROM dst_nodes WHERE depth = {int(depth)}")
+
+    def _classify_dst(self, depth: int) -> None:
+        """Compare the DST entries of `depth` not compared yet (a retry round's) with the SRC entries at the
+        same paths (committed already: the sealer commits DST's seal after SRC's of the next round)."""
         con = self._con
-        con.execute(self._CLASSIFY_DST, {"depth": depth})
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE classified AS
+                        SELECT t.id, s.id AS src_id, {self._DST_MATCH} AS "match", {self._DST_STATUS} AS status
+                        FROM dst_nodes t {self._SRC_AT_SAME_PATH}
+                        WHERE t.depth = $depth AND t."match" IS NULL""", {"depth": depth})
         con.execute('UPDATE dst_nodes SET "match" = c."match", src_id = c.src_id, traversal_status = c.status '
                     "FROM classified c WHERE dst_nodes.depth = ? AND dst_nodes.id = c.id", [depth])
-        con.execute("UPDATE src_nodes SET copy_status = CASE c.\"match\" WHEN 'skip' THEN 'successful' "
-                    "ELSE 'skipped' END, action = c.\"match\" FROM classified c WHERE src_nodes.depth = ? "
-                    "AND src_nodes.id = c.src_id AND c.\"match\" IN ('skip', 'keep_dst_newer')", [depth])
-        unlisted = con.execute("SELECT id, status FROM classified WHERE type = 'folder' AND status <> 'pending'"
-                               ).fetchall()
+        self._decide_src_copies(depth, "SELECT src_id, \"match\" FROM classified")
         con.execute("DROP TABLE classified")
+
+    def _decide_src_copies(self, depth: int, compared: str) -> None:
+        """SRC entries found identical on DST need no copy; those newer on DST are kept (skipped)."""
+        self._con.execute("UPDATE src_nodes SET copy_status = CASE c.\"match\" WHEN 'skip' THEN 'successful' "
+                          f"ELSE 'skipped' END, action = c.\"match\" FROM ({compared}) c WHERE src_nodes.depth = ? "
+                          "AND src_nodes.id = c.src_id AND c.\"match\" IN ('skip', 'keep_dst_newer')", [depth])
         self._refresh_stats(SRC, [depth])
-        return unlisted
 
     def src_folder_statuses(self, depth: int) -> dict[str, str]:
         """The SRC folders of a depth and their traversal statuses: which DST folders there to list."""
