@@ -115,6 +115,10 @@ class Store:
         self.path = path
         self._con = con
         self._lock = threading.RLock()
+        # a connection of its own for the reads a run loop waits on (engine.sealer commits on _con meanwhile:
+        # DuckDB lets a reader see the last commit while a writer works, without waiting for it)
+        self._reader: duckdb.DuckDBPyConnection | None = None
+        self._reader_lock = threading.Lock()
         self.write_log: list[tuple[str, str]] = []  # (kind, thread name): tests prove who wrote when
         self._queue_stats: list[tuple[str, float, str]] = []  # observer rows not written yet
         self._queue_stats_since = 0.0
@@ -191,7 +195,19 @@ class Store:
                 con.execute("COMMIT")
         return store
 
+    def _read(self, sql: str, params: Sequence) -> list[tuple]:
+        with self._reader_lock:
+            if self._reader is None:
+                with self._lock:
+                    self._reader = self._con.cursor()
+                self._reader.execute(f"USE {RUN_CATALOG}")  # a cursor starts in DuckDB's in-memory catalog
+            return self._reader.execute(sql, params).fetchall()
+
     def close(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         with self._lock:
             try:
                 self._flush_queue_stats()
@@ -493,9 +509,7 @@ class Store:
 
     def src_folder_statuses(self, depth: int) -> dict[str, str]:
         """The SRC folders of a depth and their traversal statuses: which DST folders there to list."""
-        with self._lock:
-            rows = self._con.execute("SELECT path, traversal_status FROM src_nodes WHERE depth = ? "
-                                     "AND type = 'folder'", [depth]).fetchall()
+        rows = self._read("SELECT path, traversal_status FROM src_nodes WHERE depth = ? AND type = 'folder'", [depth])
         fsdecode = os.fsdecode
         return {fsdecode(path): status for path, status in rows}
 
