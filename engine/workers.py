@@ -3,18 +3,21 @@ Pure functions of (adapters, task): no locks, no DuckDB; the queue records the o
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from array import array
 from typing import Callable
 
 from engine import copying
 from engine.adapters.base import FSAdapter, describe, is_disk_full, is_transient
 from engine.model import (
     ACTION_COPY, CHANGED, DST, DST_NEWER, EXCLUDED, FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SRC,
-    SUCCESSFUL, Node, Task,
+    Node, Task,
 )
-from engine.listing import ListerGone, ListerPool, split_listing
+from engine.listing import ListerGone, ListerPool, list_batch
 from engine.queue import Outcome
+from engine.store import Store
 
 
 def failure(exc: BaseException) -> Outcome:
@@ -22,14 +25,15 @@ def failure(exc: BaseException) -> Outcome:
 
 
 class Listing:
-    """One folder's children: its subfolders as Nodes (the next round's tasks), everything else as
-    columns for the level's FileRows (see engine.cache)."""
+    """One folder's children: its subfolders as Nodes (the next round's tasks), everything else as rows
+    start..start+count of `files`, an Arrow batch of the node schema shared by the folders listed with it
+    (engine.cache.FileRows keeps the rows of the folders whose completion counts)."""
 
-    __slots__ = ("folders", "ids", "paths", "kinds", "sizes", "mtimes", "modes", "statuses")
+    __slots__ = ("folders", "files", "start", "count", "excluded")
 
-    def __init__(self, folders=(), ids=(), paths=(), kinds=(), sizes=(), mtimes=(), modes=(), statuses=()):
-        self.folders, self.ids, self.paths, self.kinds = folders, ids, paths, kinds
-        self.sizes, self.mtimes, self.modes, self.statuses = sizes, mtimes, modes, statuses
+    def __init__(self, folders=(), files=None, start=0, count=0, excluded=0):
+        self.folders, self.files, self.start, self.count = folders, files, start, count
+        self.excluded = excluded  # how many of the rows are excluded (status EXCLUDED)
 
 
 EMPTY = Listing()
@@ -42,43 +46,58 @@ def list_folders(side: str, adapter: FSAdapter, tasks: list[Task], excluded: Cal
     SRC: every folder is listed next round, every entry starts as to-copy. DST: a folder starts pending
     and every entry unclassified; the seal compares the whole level with SRC in one SQL pass (DuckDB does
     per row what would cost microseconds of Python each), and un-pends the folders SRC does not have."""
+    paths = [t.node.path for t in tasks]
     if listers is not None and listers.usable:
         try:
-            results = listers.list(adapter.root, side, [t.node.path for t in tasks])
+            results, files = listers.list(adapter.root, side, paths)
         except ListerGone as exc:
             return [failure(exc)] * len(tasks)
     else:
-        results = []
-        for task in tasks:
-            try:
-                results.append(split_listing(side, task.node.path, adapter.list(task.node.path)))
-            except OSError as exc:
-                results.append(exc)
-    return [_outcome(side, task, result, excluded) for task, result in zip(tasks, results)]
+        results, files = list_batch(side, adapter.list, paths)
+    parents = [(t.node.id, t.node.path, t.node.depth + 1, r[5]) for t, r in zip(tasks, results)
+               if not isinstance(r, OSError) and r[5]]
+    batch = excluded_rows = None
+    if parents:
+        if excluded is not None:
+            excluded_rows = _excluded_files(files, excluded)
+        batch = Store.file_batch(side, files, parents, excluded_rows)
+    outcomes, start = [], 0
+    for task, result in zip(tasks, results):
+        outcomes.append(_outcome(side, task, result, excluded, batch, start, excluded_rows))
+        if not isinstance(result, OSError):
+            start += result[5]
+    return outcomes
 
 
-def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool] | None) -> Outcome:
+def _excluded_files(files, excluded: Callable[[str, bool], bool]) -> list[bool]:
+    """The exclude decision of every file row (only when excludes are configured: a Python call per row)."""
+    ends, paths = array("i", files[5]), files[6]
+    return [excluded(os.fsdecode(paths[a:b]), False) for a, b in zip(ends, ends[1:])]
+
+
+def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool] | None,
+             files, start: int, excluded_rows: list[bool] | None) -> Outcome:
     if isinstance(result, OSError):
         if isinstance(result, (FileNotFoundError, NotADirectoryError)) and side == DST:
             return Outcome(children=EMPTY)  # nothing there: every expected SRC entry stays to copy (missing)
         if isinstance(result, FileNotFoundError):
             return Outcome(ok=False, error="folder vanished from the source since it was discovered")
         return failure(result)
-    (f_paths, f_ids, f_sizes, f_mtimes, f_modes), (paths, ids, kinds, sizes, mtimes, modes) = result
+    f_paths, f_ids, f_sizes, f_mtimes, f_modes, count = result
     folder = task.node
     depth, parent_id = folder.depth + 1, folder.id
     copy_status, action = (PENDING, ACTION_COPY) if side == SRC else (None, None)
     if excluded is None:
         folders = [Node(i, parent_id, p, depth, FOLDER, s, m, md, PENDING, copy_status, action)
                    for i, p, s, m, md in zip(f_ids, f_paths, f_sizes, f_mtimes, f_modes)]
-        statuses = [SUCCESSFUL] * len(ids)
+        n_excluded = 0
     else:
         gone = (EXCLUDED, EXCLUDED) if side == SRC else (None, None)
         folders = [Node(i, parent_id, p, depth, FOLDER, s, m, md, EXCLUDED, *gone) if excluded(p, True) else
                    Node(i, parent_id, p, depth, FOLDER, s, m, md, PENDING, copy_status, action)
                    for i, p, s, m, md in zip(f_ids, f_paths, f_sizes, f_mtimes, f_modes)]
-        statuses = [EXCLUDED if excluded(p, False) else SUCCESSFUL for p in paths]
-    return Outcome(children=Listing(folders, ids, paths, kinds, sizes, mtimes, modes, statuses))
+        n_excluded = sum(excluded_rows[start:start + count]) if count else 0
+    return Outcome(children=Listing(folders, files if count else None, start, count, n_excluded))
 
 
 def classify(dst_type: str, dst_size: int, dst_mtime: int, src: Node) -> str:
