@@ -2,28 +2,29 @@
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
-from typing import Iterable, Iterator
+from typing import Iterable
 
+from engine.listing import FILE_KINDS, IDS, KINDS, MODES, MTIMES, SIZES, file_paths
 from engine.model import EXCLUDED, IN_PROGRESS, PENDING, SUCCESSFUL, Node
 
 
 class FileRows:
-    """The files (and symlinks) a traversal discovered for one level, as Arrow record batches of the
-    node schema (engine.store), one per listing batch (engine.workers.list_folders).
+    """The files (and symlinks) a traversal discovered for one level, as the listings' raw columns.
 
     Only folders are ever traversal tasks, so files need no Node of their own until somebody asks for
-    one: a listing arrives as Arrow already and the seal hands the batches to DuckDB as they are, with no
-    Python object per file. A batch is shared by the folders listed together, and only the rows of the
-    folders whose completion counted are kept (a stale report's are not): `pieces` are row ranges of
-    batches, grown while a batch's folders complete one after another."""
+    one, nor any Python object per row: the seal makes Arrow of many listings' buffers at once
+    (engine.store.Store.file_batch). Buffers are shared by the folders listed together, and only the rows
+    of the folders whose completion counted are kept (a stale report's are not): a piece is a row range
+    of one batch's buffers, grown while that batch's folders complete one after another."""
 
     __slots__ = ("pieces", "_last_piece", "rows", "counts")
 
     def __init__(self):
-        self.pieces: list[list] = []  # [batch, start, stop]
-        self._last_piece: dict[int, list] = {}  # id(batch) -> its latest piece (pieces keep the batch alive)
+        # [files, excluded_rows, start, stop, parents]: parents are (id, path, depth, rows) of the folders
+        # whose rows these are, in order (see engine.workers.Listing)
+        self.pieces: list[list] = []
+        self._last_piece: dict[int, list] = {}  # id(files) -> its latest piece (pieces keep `files` alive)
         self.rows = 0
         self.counts: dict[str, int] = defaultdict(int)
 
@@ -32,49 +33,52 @@ class FileRows:
 
     def add(self, listing) -> None:
         """Keep a listing's file rows (engine.workers.Listing)."""
-        batch, start, n = listing.files, listing.start, listing.count
-        piece = self._last_piece.get(id(batch))
-        if piece is not None and piece[2] == start:
-            piece[2] += n
+        files, start, n, folder = listing.files, listing.start, listing.count, listing.parent
+        parent = (folder.id, folder.path, folder.depth + 1, n)
+        piece = self._last_piece.get(id(files))
+        if piece is not None and piece[3] == start:
+            piece[3] += n
+            piece[4].append(parent)
         else:
-            piece = self._last_piece[id(batch)] = [batch, start, start + n]
+            piece = self._last_piece[id(files)] = [files, listing.excluded_rows, start, start + n, [parent]]
             self.pieces.append(piece)
         self.rows += n
         self.counts[SUCCESSFUL] += n - listing.excluded
         if listing.excluded:
             self.counts[EXCLUDED] += listing.excluded
 
-    def batches(self) -> Iterator:
-        """The rows as Arrow record batches (slices share the listing batches' buffers)."""
-        for batch, start, stop in self.pieces:
-            yield batch if start == 0 and stop == batch.num_rows else batch.slice(start, stop - start)
-
     def columns(self) -> "FileColumns":
         """Every row as Python columns (for lookups: rare)."""
         columns = FileColumns()
-        for batch in self.batches():
-            for name, batch_name in FileColumns.FROM_BATCH.items():
-                getattr(columns, name).extend(batch.column(batch_name).to_pylist())
-        columns.paths = [os.fsdecode(p) for p in columns.paths]
+        for files, excluded_rows, start, stop, parents in self.pieces:
+            for name, (index, code) in FileColumns.FROM_BUFFERS.items():
+                getattr(columns, name).extend(memoryview(files[index]).cast(code)[start:stop])
+            columns.paths += file_paths(files, start, stop)
+            for parent_id, _, _, n in parents:
+                columns.parent_ids += [parent_id] * n
+            columns.statuses += [EXCLUDED if excluded_rows and excluded_rows[i] else SUCCESSFUL
+                                 for i in range(start, stop)]
+        columns.kinds = [FILE_KINDS[k] for k in columns.kinds]
         return columns
 
 
 class FileColumns:
     """File rows as Python lists, one per column: what a Node of a file row is made from."""
 
-    FROM_BATCH = {"ids": "id", "parent_ids": "parent_id", "paths": "path", "kinds": "type", "sizes": "size",
-                  "mtimes": "mtime_ns", "modes": "mode", "statuses": "traversal_status"}
-    __slots__ = tuple(FROM_BATCH)
+    # the columns read straight from the buffers: (FileBuffers index, array type code)
+    FROM_BUFFERS = {"ids": (IDS, "q"), "kinds": (KINDS, "B"), "sizes": (SIZES, "q"), "mtimes": (MTIMES, "q"),
+                    "modes": (MODES, "i")}
+    __slots__ = ("ids", "parent_ids", "paths", "kinds", "sizes", "mtimes", "modes", "statuses")
 
     def __init__(self):
-        for name in self.FROM_BATCH:
+        for name in self.__slots__:
             setattr(self, name, [])
 
 
 class LevelCache:
     """One BFS level, indexed so that every lookup costs O(result), never O(level).
 
-    Files a traversal discovered live in `files` (Arrow rows) until a lookup by id, path, parent or copy
+    Files a traversal discovered live in `files` (raw columns) until a lookup by id, path, parent or copy
     status, or `nodes()`, needs them as Nodes: then they are turned into Nodes once and indexed like
     the rest.
 

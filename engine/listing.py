@@ -10,6 +10,7 @@ killed run leaves none behind, and they import nothing heavier than the local ad
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import subprocess
 import sys
@@ -28,10 +29,32 @@ _KIND_CODE = {kind: code for code, kind in enumerate(FILE_KINDS)}
 FolderResult = tuple[list, list, list, list, list, int]
 # The files of a whole batch of folders, folder after folder, as raw native-endian buffers (marshal sends
 # bytes as one copy): ids, sizes, mtimes (int64), modes (int32), kinds (uint8, FILE_KINDS index),
-# path_ends (int32: end offset of each path in `paths`, after a leading 0: Arrow's binary offsets, so a batch
-# holds < 2 GiB of paths), paths (fs-encoded, concatenated).
-# engine.store.Store.file_batch turns them into one Arrow batch without a Python object per row.
+# path_sizes (int32: bytes of each path), paths (fs-encoded, concatenated). The main process keeps them as
+# they are and engine.store.Store.file_batch makes Arrow of many at once: no Python object per row.
 FileBuffers = tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes]
+IDS, SIZES, MTIMES, MODES, KINDS, PATH_SIZES, PATHS = range(7)
+# bytes per row of each buffer but PATHS
+ROW_WIDTHS = (8, 8, 8, 4, 1, 4)
+
+
+def file_paths(files: FileBuffers, start: int, stop: int) -> list[str]:
+    """The paths of rows start..stop (a Python object per row: for excludes and lookups only)."""
+    sizes, blob = memoryview(files[PATH_SIZES]).cast("i"), files[PATHS]
+    offset = sum(sizes[:start])
+    paths = []
+    for size in sizes[start:stop]:
+        paths.append(os.fsdecode(blob[offset:offset + size]))
+        offset += size
+    return paths
+
+
+def path_bytes(files: FileBuffers, start: int, stop: int) -> memoryview:
+    """The part of the PATHS blob that holds rows start..stop."""
+    if start == 0 and stop * 4 == len(files[PATH_SIZES]):
+        return memoryview(files[PATHS])
+    sizes = memoryview(files[PATH_SIZES]).cast("i")
+    first = sum(sizes[:start])
+    return memoryview(files[PATHS])[first:first + sum(sizes[start:stop])]
 
 
 def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderResult | OSError], FileBuffers]:
@@ -39,7 +62,7 @@ def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderR
     for all their files. DST temporaries of ours (left by an interrupted copy) are not destination entries
     and are left out."""
     ids, sizes, mtimes, modes = array("q"), array("q"), array("q"), array("i")
-    kinds, paths, path_ends = bytearray(), bytearray(), array("i", [0])
+    kinds, paths, path_sizes = bytearray(), bytearray(), array("i")
     kind_code = _KIND_CODE.__getitem__
     skip_temps = side == DST
     results: list[FolderResult | OSError] = []
@@ -68,11 +91,12 @@ def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderR
                 sizes.append(size)
                 mtimes.append(mtime_ns)
                 modes.append(mode)
-                paths += fs_bytes(path)
-                path_ends.append(len(paths))
+                encoded = fs_bytes(path)
+                paths += encoded
+                path_sizes.append(len(encoded))
         results.append((f_paths, f_ids, f_sizes, f_mtimes, f_modes, len(ids) - files_before))
     files = (ids.tobytes(), sizes.tobytes(), mtimes.tobytes(), modes.tobytes(), bytes(kinds),
-             path_ends.tobytes(), bytes(paths))
+             path_sizes.tobytes(), bytes(paths))
     return results, files
 
 

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from engine import crashpoints
 from engine.errors import UserError
 from engine.cache import FileRows, LevelCache
-from engine.listing import FILE_KINDS, FileBuffers
+from engine.listing import FILE_KINDS, IDS, KINDS, MODES, MTIMES, PATH_SIZES, ROW_WIDTHS, SIZES, path_bytes
 from engine.model import (
     ACTION_COPY, DST, EXCLUDED, FOLDER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, fs_bytes,
 )
@@ -278,12 +278,13 @@ class Store:
             cols.insert(3, [None if d == 0 else p.rpartition(b"/")[0] for p, d in zip(paths, cols[3])])
             yield pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema)], schema=schema)
 
-    # Built once: making an Arrow scalar or a run-end encoded array from Python objects goes through a
-    # failing `import` of an optional module (~40 us each time), which per listing batch adds up.
+    # Built once: making an Arrow scalar (or RunEndEncodedArray.from_arrays) from Python objects goes
+    # through a failing `import` of an optional module (~40 us each time).
     _FILE_KINDS = pa.array(FILE_KINDS, pa.string())
     _FILE_STATUSES = {status: (pa.scalar(status), pa.array([status, EXCLUDED], pa.string()))
                       for status in (SUCCESSFUL, PENDING, ACTION_COPY)}
-    _ZERO = pa.scalar(0, pa.int32())
+    _ZERO_SCALAR = pa.scalar(0, pa.int32())
+    _ZERO = pa.array([0], pa.int32())
 
     @staticmethod
     def _per_folder(run_ends: pa.Array, values: list, type_: pa.DataType) -> pa.Array:
@@ -293,28 +294,42 @@ class Store:
         return pc.run_end_decode(encoded)
 
     @classmethod
-    def file_batch(cls, side: str, files: FileBuffers, parents: Sequence[tuple[int, str, int, int]],
-                   excluded: Sequence[bool] | None = None) -> pa.RecordBatch:
-        """A listing batch's file rows (engine.listing.FileBuffers) as one Arrow record batch of the node
-        schema, with no Python object per row: the buffers are used in place, the per-folder columns are
-        run-end decoded from `parents` ((id, path, depth, file count) of each folder with files, in
-        order), the kinds looked up from their codes. `excluded`: a flag per row, when excludes are set."""
-        ids, sizes, mtimes, modes, kinds, path_ends, paths = (pa.py_buffer(b) for b in files)
-        n = len(files[0]) // 8
+    def file_batch(cls, side: str, pieces: Sequence[list]) -> pa.RecordBatch:
+        """File rows (engine.cache.FileRows pieces: [files, excluded_rows, start, stop, parents]) as ONE Arrow
+        record batch of the node schema, with no Python object per row: each column is the pieces' buffers
+        joined (one copy), the per-folder columns are run-end decoded from the parents, the path offsets
+        summed from the path sizes and the kinds looked up from their codes, all in C++."""
+        n = sum(p[3] - p[2] for p in pieces)
+
+        def joined(index: int) -> pa.Buffer:
+            width = ROW_WIDTHS[index]
+            return pa.py_buffer(b"".join(memoryview(files[index])[start * width:stop * width]
+                                         for files, _, start, stop, _ in pieces))
+
+        def fixed(index: int, type_: pa.DataType) -> pa.Array:
+            return pa.Array.from_buffers(type_, n, [None, joined(index)])
+
+        parents = [parent for piece in pieces for parent in piece[4]]
         run_ends = pa.array(list(itertools.accumulate(p[3] for p in parents)), pa.int64())
+        path_sizes = fixed(PATH_SIZES, pa.int32())
+        path_offsets = pa.concat_arrays([cls._ZERO, pc.cumulative_sum(path_sizes)]).buffers()[1]
+        path_blob = pa.py_buffer(b"".join(path_bytes(files, start, stop) for files, _, start, stop, _ in pieces))
         arrays = [
-            pa.Array.from_buffers(pa.int64(), n, [None, ids]),
+            fixed(IDS, pa.int64()),
             cls._per_folder(run_ends, [p[0] for p in parents], pa.int64()),
-            pa.Array.from_buffers(pa.binary(), n, [None, path_ends, paths]),
+            pa.Array.from_buffers(pa.binary(), n, [None, path_offsets, path_blob]),
             cls._per_folder(run_ends, [fs_bytes(p[1]) for p in parents], pa.binary()),
             cls._per_folder(run_ends, [p[2] for p in parents], pa.int32()),
-            cls._FILE_KINDS.take(pa.Array.from_buffers(pa.uint8(), n, [None, kinds])),
-            pa.Array.from_buffers(pa.int64(), n, [None, sizes]),
-            pa.Array.from_buffers(pa.int64(), n, [None, mtimes]),
-            pa.Array.from_buffers(pa.int32(), n, [None, modes]),
+            cls._FILE_KINDS.take(fixed(KINDS, pa.uint8())),
+            fixed(SIZES, pa.int64()),
+            fixed(MTIMES, pa.int64()),
+            fixed(MODES, pa.int32()),
         ]
-        # 0 for a row that is kept, 1 for one that is excluded (the index of EXCLUDED in _FILE_STATUSES)
-        exclusions = pa.array(excluded, pa.bool_()).cast(pa.uint8()) if excluded and any(excluded) else None
+        exclusions = None  # 0 for a row that is kept, 1 for one that is excluded (the index of EXCLUDED)
+        if any(p[1] for p in pieces):
+            flags = b"".join(bytes(stop - start) if rows is None else rows[start:stop]
+                             for _, rows, start, stop, _ in pieces)
+            exclusions = pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(flags)])
 
         def status(value: str) -> pa.Array:  # `value`, or EXCLUDED where a row is excluded
             scalar, choices = cls._FILE_STATUSES[value]
@@ -325,22 +340,22 @@ class Store:
             arrays += [status(PENDING), status(ACTION_COPY)]
         else:  # match and src_id: decided by the seal's comparison with SRC
             arrays += [pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())]
-        arrays += [pa.repeat(cls._ZERO, n), pa.nulls(n, pa.string())]  # attempts, error
+        arrays += [pa.repeat(cls._ZERO_SCALAR, n), pa.nulls(n, pa.string())]  # attempts, error
         return pa.RecordBatch.from_arrays(arrays, schema=cls._node_schema(side))
 
     @classmethod
     def _file_batches(cls, side: str, depth: int, rows: FileRows) -> Iterator[pa.RecordBatch]:
-        """A level's file rows as Arrow, the listing batches joined up to SEAL_BATCH rows at a time (one
-        copy, in C++): DuckDB takes few big batches faster than many small ones."""
+        """A level's file rows as Arrow, SEAL_BATCH rows at a time or so (a folder's rows are never split):
+        a big level never exists twice in full."""
         group, grouped = [], 0
-        for batch in rows.batches():
-            group.append(batch)
-            grouped += batch.num_rows
+        for piece in rows.pieces:
+            group.append(piece)
+            grouped += piece[3] - piece[2]
             if grouped >= cls.SEAL_BATCH:
-                yield pa.concat_batches(group)
+                yield cls.file_batch(side, group)
                 group, grouped = [], 0
         if group:
-            yield pa.concat_batches(group)
+            yield cls.file_batch(side, group)
 
     @classmethod
     def _node_table(cls, side: str, nodes: Sequence[Node]) -> pa.Table:

@@ -3,10 +3,8 @@ Pure functions of (adapters, task): no locks, no DuckDB; the queue records the o
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from array import array
 from typing import Callable
 
 from engine import copying
@@ -15,9 +13,8 @@ from engine.model import (
     ACTION_COPY, CHANGED, DST, DST_NEWER, EXCLUDED, FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SRC,
     Node, Task,
 )
-from engine.listing import ListerGone, ListerPool, list_batch
+from engine.listing import IDS, ListerGone, ListerPool, file_paths, list_batch
 from engine.queue import Outcome
-from engine.store import Store
 
 
 def failure(exc: BaseException) -> Outcome:
@@ -26,14 +23,15 @@ def failure(exc: BaseException) -> Outcome:
 
 class Listing:
     """One folder's children: its subfolders as Nodes (the next round's tasks), everything else as rows
-    start..start+count of `files`, an Arrow batch of the node schema shared by the folders listed with it
-    (engine.cache.FileRows keeps the rows of the folders whose completion counts)."""
+    start..start+count of `files`, the raw columns (engine.listing.FileBuffers) shared by the folders listed
+    with it: engine.cache.FileRows keeps the rows of the folders whose completion counts."""
 
-    __slots__ = ("folders", "files", "start", "count", "excluded")
+    __slots__ = ("folders", "parent", "files", "excluded_rows", "start", "count", "excluded")
 
-    def __init__(self, folders=(), files=None, start=0, count=0, excluded=0):
-        self.folders, self.files, self.start, self.count = folders, files, start, count
-        self.excluded = excluded  # how many of the rows are excluded (status EXCLUDED)
+    def __init__(self, folders=(), parent=None, files=None, excluded_rows=None, start=0, count=0, excluded=0):
+        self.folders, self.parent, self.files = folders, parent, files
+        self.excluded_rows = excluded_rows  # None, or a byte per row of `files`: 1 where excluded
+        self.start, self.count, self.excluded = start, count, excluded
 
 
 EMPTY = Listing()
@@ -54,29 +52,20 @@ def list_folders(side: str, adapter: FSAdapter, tasks: list[Task], excluded: Cal
             return [failure(exc)] * len(tasks)
     else:
         results, files = list_batch(side, adapter.list, paths)
-    parents = [(t.node.id, t.node.path, t.node.depth + 1, r[5]) for t, r in zip(tasks, results)
-               if not isinstance(r, OSError) and r[5]]
-    batch = excluded_rows = None
-    if parents:
-        if excluded is not None:
-            excluded_rows = _excluded_files(files, excluded)
-        batch = Store.file_batch(side, files, parents, excluded_rows)
+    n_files = len(files[IDS]) // 8
+    excluded_rows = None
+    if excluded is not None and n_files:  # a Python call per row, only when excludes are configured
+        excluded_rows = bytes(excluded(p, False) for p in file_paths(files, 0, n_files))
     outcomes, start = [], 0
     for task, result in zip(tasks, results):
-        outcomes.append(_outcome(side, task, result, excluded, batch, start, excluded_rows))
+        outcomes.append(_outcome(side, task, result, excluded, files, excluded_rows, start))
         if not isinstance(result, OSError):
             start += result[5]
     return outcomes
 
 
-def _excluded_files(files, excluded: Callable[[str, bool], bool]) -> list[bool]:
-    """The exclude decision of every file row (only when excludes are configured: a Python call per row)."""
-    ends, paths = array("i", files[5]), files[6]
-    return [excluded(os.fsdecode(paths[a:b]), False) for a, b in zip(ends, ends[1:])]
-
-
 def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool] | None,
-             files, start: int, excluded_rows: list[bool] | None) -> Outcome:
+             files, excluded_rows: bytes | None, start: int) -> Outcome:
     if isinstance(result, OSError):
         if isinstance(result, (FileNotFoundError, NotADirectoryError)) and side == DST:
             return Outcome(children=EMPTY)  # nothing there: every expected SRC entry stays to copy (missing)
@@ -96,8 +85,10 @@ def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool
         folders = [Node(i, parent_id, p, depth, FOLDER, s, m, md, EXCLUDED, *gone) if excluded(p, True) else
                    Node(i, parent_id, p, depth, FOLDER, s, m, md, PENDING, copy_status, action)
                    for i, p, s, m, md in zip(f_ids, f_paths, f_sizes, f_mtimes, f_modes)]
-        n_excluded = sum(excluded_rows[start:start + count]) if count else 0
-    return Outcome(children=Listing(folders, files if count else None, start, count, n_excluded))
+        n_excluded = excluded_rows[start:start + count].count(1) if count else 0
+    if not count:
+        return Outcome(children=Listing(folders))
+    return Outcome(children=Listing(folders, folder, files, excluded_rows, start, count, n_excluded))
 
 
 def classify(dst_type: str, dst_size: int, dst_mtime: int, src: Node) -> str:

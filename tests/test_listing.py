@@ -12,10 +12,12 @@ import duckdb
 from support import helpers_of_this_process
 
 from engine.adapters.local import LocalAdapter
+from engine.cache import LevelCache
 from engine.listing import ListerPool
 from engine.migration import Migration
 from engine.model import DST, FOLDER, TEMP_SUFFIX, Node, Task, node_id
 from engine.settings import Settings
+from engine.store import Store
 from engine.workers import list_folders
 
 NODE_ROWS = {
@@ -62,8 +64,13 @@ def test_a_listing_process_makes_the_same_rows_and_errors_as_listing_here(tmp_pa
         assert [o.ok for o in outcome] == [True, True, True] and outcome[1].children.count == 0  # gone: empty
     assert [sorted(n.path for n in o.children.folders) for o in helper] == [["a/sub"], [], ["b/sub"]]
     assert [(o.children.start, o.children.count) for o in helper] == [(0, 2), (0, 0), (2, 3)]
-    assert helper[0].children.files.equals(here[0].children.files)
-    rows = here[0].children.files.sort_by("path").select(["path", "parent_path", "depth", "type", "size"])
+    assert helper[0].children.files == here[0].children.files
+    level = LevelCache(2)
+    for outcome in here:
+        if outcome.children.count:
+            level.add_files(outcome.children)
+    (batch,) = Store._file_batches(DST, 2, level.files)
+    rows = batch.sort_by("path").select(["path", "parent_path", "depth", "type", "size"])
     assert [tuple(r.values()) for r in rows.to_pylist()] == [
         (b"a/link", b"a", 2, "symlink", 7), (b"a/plain.txt", b"a", 2, "file", 5),
         (b"b/link", b"b", 2, "symlink", 7), (b"b/plain.txt", b"b", 2, "file", 5),

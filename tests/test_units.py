@@ -57,7 +57,7 @@ def test_file_rows_keep_the_rows_of_completed_folders_and_are_found_by_id_path_a
                            for i, n in enumerate(names)] for k in range(3)}
     folders["a/d1"].append(Entry("sub", FOLDER, 0, 0, 0o755))
     tasks, outcomes = listed("src", folders)
-    assert all(o.children.files is outcomes[0].children.files for o in outcomes), "one Arrow batch per listing batch"
+    assert all(o.children.files is outcomes[0].children.files for o in outcomes), "one set of buffers a batch"
     traversal = TraversalMode("src", None, None, None, None)
     level = traversal.cache.ensure(3)
     for task, outcome in zip(tasks, outcomes):
@@ -79,7 +79,12 @@ def test_excluded_file_rows_are_marked_per_path():
                "a/y": [Entry("drop.tmp", SYMLINK, 1, 0, 0o777)]}
     tasks, outcomes = listed("src", folders, compile_excludes(["*.tmp"]))
     assert [(o.children.count, o.children.excluded) for o in outcomes] == [(2, 1), (1, 1)]
-    rows = outcomes[0].children.files.select(["path", "traversal_status", "copy_status", "action"]).to_pylist()
+    level = LevelCache(2)
+    for outcome in outcomes:
+        level.add_files(outcome.children)
+    assert level.status_counts() == {SUCCESSFUL: 1, EXCLUDED: 2}
+    (batch,) = Store._file_batches("src", 2, level.files)
+    rows = batch.select(["path", "traversal_status", "copy_status", "action"]).to_pylist()
     assert [tuple(r.values()) for r in rows] == [(b"a/x/keep.c", SUCCESSFUL, PENDING, "copy"),
                                                  (b"a/x/drop.tmp", EXCLUDED, EXCLUDED, EXCLUDED),
                                                  (b"a/y/drop.tmp", EXCLUDED, EXCLUDED, EXCLUDED)]
