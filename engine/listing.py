@@ -3,8 +3,9 @@
 A traversal's time goes into readdir + lstat and the per-entry Python around them. In one process,
 two sides listing in threads take turns on the GIL; a helper process per traversal worker lists on the
 other core and hands back whole columns (marshal over a pipe; the files of a batch of folders as raw
-buffers that become one Arrow batch here: no Python object per file on this side, a Node per subfolder). The helpers are plain children on pipes: they exit when the pipe closes, so a
-killed run leaves none behind, and they import nothing heavier than the local adapter.
+buffers that this side keeps as they are until a seal makes Arrow of them: no Python object per file
+here, a Node per subfolder). The helpers are plain children on pipes: they exit when the pipe closes,
+so a killed run leaves none behind, and they import nothing heavier than the local adapter.
 """
 
 from __future__ import annotations

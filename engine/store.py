@@ -312,7 +312,7 @@ class Store:
         parents = [parent for piece in pieces for parent in piece[4]]
         run_ends = pa.array(list(itertools.accumulate(p[3] for p in parents)), pa.int64())
         path_sizes = fixed(PATH_SIZES, pa.int32())
-        path_offsets = pa.concat_arrays([cls._ZERO, pc.cumulative_sum(path_sizes)]).buffers()[1]
+        path_offsets = pa.concat_arrays([cls._ZERO, pc.cumulative_sum_checked(path_sizes)]).buffers()[1]
         path_blob = pa.py_buffer(b"".join(path_bytes(files, start, stop) for files, _, start, stop, _ in pieces))
         arrays = [
             fixed(IDS, pa.int64()),
@@ -345,7 +345,7 @@ class Store:
 
     @classmethod
     def _file_batches(cls, side: str, depth: int, rows: FileRows) -> Iterator[pa.RecordBatch]:
-        """A level's file rows as Arrow, SEAL_BATCH rows at a time or so (a folder's rows are never split):
+        """A level's file rows as Arrow, SEAL_BATCH rows at a time or so (a FileRows piece is never split):
         a big level never exists twice in full."""
         group, grouped = [], 0
         for piece in rows.pieces:
