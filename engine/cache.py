@@ -2,99 +2,83 @@
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from typing import Iterable
 
-from engine.model import IN_PROGRESS, PENDING, Node, fs_bytes
+from engine.listing import FILE_KINDS, IDS, KINDS, MODES, MTIMES, SIZES, file_paths
+from engine.model import EXCLUDED, IN_PROGRESS, PENDING, SUCCESSFUL, Node
 
 
 class FileRows:
-    """The files (and symlinks) a traversal discovered for one level, as columns.
+    """The files (and symlinks) a traversal discovered for one level, as the listings' raw columns.
 
     Only folders are ever traversal tasks, so files need no Node of their own until somebody asks for
-    one: the seal turns these columns into Arrow directly (a Node per file and its conversion back cost
-    ~3 us and ~350 bytes per entry of a 100k-file run), and a listing arrives as columns already. While
-    the round runs, its run loop converts full chunks ahead of the seal (`take`, `add_batch`): the seal
-    then has only the last rows left to convert, and a converted row weighs half what it did."""
+    one, nor any Python object per row: the seal makes Arrow of many listings' buffers at once
+    (engine.store.Store.file_batch). Buffers are shared by the folders listed together, and only the rows
+    of the folders whose completion counted are kept (a stale report's are not): a piece is a row range
+    of one batch's buffers, grown while that batch's folders complete one after another."""
 
-    COLUMNS = ("ids", "parent_ids", "paths", "parent_paths", "kinds", "sizes", "mtimes", "modes", "statuses")
-    # the same columns in a converted batch (engine.store's node schema)
-    BATCH_COLUMNS = ("id", "parent_id", "path", "parent_path", "type", "size", "mtime_ns", "mode",
-                     "traversal_status")
-
-    __slots__ = (*COLUMNS, "counts", "batches", "batched")
+    __slots__ = ("pieces", "_last_piece", "rows", "counts")
 
     def __init__(self):
-        self.ids: list[int] = []
-        self.parent_ids: list[int] = []
-        self.paths: list[str] = []
-        self.parent_paths: list[bytes] = []  # encoded once per folder: the seal writes them as they are
-        self.kinds: list[str] = []
-        self.sizes: list[int] = []
-        self.mtimes: list[int] = []
-        self.modes: list[int] = []
-        self.statuses: list[str] = []
+        # [files, excluded_rows, start, stop, parents]: parents are (id, path, depth, rows) of the folders
+        # whose rows these are, in order (see engine.workers.Listing)
+        self.pieces: list[list] = []
+        self._last_piece: dict[int, list] = {}  # id(files) -> its latest piece (pieces keep `files` alive)
+        self.rows = 0
         self.counts: dict[str, int] = defaultdict(int)
-        self.batches: list = []  # Arrow record batches of the rows converted already (oldest rows)
-        self.batched = 0
 
     def __len__(self) -> int:
-        return len(self.ids) + self.batched
+        return self.rows
 
-    def add(self, parent_id: int, parent_path: str, listing) -> None:
-        """Append a listing's columns (engine.workers.Listing)."""
-        n = len(listing.ids)
-        self.ids += listing.ids
-        self.parent_ids += [parent_id] * n
-        self.paths += listing.paths
-        self.parent_paths += [fs_bytes(parent_path)] * n
-        self.kinds += listing.kinds
-        self.sizes += listing.sizes
-        self.mtimes += listing.mtimes
-        self.modes += listing.modes
-        self.statuses += listing.statuses
-        counts = self.counts
-        if n and listing.statuses.count(listing.statuses[0]) == n:
-            counts[listing.statuses[0]] += n
+    def add(self, listing) -> None:
+        """Keep a listing's file rows (engine.workers.Listing)."""
+        files, start, n, folder = listing.files, listing.start, listing.count, listing.parent
+        parent = (folder.id, folder.path, folder.depth + 1, n)
+        piece = self._last_piece.get(id(files))
+        if piece is not None and piece[3] == start:
+            piece[3] += n
+            piece[4].append(parent)
         else:
-            for status in listing.statuses:
-                counts[status] += 1
+            piece = self._last_piece[id(files)] = [files, listing.excluded_rows, start, start + n, [parent]]
+            self.pieces.append(piece)
+        self.rows += n
+        self.counts[SUCCESSFUL] += n - listing.excluded
+        if listing.excluded:
+            self.counts[EXCLUDED] += listing.excluded
 
-    def columns(self) -> tuple[list, ...]:
-        """The rows not converted yet, as columns in COLUMNS order."""
-        return tuple(getattr(self, c) for c in self.COLUMNS)
+    def columns(self) -> "FileColumns":
+        """Every row as Python columns (for lookups: rare)."""
+        columns = FileColumns()
+        for files, excluded_rows, start, stop, parents in self.pieces:
+            for name, (index, code) in FileColumns.FROM_BUFFERS.items():
+                getattr(columns, name).extend(memoryview(files[index]).cast(code)[start:stop])
+            columns.paths += file_paths(files, start, stop)
+            for parent_id, _, _, n in parents:
+                columns.parent_ids += [parent_id] * n
+            columns.statuses += [EXCLUDED if excluded_rows and excluded_rows[i] else SUCCESSFUL
+                                 for i in range(start, stop)]
+        columns.kinds = [FILE_KINDS[k] for k in columns.kinds]
+        return columns
 
-    def take(self, n: int) -> tuple[list, ...] | None:
-        """Remove and return the oldest n unconverted rows (columns), or None when fewer are there.
-        Call it under the lock that guards add(); convert outside it, then add_batch."""
-        if len(self.statuses) < n:  # statuses is extended last: every column has these n rows
-            return None
-        taken = tuple(getattr(self, c)[:n] for c in self.COLUMNS)
-        for c in self.COLUMNS:
-            del getattr(self, c)[:n]
-        self.batched += n
-        return taken
 
-    def add_batch(self, batch) -> None:
-        self.batches.append(batch)
+class FileColumns:
+    """File rows as Python lists, one per column: what a Node of a file row is made from."""
 
-    def unbatch(self) -> None:
-        """Back to Python columns, oldest first (for lookups: rare)."""
-        if not self.batches:
-            return
-        batches, self.batches, self.batched = self.batches, [], 0
-        for name, batch_name in zip(self.COLUMNS, self.BATCH_COLUMNS):
-            values = [v for b in batches for v in b.column(batch_name).to_pylist()]
-            if name == "paths":
-                values = [os.fsdecode(v) for v in values]
-            setattr(self, name, values + getattr(self, name))
+    # the columns read straight from the buffers: (FileBuffers index, array type code)
+    FROM_BUFFERS = {"ids": (IDS, "q"), "kinds": (KINDS, "B"), "sizes": (SIZES, "q"), "mtimes": (MTIMES, "q"),
+                    "modes": (MODES, "i")}
+    __slots__ = ("ids", "parent_ids", "paths", "kinds", "sizes", "mtimes", "modes", "statuses")
+
+    def __init__(self):
+        for name in self.__slots__:
+            setattr(self, name, [])
 
 
 class LevelCache:
     """One BFS level, indexed so that every lookup costs O(result), never O(level).
 
-    Files a traversal discovered live in `files` (columns) until a lookup by id, path, parent or copy
+    Files a traversal discovered live in `files` (raw columns) until a lookup by id, path, parent or copy
     status, or `nodes()`, needs them as Nodes: then they are turned into Nodes once and indexed like
     the rest.
 
@@ -107,7 +91,7 @@ class LevelCache:
     def __init__(self, depth: int, file_node=None):
         self.depth = depth
         self.files = FileRows()
-        # (FileRows, index, depth) -> Node: how this level's side makes a Node of a file row when one is needed
+        # (FileColumns, index, depth) -> Node: how this level's side makes a Node of a file row when one is needed
         self._file_node = file_node
         self.by_id: dict[int, Node] = {}
         self._by_path: dict[str, Node] | None = None
@@ -119,22 +103,20 @@ class LevelCache:
     def __len__(self) -> int:
         return len(self.by_id) + len(self.files)
 
-    def add_files(self, parent_id: int, parent_path: str, listing) -> None:
-        self.files.add(parent_id, parent_path, listing)
+    def add_files(self, listing) -> None:
+        self.files.add(listing)
         if self._by_path is not None or self._by_parent is not None or self._by_copy is not None:
             self._materialize()  # somebody looks files up here: keep the indexes whole
 
     def _materialize(self) -> None:
         """Turn the file rows into Nodes, indexed like every other node (once; lookups by id/path need it)."""
-        files = self.files
-        files.unbatch()
-        if not files.ids:
+        if not len(self.files):
             return
         if self._file_node is None:
             raise AssertionError("this level was given file rows without a way to make Nodes of them")
-        self.files = FileRows()
-        for i in range(len(files.ids)):
-            self.put(self._file_node(files, i, self.depth))
+        rows, self.files = self.files.columns(), FileRows()
+        for i in range(len(rows.ids)):
+            self.put(self._file_node(rows, i, self.depth))
 
     @property
     def by_path(self) -> dict[str, Node]:

@@ -2,57 +2,110 @@
 
 A traversal's time goes into readdir + lstat and the per-entry Python around them. In one process,
 two sides listing in threads take turns on the GIL; a helper process per traversal worker lists on the
-other core and hands back whole columns (marshal over a pipe: no per-entry work on this side but a
-Node per subfolder). The helpers are plain children on pipes: they exit when the pipe closes, so a
-killed run leaves none behind, and they import nothing heavier than the local adapter.
+other core and hands back whole columns (marshal over a pipe; the files of a batch of folders as raw
+buffers that this side keeps as they are until a seal makes Arrow of them: no Python object per file
+here, a Node per subfolder). The helpers are plain children on pipes: they exit when the pipe closes,
+so a killed run leaves none behind, and they import nothing heavier than the local adapter.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import signal
 import subprocess
 import sys
 import threading
+from array import array
 
 from engine.helper_process import read_message, start as start_helper, write_message
-from engine.model import DST, FOLDER, TEMP_SUFFIX, node_id
+from engine.model import DST, FILE, FOLDER, SYMLINK, TEMP_SUFFIX, fs_bytes, node_id
 
-# (paths, ids, sizes, mtimes, modes) of the subfolders; (paths, ids, kinds, sizes, mtimes, modes) of the rest
-Columns = tuple[tuple[list, ...], tuple[list, ...]]
+# A file row's kind travels as its index in FILE_KINDS (one byte).
+FILE_KINDS = (FILE, SYMLINK)
+_KIND_CODE = {kind: code for code, kind in enumerate(FILE_KINDS)}
 
-def split_listing(side: str, base: str, entries) -> Columns:
-    """One folder's entries as columns, subfolders apart (they become tasks); DST temporaries of ours
-    (left by an interrupted copy) are not destination entries and are left out."""
-    prefix = f"{base}/" if base else ""
-    f_paths, f_ids, f_sizes, f_mtimes, f_modes = [], [], [], [], []
-    paths, ids, kinds, sizes, mtimes, modes = [], [], [], [], [], []
+# Per folder: (paths, ids, sizes, mtimes, modes) of its subfolders, then how many file rows it has in the
+# batch's FileBuffers; or the OSError that kept it from being listed.
+FolderResult = tuple[list, list, list, list, list, int]
+# The files of a whole batch of folders, folder after folder, as raw native-endian buffers (marshal sends
+# bytes as one copy): ids, sizes, mtimes (int64), modes (int32), kinds (uint8, FILE_KINDS index),
+# path_sizes (int32: bytes of each path), paths (fs-encoded, concatenated). The main process keeps them as
+# they are and engine.store.Store.file_batch makes Arrow of many at once: no Python object per row.
+FileBuffers = tuple[bytes, bytes, bytes, bytes, bytes, bytes, bytes]
+IDS, SIZES, MTIMES, MODES, KINDS, PATH_SIZES, PATHS = range(7)
+# bytes per row of each buffer but PATHS
+ROW_WIDTHS = (8, 8, 8, 4, 1, 4)
+
+
+def file_paths(files: FileBuffers, start: int, stop: int) -> list[str]:
+    """The paths of rows start..stop (a Python object per row: for excludes and lookups only)."""
+    sizes, blob = memoryview(files[PATH_SIZES]).cast("i"), files[PATHS]
+    offset = sum(sizes[:start])
+    paths = []
+    for size in sizes[start:stop]:
+        paths.append(os.fsdecode(blob[offset:offset + size]))
+        offset += size
+    return paths
+
+
+def path_bytes(files: FileBuffers, start: int, stop: int) -> memoryview:
+    """The part of the PATHS blob that holds rows start..stop."""
+    if start == 0 and stop * 4 == len(files[PATH_SIZES]):
+        return memoryview(files[PATHS])
+    sizes = memoryview(files[PATH_SIZES]).cast("i")
+    first = sum(sizes[:start])
+    return memoryview(files[PATHS])[first:first + sum(sizes[start:stop])]
+
+
+def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderResult | OSError], FileBuffers]:
+    """List folders (list_folder(path) -> entries) into subfolder columns per folder and one FileBuffers
+    for all their files. DST temporaries of ours (left by an interrupted copy) are not destination entries
+    and are left out."""
+    ids, sizes, mtimes, modes = array("q"), array("q"), array("q"), array("i")
+    kinds, paths, path_sizes = bytearray(), bytearray(), array("i")
+    kind_code = _KIND_CODE.__getitem__
     skip_temps = side == DST
-    for name, kind, size, mtime_ns, mode in entries:
-        if skip_temps and name[:1] == "." and name.endswith(TEMP_SUFFIX):
+    results: list[FolderResult | OSError] = []
+    for base in folders:
+        try:
+            entries = list_folder(base)
+        except OSError as exc:
+            results.append(exc)
             continue
-        path = prefix + name
-        if kind == FOLDER:
-            f_paths.append(path)
-            f_ids.append(node_id(side, path))
-            f_sizes.append(size)
-            f_mtimes.append(mtime_ns)
-            f_modes.append(mode)
-        else:
-            paths.append(path)
-            ids.append(node_id(side, path))
-            kinds.append(kind)
-            sizes.append(size)
-            mtimes.append(mtime_ns)
-            modes.append(mode)
-    return (f_paths, f_ids, f_sizes, f_mtimes, f_modes), (paths, ids, kinds, sizes, mtimes, modes)
+        prefix = f"{base}/" if base else ""
+        f_paths, f_ids, f_sizes, f_mtimes, f_modes = [], [], [], [], []
+        files_before = len(ids)
+        for name, kind, size, mtime_ns, mode in entries:
+            if skip_temps and name[:1] == "." and name.endswith(TEMP_SUFFIX):
+                continue
+            path = prefix + name
+            if kind == FOLDER:
+                f_paths.append(path)
+                f_ids.append(node_id(side, path))
+                f_sizes.append(size)
+                f_mtimes.append(mtime_ns)
+                f_modes.append(mode)
+            else:
+                ids.append(node_id(side, path))
+                kinds.append(kind_code(kind))
+                sizes.append(size)
+                mtimes.append(mtime_ns)
+                modes.append(mode)
+                encoded = fs_bytes(path)
+                paths += encoded
+                path_sizes.append(len(encoded))
+        results.append((f_paths, f_ids, f_sizes, f_mtimes, f_modes, len(ids) - files_before))
+    files = (ids.tobytes(), sizes.tobytes(), mtimes.tobytes(), modes.tobytes(), bytes(kinds),
+             path_sizes.tobytes(), bytes(paths))
+    return results, files
 
 
 # the helper process ----------------------------------------------------------------------------------
 
 def serve() -> None:
-    """The helper's loop: (root, side, [folder paths]) in, one result per folder out, until EOF.
-    A result is (columns) or (errno, strerror): the parent turns the latter back into an OSError."""
+    """The helper's loop: (root, side, [folder paths]) in, list_batch's (results, files) out, until EOF.
+    A folder that failed travels as (errno, strerror): the parent turns it back into an OSError."""
     from engine.adapters.local import LocalAdapter
 
     # Ctrl-C reaches the whole process group: the parent drains and seals, so its helper must finish the
@@ -66,15 +119,18 @@ def serve() -> None:
             return
         root, side, folders = request
         adapter = adapters.get(root) or adapters.setdefault(root, LocalAdapter(root))
-        results = []
-        for path in folders:
+
+        def list_folder(path: str):
             try:
-                results.append(split_listing(side, path, adapter.list(path)))
-            except OSError as exc:
-                results.append((exc.errno or 0, exc.strerror or str(exc)))
+                return adapter.list(path)
+            except OSError:
+                raise
             except Exception as exc:  # noqa: BLE001 - a bug here must fail one folder, not the helper
-                results.append((0, f"internal error in the listing process: {exc!r}"))
-        write_message(out, results)
+                raise OSError(0, f"internal error in the listing process: {exc!r}") from None
+
+        results, files = list_batch(side, list_folder, folders)
+        wire = [(r.errno or 0, r.strerror or str(r)) if isinstance(r, OSError) else r for r in results]
+        write_message(out, (wire, files))
 
 
 # the parent's side -----------------------------------------------------------------------------------
@@ -96,16 +152,18 @@ class Lister:
         except OSError as exc:
             raise ListerGone(f"cannot start a listing process: {exc.strerror}") from None
 
-    def list(self, root: str, side: str, folders: list[str]) -> list[Columns | OSError]:
+    def list(self, root: str, side: str, folders: list[str]) -> tuple[list[FolderResult | OSError], FileBuffers]:
+        """list_batch's answer for these folders, from the helper."""
         try:
             write_message(self._proc.stdin, (root, side, folders))
-            results = read_message(self._proc.stdout)
+            message = read_message(self._proc.stdout)
         except (OSError, ValueError):
-            results = None
-        if results is None or len(results) != len(folders):
+            message = None
+        if message is None or len(message[0]) != len(folders):
             self.close()
             raise ListerGone("the listing process ended unexpectedly")
-        return [OSError(r[0], r[1]) if len(r) == 2 and isinstance(r[0], int) else r for r in results]
+        results, files = message
+        return [OSError(*r) if len(r) == 2 else r for r in results], files
 
     def close(self) -> None:
         proc = self._proc
@@ -130,7 +188,7 @@ class ListerPool:
         self._lock = threading.Lock()
         self.usable = True  # False once a helper could not even start: list in this process from then on
 
-    def list(self, root: str, side: str, folders: list[str]) -> list[Columns | OSError]:
+    def list(self, root: str, side: str, folders: list[str]) -> tuple[list[FolderResult | OSError], FileBuffers]:
         lister = getattr(self._local, "lister", None)
         if lister is None:
             try:

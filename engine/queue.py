@@ -61,10 +61,6 @@ class Mode(Protocol):
 
     def round_done(self, r: int) -> bool: ...
 
-    # optional: background_work(r) -> Callable | None. Under the lock, while round r runs and the loop has
-    # nothing to pull: a piece of work the loop then does outside the lock (traversal: turn discovered
-    # rows into Arrow batches ahead of the seal).
-
     def seal(self, r: int, final: bool) -> None: ...
 
     def next_round(self, r: int) -> int | None: ...
@@ -336,8 +332,6 @@ class Queue:
         """Pull and wait until round r is complete (True) or a stop drained it (False)."""
         s = self.settings
         self._level_drained = False
-        background = getattr(self.mode, "background_work", None)
-        idle_cap = 0.05 if background is not None else 0.25  # look for background work 20 times a second
         while True:
             batch = None
             with self.lock:
@@ -353,20 +347,15 @@ class Queue:
                     batch = self.mode.take(r, want) if room else None
                     self._level_drained = room > 0 and len(batch or ()) < want
                 if not batch:
-                    work = background(r) if background is not None else None
-                    if work is None:
-                        self._loop_wake.wait(self._next_wakeup(now, idle_cap))
-                        continue
-            if not batch:
-                work()  # outside the lock, while the workers go on
-                continue
+                    self._loop_wake.wait(self._next_wakeup(now))
+                    continue
             tasks = self.mode.prepare(batch)  # may read DuckDB: never under the queue lock
             with self.lock:
                 self.buffer.extend(tasks)
                 self._work_ready.notify(len(tasks))
 
-    def _next_wakeup(self, now: float, cap: float = 0.25) -> float:
-        wake = cap
+    def _next_wakeup(self, now: float) -> float:
+        wake = 0.25
         if self.delayed:
             wake = min(wake, max(0.0, self.delayed[0][0] - now))
         if self.in_flight:

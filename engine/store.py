@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
 import json
 import os
 from operator import attrgetter
@@ -15,11 +16,15 @@ from typing import Callable, Iterator, Sequence
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from engine import crashpoints
 from engine.errors import UserError
 from engine.cache import FileRows, LevelCache
-from engine.model import ACTION_COPY, DST, EXCLUDED, FOLDER, MTIME_WINDOW_NS, PENDING, SRC, Node, fs_bytes
+from engine.listing import FILE_KINDS, IDS, KINDS, MODES, MTIMES, PATH_SIZES, ROW_WIDTHS, SIZES, path_bytes
+from engine.model import (
+    ACTION_COPY, DST, EXCLUDED, FOLDER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, fs_bytes,
+)
 
 # Arrow's default allocator (jemalloc/mimalloc) keeps the column buffers of every seal cached; with the
 # system allocator and a trim after each seal they go back to the OS (measured: -40 MB peak, 100k run).
@@ -298,37 +303,84 @@ class Store:
             cols.insert(3, [None if d == 0 else p.rpartition(b"/")[0] for p, d in zip(paths, cols[3])])
             yield pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema)], schema=schema)
 
+    # Built once: making an Arrow scalar (or RunEndEncodedArray.from_arrays) from Python objects goes
+    # through a failing `import` of an optional module (~40 us each time).
+    _FILE_KINDS = pa.array(FILE_KINDS, pa.string())
+    _FILE_STATUSES = {status: (pa.scalar(status), pa.array([status, EXCLUDED], pa.string()))
+                      for status in (SUCCESSFUL, PENDING, ACTION_COPY)}
+    _ZERO_SCALAR = pa.scalar(0, pa.int32())
+    _ZERO = pa.array([0], pa.int32())
+
+    @staticmethod
+    def _per_folder(run_ends: pa.Array, values: list, type_: pa.DataType) -> pa.Array:
+        """A column whose rows repeat one value per folder (values[i] over the rows up to run_ends[i])."""
+        encoded = pa.RunEndEncodedArray.from_buffers(pa.run_end_encoded(pa.int64(), type_), run_ends[-1].as_py(),
+                                                     [None], 0, 0, [run_ends, pa.array(values, type_)])
+        return pc.run_end_decode(encoded)
+
     @classmethod
-    def file_batch(cls, side: str, depth: int, columns: tuple[list, ...]) -> pa.RecordBatch:
-        """File rows (FileRows.COLUMNS order) as one Arrow record batch of the node schema. Pure: the
-        run loop calls it during a round, ahead of the seal."""
-        ids, parent_ids, paths, parent_paths, kinds, sizes, mtimes, modes, statuses = columns
-        n = len(statuses)
-        excluded = EXCLUDED in statuses
+    def file_batch(cls, side: str, pieces: Sequence[list]) -> pa.RecordBatch:
+        """File rows (engine.cache.FileRows pieces: [files, excluded_rows, start, stop, parents]) as ONE Arrow
+        record batch of the node schema, with no Python object per row: each column is the pieces' buffers
+        joined (one copy), the per-folder columns are run-end decoded from the parents, the path offsets
+        summed from the path sizes and the kinds looked up from their codes, all in C++."""
+        n = sum(p[3] - p[2] for p in pieces)
+
+        def joined(index: int) -> pa.Buffer:
+            width = ROW_WIDTHS[index]
+            return pa.py_buffer(b"".join(memoryview(files[index])[start * width:stop * width]
+                                         for files, _, start, stop, _ in pieces))
+
+        def fixed(index: int, type_: pa.DataType) -> pa.Array:
+            return pa.Array.from_buffers(type_, n, [None, joined(index)])
+
+        parents = [parent for piece in pieces for parent in piece[4]]
+        run_ends = pa.array(list(itertools.accumulate(p[3] for p in parents)), pa.int64())
+        path_sizes = fixed(PATH_SIZES, pa.int32())
+        path_offsets = pa.concat_arrays([cls._ZERO, pc.cumulative_sum_checked(path_sizes)]).buffers()[1]
+        path_blob = pa.py_buffer(b"".join(path_bytes(files, start, stop) for files, _, start, stop, _ in pieces))
         arrays = [
-            pa.array(ids, pa.int64()), pa.array(parent_ids, pa.int64()),
-            pa.array([fs_bytes(p) for p in paths], pa.binary()), pa.array(parent_paths, pa.binary()),
-            pa.repeat(pa.scalar(depth, pa.int32()), n), pa.array(kinds, pa.string()), pa.array(sizes, pa.int64()),
-            pa.array(mtimes, pa.int64()), pa.array(modes, pa.int32()), pa.array(statuses, pa.string()),
+            fixed(IDS, pa.int64()),
+            cls._per_folder(run_ends, [p[0] for p in parents], pa.int64()),
+            pa.Array.from_buffers(pa.binary(), n, [None, path_offsets, path_blob]),
+            cls._per_folder(run_ends, [fs_bytes(p[1]) for p in parents], pa.binary()),
+            cls._per_folder(run_ends, [p[2] for p in parents], pa.int32()),
+            cls._FILE_KINDS.take(fixed(KINDS, pa.uint8())),
+            fixed(SIZES, pa.int64()),
+            fixed(MTIMES, pa.int64()),
+            fixed(MODES, pa.int32()),
         ]
+        exclusions = None  # 0 for a row that is kept, 1 for one that is excluded (the index of EXCLUDED)
+        if any(p[1] for p in pieces):
+            flags = b"".join(bytes(stop - start) if rows is None else rows[start:stop]
+                             for _, rows, start, stop, _ in pieces)
+            exclusions = pa.Array.from_buffers(pa.uint8(), n, [None, pa.py_buffer(flags)])
+
+        def status(value: str) -> pa.Array:  # `value`, or EXCLUDED where a row is excluded
+            scalar, choices = cls._FILE_STATUSES[value]
+            return pa.repeat(scalar, n) if exclusions is None else choices.take(exclusions)
+
+        arrays.append(status(SUCCESSFUL))
         if side == SRC:  # copy_status and action: to copy, unless excluded
-            if excluded:
-                arrays += [pa.array([EXCLUDED if s == EXCLUDED else PENDING for s in statuses], pa.string()),
-                           pa.array([EXCLUDED if s == EXCLUDED else ACTION_COPY for s in statuses], pa.string())]
-            else:
-                arrays += [pa.repeat(pa.scalar(PENDING), n), pa.repeat(pa.scalar(ACTION_COPY), n)]
+            arrays += [status(PENDING), status(ACTION_COPY)]
         else:  # match and src_id: decided by the seal's comparison with SRC
             arrays += [pa.nulls(n, pa.string()), pa.nulls(n, pa.int64())]
-        arrays += [pa.repeat(pa.scalar(0, pa.int32()), n), pa.nulls(n, pa.string())]  # attempts, error
+        arrays += [pa.repeat(cls._ZERO_SCALAR, n), pa.nulls(n, pa.string())]  # attempts, error
         return pa.RecordBatch.from_arrays(arrays, schema=cls._node_schema(side))
 
     @classmethod
     def _file_batches(cls, side: str, depth: int, rows: FileRows) -> Iterator[pa.RecordBatch]:
-        """A level's file rows as Arrow: the batches converted during the round, then the rest."""
-        yield from rows.batches
-        columns = rows.columns()
-        for start in range(0, len(columns[0]), cls.SEAL_BATCH):
-            yield cls.file_batch(side, depth, tuple(c[start:start + cls.SEAL_BATCH] for c in columns))
+        """A level's file rows as Arrow, SEAL_BATCH rows at a time or so (a FileRows piece is never split):
+        a big level never exists twice in full."""
+        group, grouped = [], 0
+        for piece in rows.pieces:
+            group.append(piece)
+            grouped += piece[3] - piece[2]
+            if grouped >= cls.SEAL_BATCH:
+                yield cls.file_batch(side, group)
+                group, grouped = [], 0
+        if group:
+            yield cls.file_batch(side, group)
 
     @classmethod
     def _node_table(cls, side: str, nodes: Sequence[Node]) -> pa.Table:

@@ -11,9 +11,9 @@ from engine import copying
 from engine.adapters.base import FSAdapter, describe, is_disk_full, is_transient
 from engine.model import (
     ACTION_COPY, CHANGED, DST, DST_NEWER, EXCLUDED, FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SRC,
-    SUCCESSFUL, Node, Task,
+    Node, Task,
 )
-from engine.listing import ListerGone, ListerPool, split_listing
+from engine.listing import IDS, ListerGone, ListerPool, file_paths, list_batch
 from engine.queue import Outcome
 
 
@@ -22,14 +22,16 @@ def failure(exc: BaseException) -> Outcome:
 
 
 class Listing:
-    """One folder's children: its subfolders as Nodes (the next round's tasks), everything else as
-    columns for the level's FileRows (see engine.cache)."""
+    """One folder's children: its subfolders as Nodes (the next round's tasks), everything else as rows
+    start..start+count of `files`, the raw columns (engine.listing.FileBuffers) shared by the folders listed
+    with it: engine.cache.FileRows keeps the rows of the folders whose completion counts."""
 
-    __slots__ = ("folders", "ids", "paths", "kinds", "sizes", "mtimes", "modes", "statuses")
+    __slots__ = ("folders", "parent", "files", "excluded_rows", "start", "count", "excluded")
 
-    def __init__(self, folders=(), ids=(), paths=(), kinds=(), sizes=(), mtimes=(), modes=(), statuses=()):
-        self.folders, self.ids, self.paths, self.kinds = folders, ids, paths, kinds
-        self.sizes, self.mtimes, self.modes, self.statuses = sizes, mtimes, modes, statuses
+    def __init__(self, folders=(), parent=None, files=None, excluded_rows=None, start=0, count=0, excluded=0):
+        self.folders, self.parent, self.files = folders, parent, files
+        self.excluded_rows = excluded_rows  # None, or a byte per row of `files`: 1 where excluded
+        self.start, self.count, self.excluded = start, count, excluded
 
 
 EMPTY = Listing()
@@ -42,43 +44,51 @@ def list_folders(side: str, adapter: FSAdapter, tasks: list[Task], excluded: Cal
     SRC: every folder is listed next round, every entry starts as to-copy. DST: a folder starts pending
     and every entry unclassified; the seal compares the whole level with SRC in one SQL pass (DuckDB does
     per row what would cost microseconds of Python each), and un-pends the folders SRC does not have."""
+    paths = [t.node.path for t in tasks]
     if listers is not None and listers.usable:
         try:
-            results = listers.list(adapter.root, side, [t.node.path for t in tasks])
+            results, files = listers.list(adapter.root, side, paths)
         except ListerGone as exc:
             return [failure(exc)] * len(tasks)
     else:
-        results = []
-        for task in tasks:
-            try:
-                results.append(split_listing(side, task.node.path, adapter.list(task.node.path)))
-            except OSError as exc:
-                results.append(exc)
-    return [_outcome(side, task, result, excluded) for task, result in zip(tasks, results)]
+        results, files = list_batch(side, adapter.list, paths)
+    n_files = len(files[IDS]) // 8
+    excluded_rows = None
+    if excluded is not None and n_files:  # a Python call per row, only when excludes are configured
+        excluded_rows = bytes(excluded(p, False) for p in file_paths(files, 0, n_files))
+    outcomes, start = [], 0
+    for task, result in zip(tasks, results):
+        outcomes.append(_outcome(side, task, result, excluded, files, excluded_rows, start))
+        if not isinstance(result, OSError):
+            start += result[5]
+    return outcomes
 
 
-def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool] | None) -> Outcome:
+def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool] | None,
+             files, excluded_rows: bytes | None, start: int) -> Outcome:
     if isinstance(result, OSError):
         if isinstance(result, (FileNotFoundError, NotADirectoryError)) and side == DST:
             return Outcome(children=EMPTY)  # nothing there: every expected SRC entry stays to copy (missing)
         if isinstance(result, FileNotFoundError):
             return Outcome(ok=False, error="folder vanished from the source since it was discovered")
         return failure(result)
-    (f_paths, f_ids, f_sizes, f_mtimes, f_modes), (paths, ids, kinds, sizes, mtimes, modes) = result
+    f_paths, f_ids, f_sizes, f_mtimes, f_modes, count = result
     folder = task.node
     depth, parent_id = folder.depth + 1, folder.id
     copy_status, action = (PENDING, ACTION_COPY) if side == SRC else (None, None)
     if excluded is None:
         folders = [Node(i, parent_id, p, depth, FOLDER, s, m, md, PENDING, copy_status, action)
                    for i, p, s, m, md in zip(f_ids, f_paths, f_sizes, f_mtimes, f_modes)]
-        statuses = [SUCCESSFUL] * len(ids)
+        n_excluded = 0
     else:
         gone = (EXCLUDED, EXCLUDED) if side == SRC else (None, None)
         folders = [Node(i, parent_id, p, depth, FOLDER, s, m, md, EXCLUDED, *gone) if excluded(p, True) else
                    Node(i, parent_id, p, depth, FOLDER, s, m, md, PENDING, copy_status, action)
                    for i, p, s, m, md in zip(f_ids, f_paths, f_sizes, f_mtimes, f_modes)]
-        statuses = [EXCLUDED if excluded(p, False) else SUCCESSFUL for p in paths]
-    return Outcome(children=Listing(folders, ids, paths, kinds, sizes, mtimes, modes, statuses))
+        n_excluded = excluded_rows[start:start + count].count(1) if count else 0
+    if not count:
+        return Outcome(children=Listing(folders))
+    return Outcome(children=Listing(folders, folder, files, excluded_rows, start, count, n_excluded))
 
 
 def classify(dst_type: str, dst_size: int, dst_mtime: int, src: Node) -> str:

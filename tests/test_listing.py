@@ -11,8 +11,14 @@ import duckdb
 
 from support import helpers_of_this_process
 
+from engine.adapters.local import LocalAdapter
+from engine.cache import LevelCache
+from engine.listing import ListerPool
 from engine.migration import Migration
+from engine.model import DST, FOLDER, TEMP_SUFFIX, Node, Task, node_id
 from engine.settings import Settings
+from engine.store import Store
+from engine.workers import list_folders
 
 NODE_ROWS = {
     "src": "SELECT id, parent_id, path, parent_path, depth, type, size, mtime_ns, mode, traversal_status, "
@@ -35,6 +41,40 @@ def dry_run(db, src, dst, **settings) -> Migration:
     m.start()
     assert m.wait(300)
     return m
+
+
+def test_a_listing_process_makes_the_same_rows_and_errors_as_listing_here(tmp_path):
+    root = tmp_path / "tree"
+    for folder in ("a", "b"):
+        (root / folder / "sub").mkdir(parents=True)
+        (root / folder / "plain.txt").write_bytes(b"x" * 5)
+        (root / folder / f".partial.1234{TEMP_SUFFIX}").write_bytes(b"")  # ours: not a destination entry
+        os.symlink("nowhere", root / folder / "link")
+    with open(os.path.join(os.fsencode(root / "b"), b"raw\xff\xfe name"), "wb") as f:
+        f.write(b"yy")
+    adapter = LocalAdapter(str(root))
+    tasks = [Task("list-dst", Node(node_id(DST, p), 0, p, 1, FOLDER, 0, 0, 0o755), 1) for p in ("a", "gone", "b")]
+    listers = ListerPool()
+    try:
+        helper = list_folders(DST, adapter, tasks, None, listers)
+    finally:
+        listers.close()
+    here = list_folders(DST, adapter, tasks, None)
+    for outcome in (helper, here):
+        assert [o.ok for o in outcome] == [True, True, True] and outcome[1].children.count == 0  # gone: empty
+    assert [sorted(n.path for n in o.children.folders) for o in helper] == [["a/sub"], [], ["b/sub"]]
+    assert [(o.children.start, o.children.count) for o in helper] == [(0, 2), (0, 0), (2, 3)]
+    assert helper[0].children.files == here[0].children.files
+    level = LevelCache(2)
+    for outcome in here:
+        if outcome.children.count:
+            level.add_files(outcome.children)
+    (batch,) = Store._file_batches(DST, 2, level.files)
+    rows = batch.sort_by("path").select(["path", "parent_path", "depth", "type", "size"])
+    assert [tuple(r.values()) for r in rows.to_pylist()] == [
+        (b"a/link", b"a", 2, "symlink", 7), (b"a/plain.txt", b"a", 2, "file", 5),
+        (b"b/link", b"b", 2, "symlink", 7), (b"b/plain.txt", b"b", 2, "file", 5),
+        (b"b/raw\xff\xfe name", b"b", 2, "file", 2)]
 
 
 def test_listing_processes_write_exactly_what_listing_in_process_writes(tree_20k_read_only, tmp_path):

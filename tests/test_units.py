@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from engine.cache import LevelCache, NodeCache
 from engine.coordinator import QueueCoordinator
 from engine.excludes import compile_excludes
-from engine.model import FILE, FOLDER, IN_PROGRESS, PENDING, SUCCESSFUL, Node, node_id
+from engine.adapters.base import Entry
+from engine.model import EXCLUDED, FILE, FOLDER, IN_PROGRESS, PENDING, SUCCESSFUL, SYMLINK, Node, Task, node_id
 from engine.modes.traversal import TraversalMode
 from engine.settings import parse_size
 from engine.store import Store
-from engine.workers import Listing
+from engine.workers import list_folders
 
 
 def node(path: str, type_=FOLDER, status=PENDING) -> Node:
@@ -41,22 +44,50 @@ def test_take_pending_copy_filters_by_type():
     assert level.count_copy(PENDING) == 1
 
 
-def test_file_rows_converted_ahead_of_the_seal_are_still_found_by_id_path_and_parent():
-    names = ["plain.txt", "spa ce;'q\"", "\udcffraw-byte", "-leading"] * 5000  # 20,000 rows: one chunk taken
-    listing = Listing([], [node_id("src", f"a/{i}{n}") for i, n in enumerate(names)],
-                      [f"a/{i}{n}" for i, n in enumerate(names)], [FILE] * len(names), list(range(len(names))),
-                      [7] * len(names), [0o644] * len(names), [SUCCESSFUL] * len(names))
+def listed(side: str, folders: dict[str, list[Entry]], excluded=None):
+    """list_folders over in-memory listings: (tasks, outcomes)."""
+    adapter = SimpleNamespace(root="", list=folders.__getitem__)
+    tasks = [Task(f"list-{side}", node(path), 1) for path in folders]
+    return tasks, list_folders(side, adapter, tasks, excluded)
+
+
+def test_file_rows_keep_the_rows_of_completed_folders_and_are_found_by_id_path_and_parent():
+    names = ["plain.txt", "spa ce;'q\"", "\udcffraw-byte", "-leading"] * 50
+    folders = {f"a/d{k}": [Entry(f"{i}{n}", SYMLINK if i % 3 == 0 else FILE, i, 7, 0o644)
+                           for i, n in enumerate(names)] for k in range(3)}
+    folders["a/d1"].append(Entry("sub", FOLDER, 0, 0, 0o755))
+    tasks, outcomes = listed("src", folders)
+    assert all(o.children.files is outcomes[0].children.files for o in outcomes), "one set of buffers a batch"
     traversal = TraversalMode("src", None, None, None, None, None)
-    level = traversal.cache.ensure(2)
-    level.add_files(11, "a", listing)
-    chunk = level.files.take(Store.SEAL_BATCH)
-    assert chunk is not None and level.files.take(Store.SEAL_BATCH) is None, "only full chunks are taken"
-    level.files.add_batch(Store.file_batch("src", 2, chunk))
-    assert len(level) == 20_000 and level.status_counts() == {SUCCESSFUL: 20_000}
-    raw = level.get(listing.ids[2])  # converted: read back from Arrow, its undecodable byte intact
-    assert (raw.path, raw.parent_id, raw.size, raw.copy_status) == ("a/2\udcffraw-byte", 11, 2, PENDING)
-    assert level.get_by_path("a/19999-leading").size == 19_999  # never converted
-    assert len(level.children_of("a")) == 20_000
+    level = traversal.cache.ensure(3)
+    for task, outcome in zip(tasks, outcomes):
+        if task.node.path != "a/d1":  # as if a/d1's report were stale: its rows must not be kept
+            level.add_files(outcome.children)
+    assert len(level) == 400 and level.status_counts() == {SUCCESSFUL: 400}
+    batches = list(Store._file_batches("src", 3, level.files))
+    assert len(batches) == 1 and batches[0].schema == Store._node_schema("src")
+    assert {p.split(b"/")[1] for p in batches[0].column("path").to_pylist()} == {b"d0", b"d2"}
+    raw = level.get(node_id("src", "a/d2/2\udcffraw-byte"))  # read back from Arrow, its undecodable byte intact
+    assert (raw.path, raw.parent_id, raw.depth, raw.size, raw.type, raw.copy_status) == \
+           ("a/d2/2\udcffraw-byte", tasks[2].node.id, 3, 2, FILE, PENDING)
+    assert level.get_by_path("a/d0/3-leading").type == SYMLINK
+    assert len(level.children_of("a/d2")) == 200 and level.children_of("a/d1") == []
+
+
+def test_excluded_file_rows_are_marked_per_path():
+    folders = {"a/x": [Entry("keep.c", FILE, 1, 0, 0o644), Entry("drop.tmp", FILE, 1, 0, 0o644)],
+               "a/y": [Entry("drop.tmp", SYMLINK, 1, 0, 0o777)]}
+    tasks, outcomes = listed("src", folders, compile_excludes(["*.tmp"]))
+    assert [(o.children.count, o.children.excluded) for o in outcomes] == [(2, 1), (1, 1)]
+    level = LevelCache(2)
+    for outcome in outcomes:
+        level.add_files(outcome.children)
+    assert level.status_counts() == {SUCCESSFUL: 1, EXCLUDED: 2}
+    (batch,) = Store._file_batches("src", 2, level.files)
+    rows = batch.select(["path", "traversal_status", "copy_status", "action"]).to_pylist()
+    assert [tuple(r.values()) for r in rows] == [(b"a/x/keep.c", SUCCESSFUL, PENDING, "copy"),
+                                                 (b"a/x/drop.tmp", EXCLUDED, EXCLUDED, EXCLUDED),
+                                                 (b"a/y/drop.tmp", EXCLUDED, EXCLUDED, EXCLUDED)]
 
 
 def test_node_cache_refuses_a_third_level():

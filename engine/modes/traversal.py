@@ -7,7 +7,7 @@ from typing import Callable
 
 from engine import crashpoints
 from engine.adapters.base import FSAdapter
-from engine.cache import NodeCache
+from engine.cache import FileColumns, NodeCache
 from engine.counters import SideCounters
 from engine.model import (
     ACTION_COPY, DST, EXCLUDED, FAILED, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, Task,
@@ -131,9 +131,9 @@ class TraversalMode:
         for child in listing.folders:
             if nxt.put(child) and child.status != EXCLUDED:
                 counters.folders_discovered += 1
-        if listing.ids:
-            nxt.add_files(node.id, node.path, listing)
-            counters.files_discovered += len(listing.ids) - listing.statuses.count(EXCLUDED)
+        if listing.count:
+            nxt.add_files(listing)
+            counters.files_discovered += listing.count - listing.excluded
         if self.retry and self.side == SRC:
             self.relisted.append(node.path)
 
@@ -170,16 +170,7 @@ class TraversalMode:
             if self.retry:
                 self.cache.drop(r + 1)  # reloaded with the other pending nodes of that depth
 
-    def background_work(self, r: int):
-        """Under the queue lock: the next full chunk of the rows discovered this round, to convert to Arrow
-        outside it (the seal then has little left to convert). Retry rounds are small: none."""
-        nxt = None if self.retry else self.cache.level(r + 1)
-        chunk = nxt.files.take(self.store.SEAL_BATCH) if nxt is not None else None
-        if chunk is None:
-            return None
-        return lambda: nxt.files.add_batch(self.store.file_batch(self.side, r + 1, chunk))
-
-    def _file_node(self, rows, i: int, depth: int) -> Node:
+    def _file_node(self, rows: FileColumns, i: int, depth: int) -> Node:
         """A file row of a level as a Node (for lookups and retry seals; traversal itself never needs one)."""
         status = rows.statuses[i]
         copy_status = action = None
