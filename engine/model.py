@@ -66,6 +66,11 @@ def fs_bytes(path: str) -> bytes:
     return path.encode("utf-8", "surrogateescape") if FS_UTF8 else os.fsencode(path)
 
 
+def fs_str(path: bytes) -> str:
+    """The inverse of fs_bytes (os.fsdecode, without its cost on UTF-8 systems)."""
+    return path.decode("utf-8", "surrogateescape") if FS_UTF8 else os.fsdecode(path)
+
+
 def join(parent: str, name: str) -> str:
     return f"{parent}/{name}" if parent else name
 

@@ -23,7 +23,7 @@ from engine.errors import UserError
 from engine.cache import FileRows, LevelCache
 from engine.listing import FILE_KINDS, IDS, KINDS, MODES, MTIMES, PATH_SIZES, ROW_WIDTHS, SIZES, path_bytes
 from engine.model import (
-    ACTION_COPY, DST, EXCLUDED, FOLDER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, fs_bytes,
+    ACTION_COPY, DST, EXCLUDED, FOLDER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, fs_bytes, fs_str,
 )
 
 # Arrow's default allocator (jemalloc/mimalloc) keeps the column buffers of every seal cached; with the
@@ -562,8 +562,7 @@ class Store:
     def src_folder_statuses(self, depth: int) -> dict[str, str]:
         """The SRC folders of a depth and their traversal statuses: which DST folders there to list."""
         rows = self._read("SELECT path, traversal_status FROM src_nodes WHERE depth = ? AND type = 'folder'", [depth])
-        fsdecode = os.fsdecode
-        return {fsdecode(path): status for path, status in rows}
+        return {fs_str(path): status for path, status in rows}
 
     def seal_copy(self, depth: int, nodes: Sequence[Node], errors: Sequence[tuple[str, str, int]]) -> None:
         """Seal one copy round: copy statuses (and decisions) of the round's nodes, stats, dead letters."""
