@@ -14,9 +14,9 @@ from pathlib import Path
 
 import humanize
 
+from engine import listing
 from engine.errors import UserError
 from engine.model import display
-from engine.settings import Settings
 
 PROG = "migrate"
 
@@ -29,6 +29,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def _settings_flags(parser: argparse.ArgumentParser) -> None:
+    from engine.settings import Settings  # pydantic: imported once the listing helpers are on their way
     group = parser.add_argument_group("settings (override the settings file and MIGRATE_* variables)")
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
@@ -45,6 +46,7 @@ def _settings_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _cli_overrides(args: argparse.Namespace) -> dict:
+    from engine.settings import Settings
     return {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
 
 
@@ -345,7 +347,14 @@ def cmd_watch(args) -> int:
         live.close()
 
 
+TRAVERSING_COMMANDS = ("run", "resume", "retry")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    early = argv[:1] and argv[0] in TRAVERSING_COMMANDS
+    if early:  # a listing helper per default traversal worker, booting on the other core while we import
+        listing.start_early(2 * listing.DEFAULT_TRAVERSAL_WORKERS)
     try:
         args = _build_parser().parse_args(argv)
         command = {"run": cmd_run, "resume": cmd_resume, "retry": lambda a: cmd_resume(a, retry=True),
@@ -360,6 +369,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    finally:
+        if early:
+            listing.close_early()  # those the settings did not use (fewer workers, or no helpers)
 
 
 if __name__ == "__main__":

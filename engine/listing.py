@@ -179,8 +179,43 @@ class Lister:
             proc.wait()
 
 
+DEFAULT_TRAVERSAL_WORKERS = 2  # per side (engine.settings' default; here so the CLI needs no pydantic for it)
+
+# Helpers started ahead of need (start_early): a helper takes ~40 ms to boot (interpreter and imports),
+# which an early, tiny round would otherwise wait for, once per worker of each side.
+_early: list[Lister] = []
+_early_lock = threading.Lock()
+
+
+def start_early(count: int) -> None:
+    """Start `count` helpers now, for the first ListerPools to take (while this process goes on importing
+    and opening the run file on the other core). Unused ones end with close_early, or with this process."""
+    started = []
+    for _ in range(count):
+        try:
+            started.append(Lister())
+        except ListerGone:
+            break  # the pool will find out for itself and list in this process
+    with _early_lock:
+        _early.extend(started)
+
+
+def close_early() -> None:
+    with _early_lock:
+        unused = _early[:]
+        del _early[:]
+    for lister in unused:
+        lister.close()
+
+
+def _take_early() -> Lister | None:
+    with _early_lock:
+        return _early.pop() if _early else None
+
+
 class ListerPool:
-    """A helper per calling thread (each traversal worker has its own), started on first use."""
+    """A helper per calling thread (each traversal worker has its own), started on first use (or taken
+    from those started early)."""
 
     def __init__(self):
         self._local = threading.local()
@@ -192,7 +227,7 @@ class ListerPool:
         lister = getattr(self._local, "lister", None)
         if lister is None:
             try:
-                lister = self._local.lister = Lister()
+                lister = self._local.lister = _take_early() or Lister()
             except ListerGone:
                 self.usable = False
                 raise

@@ -14,6 +14,8 @@ from typing import Annotated
 from pydantic import Field, PrivateAttr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlConfigSettingsSource
 
+from engine.listing import DEFAULT_TRAVERSAL_WORKERS
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
 
 
@@ -86,8 +88,8 @@ class Settings(BaseSettings):
     # A traversal worker is a thread waiting on its own listing process (list_processes): two per side keep
     # both cores busy (100k dry run 2.6 s, against 2.85 s with one and 2.75 s with three). Listing in
     # this process instead, more threads only take turns on the GIL (DESIGN.md): use 1 there.
-    src_workers: int = Field(2, ge=1, le=256, description="traversal workers listing SRC folders")
-    dst_workers: int = Field(2, ge=1, le=256, description="traversal workers listing DST folders")
+    src_workers: int = Field(DEFAULT_TRAVERSAL_WORKERS, ge=1, le=256, description="traversal workers listing SRC folders")
+    dst_workers: int = Field(DEFAULT_TRAVERSAL_WORKERS, ge=1, le=256, description="traversal workers listing DST folders")
     list_processes: bool = Field(True, description="list local folders in helper processes, one per "
                                  "traversal worker: off this process's GIL, on another core")
     copy_processes: bool = Field(True, description="copy small files between local disks in helper "

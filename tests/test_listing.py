@@ -12,6 +12,7 @@ import duckdb
 from support import helpers_of_this_process
 
 from engine.adapters.local import LocalAdapter
+from engine import cli, listing
 from engine.cache import LevelCache
 from engine.listing import ListerPool
 from engine.migration import Migration
@@ -133,3 +134,26 @@ def test_a_listing_process_that_cannot_start_falls_back_to_listing_here(tree_20k
     m = dry_run(tmp_path / "run.duckdb", tree.root, dst, list_processes=True, backoff_base=0.01)
     assert m.summary.failed == 0 and m.summary.src_files > 20_000
     m.close()
+
+
+def test_migrate_run_starts_its_listing_helpers_early_and_leaves_none(tree_20k_read_only, tmp_path, capsys):
+    """`migrate run` starts a helper per default worker before it imports the rest; the traversal takes
+    them, and the ones the settings leave unused are closed when the command ends."""
+    tree, _, dst = tree_20k_read_only
+    taken = []
+    original = listing._take_early
+
+    def take_early():
+        lister = original()
+        taken.append(lister)
+        return lister
+
+    listing._take_early = take_early
+    try:
+        code = cli.main(["run", str(tree.root), str(dst), "--db", str(tmp_path / "run.duckdb"), "--dry-run",
+                         "--src-workers", "1", "--dst-workers", "1"])
+    finally:
+        listing._take_early = original
+    assert code == 0, capsys.readouterr().err
+    assert len([t for t in taken if t is not None]) == 2, "each side's one worker took a helper started early"
+    assert listing._early == [] and helpers_of_this_process("engine.listing") == set()
