@@ -1,7 +1,4 @@
-"""Filesystem adapters: the only code that touches a tree."""
+"""Filesystem adapters: the only code that touches a tree (base: the protocol; local; memory, for tests).
 
-from engine.adapters.base import Entry, FSAdapter, is_transient
-from engine.adapters.local import LocalAdapter
-from engine.adapters.memory import MemoryAdapter
-
-__all__ = ["Entry", "FSAdapter", "LocalAdapter", "MemoryAdapter", "is_transient"]
+Nothing is imported here: a listing or copy helper process imports engine.adapters.local alone, and
+boots faster without the memory adapter's imports."""
