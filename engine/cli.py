@@ -374,5 +374,18 @@ def main(argv: list[str] | None = None) -> int:
             listing.close_early()  # those the settings did not use (fewer workers, or no helpers)
 
 
+def entry() -> None:
+    """The `migrate` command. Every command has closed its run file and its helpers when main() returns;
+    tearing down the interpreter after a big run (hundreds of thousands of objects freed one by one) took
+    ~50 ms more, for nothing, so the process leaves at once."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):  # a reader that left (| head), or a stream closed already
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()
