@@ -16,13 +16,11 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import subprocess
 import sys
-import threading
 from typing import Callable
 
 from engine.adapters.base import Entry, describe, is_disk_full, is_transient
-from engine.helper_process import read_message, start as start_helper, write_message
+from engine.helper_process import Helper, HelperGone, HelperPool, read_message, write_message
 from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
 
 CHUNK = 8 << 20  # per copy step: the unit of heartbeat, pause checks and bandwidth accounting
@@ -322,101 +320,19 @@ def serve() -> None:
 
 # the parent's side ------------------------------------------------------------------------------------
 
-class CopierGone(OSError):
-    """The helper died or could not start: the entries of its batch are worth another attempt (EAGAIN
-    makes the queue retry them with backoff, through a new helper)."""
-
-    def __init__(self, message: str):
-        super().__init__(errno.EAGAIN, message)
+class CopierGone(HelperGone):
+    """A copy helper died or could not start (see HelperGone)."""
 
 
-class Copier:
-    """One helper process, used by one worker thread at a time."""
+class Copier(Helper):
+    MODULE, WHAT, Gone = "engine.copying", "copy", CopierGone
 
-    def __init__(self):
-        try:
-            self._proc = start_helper("engine.copying")
-        except OSError as exc:
-            raise CopierGone(f"cannot start a copy process: {exc.strerror}") from None
+
+class CopierPool(HelperPool):
+    """A copy helper per copy worker (see HelperPool); start(n) starts them ahead of use, so that their
+    start-up overlaps the folder pass instead of delaying the first files."""
+
+    Helper = Copier
 
     def run(self, src_root: str, dst_root: str, items: list[tuple[str, str, int]]) -> list[Result]:
-        try:
-            write_message(self._proc.stdin, (src_root, dst_root, items))
-            results = read_message(self._proc.stdout)
-        except (OSError, ValueError):
-            results = None
-        if results is None or len(results) != len(items):
-            self.close()
-            raise CopierGone("the copy process ended unexpectedly")
-        return results
-
-    def close(self, wait: bool = True) -> None:
-        """Close its pipes: the helper finishes the batch in hand (if any) and exits. wait=False reaps it
-        from a background thread instead of waiting here for the interpreter to shut down."""
-        proc = self._proc
-        for pipe in (proc.stdin, proc.stdout):
-            try:
-                pipe.close()
-            except OSError:
-                pass
-        if wait:
-            self._reap()
-        else:
-            threading.Thread(target=self._reap, name="copy-process-reaper", daemon=True).start()
-
-    def _reap(self) -> None:
-        proc = self._proc
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()  # hung on a dead mount: its temporary file is swept when the run resumes
-            proc.wait()
-
-
-class CopierPool:
-    """A helper per calling thread (each copy worker has its own). start(n) starts n of them ahead of use,
-    so that their start-up overlaps the folder pass instead of delaying the first files."""
-
-    def __init__(self):
-        self._local = threading.local()
-        self._idle: list[Copier] = []
-        self._all: list[Copier] = []
-        self._lock = threading.Lock()
-        self.usable = True  # False once a helper could not even start: copy in this process from then on
-
-    def start(self, n: int) -> None:
-        started = []
-        try:
-            for _ in range(n):
-                started.append(Copier())
-        except CopierGone:
-            self.usable = False
-        with self._lock:
-            self._idle.extend(started)
-            self._all.extend(started)
-
-    def run(self, src_root: str, dst_root: str, items: list[tuple[str, str, int]]) -> list[Result]:
-        copier = getattr(self._local, "copier", None)
-        if copier is None:
-            with self._lock:
-                copier = self._idle.pop() if self._idle else None
-            if copier is None:
-                try:
-                    copier = Copier()
-                except CopierGone:
-                    self.usable = False
-                    raise
-                with self._lock:
-                    self._all.append(copier)
-            self._local.copier = copier
-        try:
-            return copier.run(src_root, dst_root, items)
-        except CopierGone:
-            self._local.copier = None
-            raise
-
-    def close(self, wait: bool = True) -> None:
-        with self._lock:
-            copiers, self._all, self._idle = self._all, [], []
-        for copier in copiers:
-            copier.close(wait)
+        return self.exchange((src_root, dst_root, items), lambda reply: len(reply) == len(items))

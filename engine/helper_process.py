@@ -3,11 +3,14 @@ and length-prefixed marshal messages over them. A helper exits when its pipe clo
 
 from __future__ import annotations
 
+import errno
 import marshal
 import os
 import struct
 import subprocess
 import sys
+import threading
+from typing import Callable
 
 _HEADER = struct.Struct("<Q")
 
@@ -38,3 +41,122 @@ def write_message(stream, message) -> None:
     body = marshal.dumps(message)
     stream.write(_HEADER.pack(len(body)) + body)
     stream.flush()
+
+
+# the parent's side -----------------------------------------------------------------------------------
+
+class HelperGone(OSError):
+    """The helper died or could not start: the items of its batch are worth another attempt (EAGAIN
+    makes the queue retry them with backoff, through a new helper)."""
+
+    def __init__(self, message: str):
+        super().__init__(errno.EAGAIN, message)
+
+
+class Helper:
+    """One helper process running `MODULE`.serve(), used by one worker thread at a time."""
+
+    MODULE = ""
+    WHAT = ""  # "listing", "copy": for messages
+    Gone = HelperGone
+
+    def __init__(self):
+        try:
+            self._proc = start(self.MODULE)
+        except OSError as exc:
+            raise self.Gone(f"cannot start a {self.WHAT} process: {exc.strerror}") from None
+
+    def exchange(self, request, complete: Callable[[object], bool]):
+        """Send a request, return its reply; Gone when the helper is not there (or the reply is cut short:
+        complete(reply) is False)."""
+        try:
+            write_message(self._proc.stdin, request)
+            reply = read_message(self._proc.stdout)
+        except (OSError, ValueError):
+            reply = None
+        if reply is None or not complete(reply):
+            self.close()
+            raise self.Gone(f"the {self.WHAT} process ended unexpectedly")
+        return reply
+
+    def close(self, wait: bool = True) -> None:
+        """Close its pipes: the helper finishes the batch in hand (if any) and exits. wait=False reaps it
+        from a background thread instead of waiting here for the interpreter to shut down."""
+        proc = self._proc
+        for pipe in (proc.stdin, proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        if wait:
+            self._reap()
+        else:
+            threading.Thread(target=self._reap, name=f"{self.WHAT}-process-reaper", daemon=True).start()
+
+    def _reap(self) -> None:
+        proc = self._proc
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # hung on a dead mount: what it left is swept when the run resumes
+            proc.wait()
+
+
+class HelperPool:
+    """A helper per calling thread (each worker has its own), taken from those started ahead (`spare`)
+    or started on first use. `usable` turns False once one could not even start: the work is then done
+    in this process."""
+
+    Helper = Helper
+
+    def __init__(self):
+        self._local = threading.local()
+        self._spare: list[Helper] = []
+        self._all: list[Helper] = []
+        self._lock = threading.Lock()
+        self.usable = True
+
+    def start(self, n: int) -> None:
+        """Start n helpers ahead of use, so that their start-up overlaps other work."""
+        started = []
+        try:
+            for _ in range(n):
+                started.append(self.Helper())
+        except HelperGone:
+            self.usable = False
+        self._add_spare(started)
+
+    def _add_spare(self, helpers: list[Helper]) -> None:
+        with self._lock:
+            self._spare.extend(helpers)
+            self._all.extend(helpers)
+
+    def _take_spare(self) -> Helper | None:
+        with self._lock:
+            return self._spare.pop() if self._spare else None
+
+    def exchange(self, request, complete: Callable[[object], bool]):
+        """This thread's helper's reply to `request` (see Helper.exchange)."""
+        helper = getattr(self._local, "helper", None)
+        if helper is None:
+            helper = self._take_spare()
+            if helper is None:
+                try:
+                    helper = self.Helper()
+                except HelperGone:
+                    self.usable = False
+                    raise
+                with self._lock:
+                    self._all.append(helper)
+            self._local.helper = helper
+        try:
+            return helper.exchange(request, complete)
+        except HelperGone:
+            self._local.helper = None
+            raise
+
+    def close(self, wait: bool = True) -> None:
+        with self._lock:
+            helpers, self._all, self._spare = self._all, [], []
+        for helper in helpers:
+            helper.close(wait)

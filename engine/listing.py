@@ -10,15 +10,13 @@ so a killed run leaves none behind, and they import nothing heavier than the loc
 
 from __future__ import annotations
 
-import errno
 import os
 import signal
-import subprocess
 import sys
 import threading
 from array import array
 
-from engine.helper_process import read_message, start as start_helper, write_message
+from engine.helper_process import Helper, HelperGone, HelperPool, read_message, write_message
 from engine.model import DST, FILE, FOLDER, SYMLINK, TEMP_SUFFIX, fs_bytes, node_id
 
 # A file row's kind travels as its index in FILE_KINDS (one byte).
@@ -135,53 +133,17 @@ def serve() -> None:
 
 # the parent's side -----------------------------------------------------------------------------------
 
-class ListerGone(OSError):
-    """The helper died or could not start: the folders of its batch are worth another attempt (EAGAIN
-    makes the queue retry them with backoff, through a new helper)."""
-
-    def __init__(self, message: str):
-        super().__init__(errno.EAGAIN, message)
+class ListerGone(HelperGone):
+    """A listing helper died or could not start (see HelperGone)."""
 
 
-class Lister:
-    """One helper process, used by one worker thread at a time."""
-
-    def __init__(self):
-        try:
-            self._proc = start_helper("engine.listing")
-        except OSError as exc:
-            raise ListerGone(f"cannot start a listing process: {exc.strerror}") from None
-
-    def list(self, root: str, side: str, folders: list[str]) -> tuple[list[FolderResult | OSError], FileBuffers]:
-        """list_batch's answer for these folders, from the helper."""
-        try:
-            write_message(self._proc.stdin, (root, side, folders))
-            message = read_message(self._proc.stdout)
-        except (OSError, ValueError):
-            message = None
-        if message is None or len(message[0]) != len(folders):
-            self.close()
-            raise ListerGone("the listing process ended unexpectedly")
-        results, files = message
-        return [OSError(*r) if len(r) == 2 else r for r in results], files
-
-    def close(self) -> None:
-        proc = self._proc
-        for stream in (proc.stdin, proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        try:
-            proc.wait(2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+class Lister(Helper):
+    MODULE, WHAT, Gone = "engine.listing", "listing", ListerGone
 
 
 DEFAULT_TRAVERSAL_WORKERS = 2  # per side (engine.settings' default; here so the CLI needs no pydantic for it)
 
-# Helpers started ahead of need (start_early): a helper takes ~40 ms to boot (interpreter and imports),
+# Helpers started ahead of need (start_early): a helper takes ~25 ms to boot (interpreter and imports),
 # which an early, tiny round would otherwise wait for, once per worker of each side.
 _early: list[Lister] = []
 _early_lock = threading.Lock()
@@ -213,34 +175,21 @@ def _take_early() -> Lister | None:
         return _early.pop() if _early else None
 
 
-class ListerPool:
-    """A helper per calling thread (each traversal worker has its own), started on first use (or taken
-    from those started early)."""
+class ListerPool(HelperPool):
+    """A listing helper per traversal worker (see HelperPool), the first ones taken from those started
+    early."""
 
-    def __init__(self):
-        self._local = threading.local()
-        self._all: list[Lister] = []
-        self._lock = threading.Lock()
-        self.usable = True  # False once a helper could not even start: list in this process from then on
+    Helper = Lister
+
+    def _take_spare(self) -> Lister | None:
+        early = _take_early()
+        if early is None:
+            return super()._take_spare()
+        with self._lock:
+            self._all.append(early)
+        return early
 
     def list(self, root: str, side: str, folders: list[str]) -> tuple[list[FolderResult | OSError], FileBuffers]:
-        lister = getattr(self._local, "lister", None)
-        if lister is None:
-            try:
-                lister = self._local.lister = _take_early() or Lister()
-            except ListerGone:
-                self.usable = False
-                raise
-            with self._lock:
-                self._all.append(lister)
-        try:
-            return lister.list(root, side, folders)
-        except ListerGone:
-            self._local.lister = None
-            raise
-
-    def close(self) -> None:
-        with self._lock:
-            listers, self._all = self._all, []
-        for lister in listers:
-            lister.close()
+        """list_batch's answer for these folders, from this thread's helper."""
+        results, files = self.exchange((root, side, folders), lambda reply: len(reply[0]) == len(folders))
+        return [OSError(*r) if len(r) == 2 else r for r in results], files
