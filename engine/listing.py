@@ -10,14 +10,13 @@ so a killed run leaves none behind, and they import nothing heavier than the loc
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
 from array import array
 
 from engine.helper_process import Helper, HelperGone, HelperPool, read_message, write_message
-from engine.model import DST, FILE, FOLDER, SYMLINK, TEMP_SUFFIX, fs_bytes, node_id
+from engine.model import DST, FILE, FOLDER, SYMLINK, TEMP_SUFFIX, fs_bytes, fs_str, node_id
 
 # A file row's kind travels as its index in FILE_KINDS (one byte).
 FILE_KINDS = (FILE, SYMLINK)
@@ -42,7 +41,7 @@ def file_paths(files: FileBuffers, start: int, stop: int) -> list[str]:
     offset = sum(sizes[:start])
     paths = []
     for size in sizes[start:stop]:
-        paths.append(os.fsdecode(blob[offset:offset + size]))
+        paths.append(fs_str(blob[offset:offset + size]))
         offset += size
     return paths
 

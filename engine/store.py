@@ -369,7 +369,7 @@ class Store:
         return pa.RecordBatch.from_arrays(arrays, schema=cls._node_schema(side))
 
     @classmethod
-    def _file_batches(cls, side: str, depth: int, rows: FileRows) -> Iterator[pa.RecordBatch]:
+    def _file_batches(cls, side: str, rows: FileRows) -> Iterator[pa.RecordBatch]:
         """A level's file rows as Arrow, SEAL_BATCH rows at a time or so (a FileRows piece is never split):
         a big level never exists twice in full."""
         group, grouped = [], 0
@@ -461,7 +461,7 @@ class Store:
         folders = [n for n in level.nodes_as_listed() if n.type == FOLDER]
         schema = self._node_schema(side)
         listed = list(next_level.nodes_as_listed())
-        batches = [*self._node_batches(side, listed), *self._file_batches(side, next_level.depth, next_level.files)]
+        batches = [*self._node_batches(side, listed), *self._file_batches(side, next_level.files)]
         tables = {"nodes_tbl": pa.Table.from_batches(batches, schema=schema),
                   "level_upd": pa.table({
                       "id": pa.array([n.id for n in folders], pa.int64()),

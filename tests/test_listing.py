@@ -70,7 +70,7 @@ def test_a_listing_process_makes_the_same_rows_and_errors_as_listing_here(tmp_pa
     for outcome in here:
         if outcome.children.count:
             level.add_files(outcome.children)
-    (batch,) = Store._file_batches(DST, 2, level.files)
+    (batch,) = Store._file_batches(DST, level.files)
     rows = batch.sort_by("path").select(["path", "parent_path", "depth", "type", "size"])
     assert [tuple(r.values()) for r in rows.to_pylist()] == [
         (b"a/link", b"a", 2, "symlink", 7), (b"a/plain.txt", b"a", 2, "file", 5),

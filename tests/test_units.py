@@ -64,7 +64,7 @@ def test_file_rows_keep_the_rows_of_completed_folders_and_are_found_by_id_path_a
         if task.node.path != "a/d1":  # as if a/d1's report were stale: its rows must not be kept
             level.add_files(outcome.children)
     assert len(level) == 400 and level.status_counts() == {SUCCESSFUL: 400}
-    batches = list(Store._file_batches("src", 3, level.files))
+    batches = list(Store._file_batches("src", level.files))
     assert len(batches) == 1 and batches[0].schema == Store._node_schema("src")
     assert {p.split(b"/")[1] for p in batches[0].column("path").to_pylist()} == {b"d0", b"d2"}
     raw = level.get(node_id("src", "a/d2/2\udcffraw-byte"))  # read back from Arrow, its undecodable byte intact
@@ -83,7 +83,7 @@ def test_excluded_file_rows_are_marked_per_path():
     for outcome in outcomes:
         level.add_files(outcome.children)
     assert level.status_counts() == {SUCCESSFUL: 1, EXCLUDED: 2}
-    (batch,) = Store._file_batches("src", 2, level.files)
+    (batch,) = Store._file_batches("src", level.files)
     rows = batch.select(["path", "traversal_status", "copy_status", "action"]).to_pylist()
     assert [tuple(r.values()) for r in rows] == [(b"a/x/keep.c", SUCCESSFUL, PENDING, "copy"),
                                                  (b"a/x/drop.tmp", EXCLUDED, EXCLUDED, EXCLUDED),
