@@ -205,33 +205,19 @@ def copy_entry(src, dst, path: str, kind: str, heartbeat: Callable[[], None], li
     if early is not None:
         return early
     folder, name = parent_of(path), path.rpartition("/")[2]
-    temp = None
     try:
-        if kind == SYMLINK:
-            temp = dst.create_temp_link(folder, name, src.read_link(path))
-            mode = None
-            copied = 0
-        else:
-            temp, out = dst.create_temp(folder, name)
+        with _Temporary(dst) as temp:
+            if kind == SYMLINK:
+                temp.name = dst.create_temp_link(folder, name, src.read_link(path))
+                return temp.commit(path, now_src, None, 0)
+            temp.name, out = dst.create_temp(folder, name)
             with out, src.open_read(path) as inp:
                 copied = stream(inp, out, now_src.size, heartbeat, limiter, progress)
-            if verify and file_hash(src, path) != file_hash(dst, temp):
+            if verify and file_hash(src, path) != file_hash(dst, temp.name):
                 return refused("verification failed: the copy differs from the source")
-            mode = now_src.mode
-        late = in_the_way(dst.stat(path), now_src)  # changed on the destination while we copied?
-        if late is not None:
-            return late
-        dst.commit_temp(temp, path, now_src.mtime_ns, mode)
-        temp = None
-        return done("file", copied)
+            return temp.commit(path, now_src, now_src.mode, copied)
     except OSError as exc:
         return failure(exc)
-    finally:
-        if temp is not None:
-            try:
-                dst.remove(temp)
-            except OSError:
-                pass
 
 
 def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None], limiter, verify: bool,
@@ -242,45 +228,63 @@ def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None]
     file; the temporary file is a raw descriptor. A small file costs open, fstat, open, one copy call,
     two closes, then lstat of the final name, chmod, utime and rename: 10 system calls, where the file
     object path took 15."""
-    temp = None
     try:
-        src_fd, now = src.open_file_fd(path)
-        if src_fd is None:
-            return _changed(kind, now)
-        try:
-            if size_limit is not None and now.size > size_limit:
-                return HANDED_BACK
-            if now.size >= PRECHECK_MIN:
-                early = in_the_way(dst.stat(path), now)
-                if early is not None:
-                    return early
-            temp, out_fd = dst.create_temp_fd(parent_of(path), path.rpartition("/")[2])
+        with _Temporary(dst) as temp:
+            src_fd, now = src.open_file_fd(path)
+            if src_fd is None:
+                return _changed(kind, now)
             try:
-                copied = stream_fds(src_fd, out_fd, now.size, heartbeat, limiter, progress)
-                if copied is None:
-                    with open(src_fd, "rb", buffering=0, closefd=False) as inp, \
-                            open(out_fd, "wb", buffering=0, closefd=False) as out:
-                        copied = stream_buffered(inp, out, now.size, heartbeat, limiter, progress)
+                if size_limit is not None and now.size > size_limit:
+                    return HANDED_BACK
+                if now.size >= PRECHECK_MIN:
+                    early = in_the_way(dst.stat(path), now)
+                    if early is not None:
+                        return early
+                temp.name, out_fd = dst.create_temp_fd(parent_of(path), path.rpartition("/")[2])
+                try:
+                    copied = stream_fds(src_fd, out_fd, now.size, heartbeat, limiter, progress)
+                    if copied is None:
+                        with open(src_fd, "rb", buffering=0, closefd=False) as inp, \
+                                open(out_fd, "wb", buffering=0, closefd=False) as out:
+                            copied = stream_buffered(inp, out, now.size, heartbeat, limiter, progress)
+                finally:
+                    os.close(out_fd)
             finally:
-                os.close(out_fd)
-        finally:
-            os.close(src_fd)
-        if verify and file_hash(src, path) != file_hash(dst, temp):
-            return refused("verification failed: the copy differs from the source")
-        late = in_the_way(dst.stat(path), now)  # changed on the destination while we copied?
-        if late is not None:
-            return late
-        dst.commit_temp(temp, path, now.mtime_ns, now.mode)
-        temp = None
-        return done("file", copied)
+                os.close(src_fd)
+            if verify and file_hash(src, path) != file_hash(dst, temp.name):
+                return refused("verification failed: the copy differs from the source")
+            return temp.commit(path, now, now.mode, copied)
     except OSError as exc:
         return failure(exc)
-    finally:
-        if temp is not None:
+
+
+class _Temporary:
+    """The temporary file of one copy: renamed over the final name by commit(), removed on every other
+    way out (a failure, a source or destination that changed meanwhile)."""
+
+    def __init__(self, dst):
+        self.dst = dst
+        self.name: str | None = None
+
+    def __enter__(self) -> "_Temporary":
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        if self.name is not None:
             try:
-                dst.remove(temp)
+                self.dst.remove(self.name)
             except OSError:
                 pass
+        return False
+
+    def commit(self, path: str, source: Entry, mode: int | None, copied: int) -> Result:
+        """Check the destination again (changed on it while we copied?), then rename the temporary over it."""
+        late = in_the_way(self.dst.stat(path), source)
+        if late is not None:
+            return late
+        self.dst.commit_temp(self.name, path, source.mtime_ns, mode)
+        self.name = None
+        return done("file", copied)
 
 
 # the helper process -----------------------------------------------------------------------------------
