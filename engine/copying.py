@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
-import sys
 from typing import Callable
 
 from engine.adapters.base import Entry, describe, is_disk_full, is_transient
-from engine.helper_process import Helper, HelperGone, HelperPool, read_message, write_message
+from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
 from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
 
 CHUNK = 8 << 20  # per copy step: the unit of heartbeat, pause checks and bandwidth accounting
@@ -292,25 +290,15 @@ class _Temporary:
 def serve() -> None:
     """The helper's loop: (src root, dst root, [(path, kind, mode)]) in, one result per entry out, until
     EOF. kind is 'folder' (create it with mode), 'file' or 'symlink' (copy it)."""
-    from engine.adapters.local import LocalAdapter
-
-    # Ctrl-C reaches the whole process group: the parent drains and seals, so its helper must finish the
-    # batch in hand rather than die under it; a parent that is gone closes the pipe, and that ends us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     parent = os.getppid()
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
-    adapters: dict[str, LocalAdapter] = {}
-    while True:
-        request = read_message(inp)
-        if request is None:
-            return
+
+    def answer(request):
         src_root, dst_root, items = request
-        src = adapters.get(src_root) or adapters.setdefault(src_root, LocalAdapter(src_root))
-        dst = adapters.get(dst_root) or adapters.setdefault(dst_root, LocalAdapter(dst_root))
+        src, dst = local_adapter(src_root), local_adapter(dst_root)
         results = []
         for path, kind, mode in items:
             if os.getppid() != parent:
-                return  # the run was killed: copy nothing more for it (a resume may be copying these now)
+                return None  # the run was killed: copy nothing more for it (a resume may be copying these now)
             try:
                 if kind == FOLDER:
                     results.append(make_folder(dst, path, mode))
@@ -319,7 +307,9 @@ def serve() -> None:
                                               HELPER_LIMIT))
             except Exception as exc:  # noqa: BLE001 - a bug here must fail one entry, not the helper
                 results.append(refused(f"internal error in the copy process: {exc!r}"))
-        write_message(out, results)
+        return results
+
+    serve_requests(answer)
 
 
 # the parent's side ------------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ and length-prefixed marshal messages over them. A helper exits when its pipe clo
 from __future__ import annotations
 
 import errno
+import functools
 import marshal
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -23,6 +25,31 @@ def start(module: str) -> subprocess.Popen:
     code = f"import sys; sys.path.insert(0, {engine_parent!r}); from {module} import serve; serve()"
     return subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL)
+
+
+def serve_requests(answer: Callable[[object], object | None]) -> None:
+    """A helper's loop: every request from the parent answered with answer(request), until the parent
+    closes the pipe (or answer returns None: stop now).
+
+    Ctrl-C reaches the whole process group: the parent drains and seals, so its helper must finish the
+    batch in hand rather than die under it; a parent that is gone closes the pipe, and that ends us."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    inp, out = sys.stdin.buffer, sys.stdout.buffer
+    while True:
+        request = read_message(inp)
+        if request is None:
+            return
+        reply = answer(request)
+        if reply is None:
+            return
+        write_message(out, reply)
+
+
+@functools.lru_cache(maxsize=None)
+def local_adapter(root: str):
+    """A helper's adapter for a root, made once."""
+    from engine.adapters.local import LocalAdapter
+    return LocalAdapter(root)
 
 
 def read_message(stream) -> object | None:

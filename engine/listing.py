@@ -10,12 +10,10 @@ so a killed run leaves none behind, and they import nothing heavier than the loc
 
 from __future__ import annotations
 
-import signal
-import sys
 import threading
 from array import array
 
-from engine.helper_process import Helper, HelperGone, HelperPool, read_message, write_message
+from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
 from engine.model import DST, FILE, FOLDER, SYMLINK, TEMP_SUFFIX, fs_bytes, fs_str, node_id
 
 # A file row's kind travels as its index in FILE_KINDS (one byte).
@@ -103,19 +101,10 @@ def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderR
 def serve() -> None:
     """The helper's loop: (root, side, [folder paths]) in, list_batch's (results, files) out, until EOF.
     A folder that failed travels as (errno, strerror): the parent turns it back into an OSError."""
-    from engine.adapters.local import LocalAdapter
 
-    # Ctrl-C reaches the whole process group: the parent drains and seals, so its helper must finish the
-    # batch in hand rather than die under it; a parent that is gone closes the pipe, and that ends us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    inp, out = sys.stdin.buffer, sys.stdout.buffer
-    adapters: dict[str, LocalAdapter] = {}
-    while True:
-        request = read_message(inp)
-        if request is None:
-            return
+    def answer(request):
         root, side, folders = request
-        adapter = adapters.get(root) or adapters.setdefault(root, LocalAdapter(root))
+        adapter = local_adapter(root)
 
         def list_folder(path: str):
             try:
@@ -126,8 +115,9 @@ def serve() -> None:
                 raise OSError(0, f"internal error in the listing process: {exc!r}") from None
 
         results, files = list_batch(side, list_folder, folders)
-        wire = [(r.errno or 0, r.strerror or str(r)) if isinstance(r, OSError) else r for r in results]
-        write_message(out, (wire, files))
+        return [(r.errno or 0, r.strerror or str(r)) if isinstance(r, OSError) else r for r in results], files
+
+    serve_requests(answer)
 
 
 # the parent's side -----------------------------------------------------------------------------------
