@@ -65,7 +65,7 @@ def test_file_rows_keep_the_rows_of_completed_folders_and_are_found_by_id_path_a
             level.add_files(outcome.children)
     assert len(level) == 400 and level.status_counts() == {SUCCESSFUL: 400}
     batches = list(Store._file_batches("src", level.files))
-    assert len(batches) == 1 and batches[0].schema == Store._node_schema("src")
+    assert len(batches) == 1 and batches[0].schema == Store._file_schema("src")
     assert {p.split(b"/")[1] for p in batches[0].column("path").to_pylist()} == {b"d0", b"d2"}
     raw = level.get(node_id("src", "a/d2/2\udcffraw-byte"))  # read back from Arrow, its undecodable byte intact
     assert (raw.path, raw.parent_id, raw.depth, raw.size, raw.type, raw.copy_status) == \
