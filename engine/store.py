@@ -10,6 +10,7 @@ import json
 import os
 from operator import attrgetter
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -293,14 +294,13 @@ class Store:
 
     @classmethod
     def _file_schema(cls, side: str) -> pa.Schema:
-        """The node schema as file_batch encodes it: the per-folder columns run-end encoded, kinds and
-        statuses dictionary encoded (DuckDB reads them as the plain types)."""
-        schema = cls._node_schema(side)
-        encoded = {"parent_id", "parent_path", "depth"}
+        """The node schema as file_batch encodes it: the per-folder columns dictionaries over the folders
+        (int32 indices), kinds and statuses over their few values (uint8): DuckDB reads the plain types."""
+        per_folder = {"parent_id", "parent_path", "depth"}
         coded = {"type", "traversal_status", "copy_status", "action"}
         return pa.schema([
-            (f.name, pa.run_end_encoded(pa.int64(), f.type) if f.name in encoded else
-             pa.dictionary(pa.uint8(), f.type) if f.name in coded else f.type) for f in schema])
+            (f.name, pa.dictionary(pa.int32(), f.type) if f.name in per_folder else
+             pa.dictionary(pa.uint8(), f.type) if f.name in coded else f.type) for f in cls._node_schema(side)])
 
     @classmethod
     def _node_batches(cls, side: str, nodes: Sequence[Node]) -> Iterator[pa.RecordBatch]:
@@ -321,20 +321,13 @@ class Store:
                       for status in (SUCCESSFUL, PENDING, ACTION_COPY)}
     _ZERO_SCALAR = pa.scalar(0, pa.int32())
 
-    @staticmethod
-    def _per_folder(run_ends: pa.Array, values: list, type_: pa.DataType) -> pa.Array:
-        """A column whose rows repeat one value per folder (values[i] over the rows up to run_ends[i]),
-        run-end encoded: DuckDB reads it as the plain column."""
-        return pa.RunEndEncodedArray.from_buffers(pa.run_end_encoded(pa.int64(), type_), run_ends[-1].as_py(),
-                                                  [None], 0, 0, [run_ends, pa.array(values, type_)])
-
     @classmethod
     def file_batch(cls, side: str, pieces: Sequence[list]) -> pa.RecordBatch:
         """File rows (engine.cache.FileRows pieces: [files, excluded_rows, start, stop, parents]) as ONE Arrow
         record batch of the node schema, with no Python object per row: each column is the pieces' buffers
-        joined (one copy), the per-folder columns are run-end encoded from the parents, the kinds and
-        statuses dictionary encoded; DuckDB decodes them as it inserts. No pyarrow.compute: importing it
-        costs ~26 ms of a run's start."""
+        joined (one copy), the per-folder columns, kinds and statuses dictionary encoded (_file_schema):
+        DuckDB decodes them as it inserts. No pyarrow.compute (importing it cost ~26 ms of a run's start);
+        no run-end encoded arrays either: DuckDB 1.1-1.3 read them as zeros and 1.4.0 and 1.5.0 abort."""
         n = sum(p[3] - p[2] for p in pieces)
 
         def joined(index: int) -> bytes:
@@ -350,16 +343,22 @@ class Store:
                                                    [None, pa.py_buffer(codes)], dictionary)
 
         parents = [parent for piece in pieces for parent in piece[4]]
-        run_ends = pa.array(list(itertools.accumulate(p[3] for p in parents)), pa.int64())
+        # each row's folder (its index in parents): the per-folder columns are dictionaries over the parents
+        folder_of_row = pa.py_buffer(b"".join(k.to_bytes(4, sys.byteorder) * p[3] for k, p in enumerate(parents)))
+
+        def per_folder(values: list, type_: pa.DataType) -> pa.Array:
+            return pa.DictionaryArray.from_buffers(pa.dictionary(pa.int32(), type_), n, [None, folder_of_row],
+                                                   pa.array(values, type_))
+
         # ~5 ms for 60,000 rows, in C but for an int object per row
         path_offsets = array("i", itertools.accumulate(memoryview(joined(PATH_SIZES)).cast("i"), initial=0))
         path_blob = b"".join(path_bytes(files, start, stop) for files, _, start, stop, _ in pieces)
         arrays = [
             fixed(IDS, pa.int64()),
-            cls._per_folder(run_ends, [p[0] for p in parents], pa.int64()),
+            per_folder([p[0] for p in parents], pa.int64()),
             pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(path_offsets), pa.py_buffer(path_blob)]),
-            cls._per_folder(run_ends, [fs_bytes(p[1]) for p in parents], pa.binary()),
-            cls._per_folder(run_ends, [p[2] for p in parents], pa.int32()),
+            per_folder([fs_bytes(p[1]) for p in parents], pa.binary()),
+            per_folder([p[2] for p in parents], pa.int32()),
             coded(joined(KINDS), cls._FILE_KINDS),
             fixed(SIZES, pa.int64()),
             fixed(MTIMES, pa.int64()),
