@@ -766,13 +766,21 @@ class Store:
 
     def report_rows(self, failed_only: bool = False) -> Iterator[tuple]:
         """(side, path, type, size, traversal_status, action, copy_status, error) for every entry."""
-        where_src = "WHERE depth > 0" + (" AND (traversal_status = 'failed' OR copy_status = 'failed')"
-                                         if failed_only else "")
-        where_dst = "WHERE depth > 0" + (" AND traversal_status = 'failed'" if failed_only else "")
-        sql = (f"SELECT 'src', path, type, size, traversal_status, action, copy_status, error, depth "
-               f"FROM src_nodes {where_src} UNION ALL "
-               f"SELECT 'dst', path, type, size, traversal_status, \"match\", NULL, error, depth "
-               f"FROM dst_nodes {where_dst} ORDER BY 1 DESC, depth, path")
+        failed = "n.traversal_status = 'failed' OR n.copy_status = 'failed'"
+        where_src = "WHERE n.depth > 0" + (f" AND ({failed})" if failed_only else "")
+        where_dst = "WHERE n.depth > 0" + (" AND n.traversal_status = 'failed'" if failed_only else "")
+        # A failed entry's reason is its row's error, or else its last dead letter: a folder that could not
+        # be listed is still created on DST, and that copy's seal leaves the row's error empty.
+        sql = (f"WITH last_error AS (SELECT side, path, arg_max(message, ts) AS message FROM task_errors "
+               f"GROUP BY side, path) "
+               f"SELECT 'src', n.path, n.type, n.size, n.traversal_status, n.action, n.copy_status, "
+               f"CASE WHEN {failed} THEN coalesce(n.error, e.message) ELSE n.error END, n.depth "
+               f"FROM src_nodes n LEFT JOIN last_error e ON e.side = 'src' AND e.path = n.path {where_src} "
+               f"UNION ALL "
+               f"SELECT 'dst', n.path, n.type, n.size, n.traversal_status, n.\"match\", NULL, "
+               f"CASE WHEN n.traversal_status = 'failed' THEN coalesce(n.error, e.message) ELSE n.error END, "
+               f"n.depth FROM dst_nodes n LEFT JOIN last_error e ON e.side = 'dst' AND e.path = n.path {where_dst} "
+               f"ORDER BY 1 DESC, 9, 2")
         with self._lock:
             cur = self._con.cursor()
         try:

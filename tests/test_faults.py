@@ -50,6 +50,9 @@ def test_transient_permanent_and_hung_faults(tmp_path):
     assert all(d.attempts == 1 for d in m.store.dead_letters()), "a permanent error was retried"
     rows = {(r[0], r[1]): r for r in m.store.report_rows(failed_only=True)}
     assert set(rows) == {("src", "d3"), ("src", "d4/d16/f2")}
+    # each with its reason, the folder's too (created on DST after all: its copy must not erase why it failed)
+    assert rows[("src", "d3")][7].startswith("Permission denied") and rows[("src", "d3")][6] == "successful"
+    assert rows[("src", "d4/d16/f2")][7].startswith("File name too long")
 
     copied = files_of(dst)
     for path, data in files_of(src).items():
