@@ -285,7 +285,12 @@ def cmd_report(args) -> int:
     if not os.path.exists(args.db):
         raise UserError(f"run file '{args.db}' does not exist")
     store = Store.open(args.db)
-    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")
+    try:
+        out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")
+    except OSError as exc:
+        store.close()
+        raise UserError(f"cannot write the report to '{args.output}' ({exc.strerror}); "
+                        "give a file path in an existing, writable folder") from None
     try:
         writer = csv.writer(out) if args.format == "csv" else None
         if writer:
@@ -306,8 +311,14 @@ def cmd_report(args) -> int:
 
 def cmd_demo(args) -> int:
     from engine.demo import create_demo
+    if args.files < 1:
+        raise UserError(f"--files {args.files}: give a number of files to generate, at least 1")
+    if args.dir and os.path.lexists(args.dir) and not os.path.isdir(args.dir):
+        raise UserError(f"'{args.dir}' exists and is not a folder; give a folder for the demo trees")
+    if args.dir and not os.path.isdir(os.path.dirname(os.path.abspath(args.dir))):
+        raise UserError(f"the folder '{os.path.dirname(os.path.abspath(args.dir))}' does not exist; create it first")
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="migrate-demo-"))
-    base.mkdir(parents=True, exist_ok=True)
+    base.mkdir(exist_ok=True)
     print(f"generating {args.files:,} files in {base} ...", file=sys.stderr)
     migration = create_demo(base, files=args.files)
     print(f"migrating {migration.src_root} -> {migration.dst_root} (run file {migration.store.path})",

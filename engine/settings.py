@@ -126,6 +126,17 @@ class Settings(BaseSettings):
     def _list(cls, value: object) -> object:
         return parse_list(value)
 
+    @field_validator("duckdb_memory_limit")
+    @classmethod
+    def _memory_limit(cls, value: str) -> str:
+        import duckdb  # DuckDB is the judge of its own setting (a value given, not the default: no cost)
+        try:
+            duckdb.connect(config={"memory_limit": value}).close()
+        except duckdb.Error as exc:
+            reason = str(exc).partition(": ")[2] or str(exc)
+            raise ValueError(f"not a memory size DuckDB takes ({reason}); use e.g. 1GB, 512MB or 50%") from None
+        return value
+
     @field_validator("low_water")
     @classmethod
     def _low_water_below_buffer(cls, value: int, info) -> int:

@@ -172,6 +172,9 @@ class Store:
     def open(cls, path: str, memory_limit: str = "1GB", threads: int = 2) -> "Store":
         """Open an existing run file (validated first) or create a new one."""
         path = os.fspath(path)
+        if not path or path.startswith(":memory:"):  # DuckDB's names for a database that is never written
+            what = "is empty" if not path else f"'{path}' names no file"
+            raise UserError(f"the run file path {what}; give --db a file, e.g. --db run.duckdb")
         exists = os.path.exists(path)
         if exists:
             cls.check_file(path)

@@ -13,6 +13,10 @@ def _inside(child: str, parent: str) -> bool:
 
 def check_roots(src: str, dst: str, db_path: str | None) -> tuple[str, str]:
     """Absolute, validated roots; UserError naming the problem otherwise."""
+    if not src:  # os.path.abspath('') is the current folder: never a root by accident
+        raise UserError("the source path is empty; give the folder to migrate")
+    if not dst:
+        raise UserError("the destination path is empty; give the folder to copy into")
     src_abs, dst_abs = os.path.abspath(src), os.path.abspath(dst)
     if not os.path.lexists(src_abs):
         raise UserError(f"source '{src}' does not exist; check the path")

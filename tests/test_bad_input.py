@@ -142,6 +142,44 @@ def test_bad_setting_names_the_key(capsys, trees, tmp_path, flag, value, key):
     assert not db.exists()
 
 
+@pytest.mark.parametrize("case", ["empty_src", "empty_dst", "empty_db", "memory_db"])
+def test_empty_paths_are_refused(capsys, trees, tmp_path, monkeypatch, case):
+    """'' is the current folder to os.path and an unsaved database to DuckDB: neither is what was meant."""
+    src, dst = trees
+    monkeypatch.chdir(tmp_path)
+    argv = {"empty_src": ["", str(dst), "--db", "run.duckdb"], "empty_dst": [str(src), "", "--db", "run.duckdb"],
+            "empty_db": [str(src), str(dst), "--db", ""], "memory_db": [str(src), str(dst), "--db", ":memory:"]}[case]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert_refused(capsys, ["run", *argv], "empty" if case != "memory_db" else "names no file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before and not any(dst.iterdir())
+
+
+def test_bad_memory_limit_is_named_not_blamed_on_the_run_file(capsys, trees, tmp_path):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    line = assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db), "--duckdb-memory-limit", "lots"],
+                          "duckdb_memory_limit")
+    assert "run file" not in line and "--duckdb-memory-limit" in line
+    assert not db.exists()
+
+
+def test_report_to_an_unwritable_place(capsys, trees, tmp_path):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    assert_refused(capsys, ["report", "--db", str(db), "-o", str(tmp_path / "no" / "r.csv")], "cannot write")
+    assert_refused(capsys, ["report", "--db", str(db), "-o", str(tmp_path)], "cannot write")
+    assert not (tmp_path / "no").exists()
+
+
+def test_demo_refuses_bad_places_and_counts(capsys, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    assert_refused(capsys, ["demo", "--dir", str(tmp_path / "afile"), "--files", "10"], "not a folder")
+    assert_refused(capsys, ["demo", "--dir", str(tmp_path / "no" / "demo"), "--files", "10"], "does not exist")
+    assert_refused(capsys, ["demo", "--dir", str(tmp_path / "demo"), "--files", "0"], "at least 1")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_missing_db_for_status(capsys, tmp_path):
     assert_refused(capsys, ["status", "--db", str(tmp_path / "none.duckdb")], "does not exist")
     assert not (tmp_path / "none.duckdb").exists()
