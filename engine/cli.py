@@ -185,6 +185,9 @@ def _drive(migration, quiet: bool = False) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     tty = sys.stderr.isatty()
+    # what hot reload applied or refused, on a line of its own (over the progress line on a terminal)
+    migration.on_settings_message = lambda text: print(f"\r\033[K{PROG}: {text}" if tty else f"{PROG}: {text}",
+                                                       file=sys.stderr, flush=True)
     last_line = 0.0
     try:
         migration.start()

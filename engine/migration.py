@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 from engine.adapters.base import FSAdapter
 from engine.adapters.local import LocalAdapter
@@ -68,6 +69,8 @@ class Migration:
         self.failed_count = 0
         self.copy_totals = (0, 0)
         self.message: str | None = None
+        # called with what hot reload did to the settings file (the console shows `message` instead)
+        self.on_settings_message: Callable[[str], None] | None = None
         self.summary: Summary | None = summarize(store, info.elapsed_s) if info.phase in FINISHED_PHASES else None
         self.observer = Observer(store, settings.observer_interval, self._metrics)
         self.excluded = compile_excludes(settings.exclude)
@@ -228,7 +231,8 @@ class Migration:
 
     def _drive_guarded(self) -> None:
         self.observer.start()
-        watcher = SettingsWatcher.for_migration(self)  # follows migrate.toml while the run is active
+        # follows migrate.toml while the run is active
+        watcher = SettingsWatcher.for_migration(self, on_message=self.on_settings_message)
         try:
             self._drive()
         except UserError as exc:

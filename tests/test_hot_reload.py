@@ -144,8 +144,9 @@ def _wired() -> bool:
 
 
 @pytest.mark.skipif(not _wired(), reason="Migration._drive_guarded does not start a SettingsWatcher yet")
-def test_migrate_run_follows_the_file_beside_the_run_file(tmp_path, monkeypatch):
-    """The real CLI: `migrate run` with migrate.toml beside --db; an edit during the copy speeds it up."""
+def test_migrate_run_follows_the_file_beside_the_run_file(tmp_path, monkeypatch, capsys):
+    """The real CLI: `migrate run` with migrate.toml beside --db; an edit during the copy speeds it up, and
+    the command says so (a headless operator has no console to read it from)."""
     import threading
 
     from engine import cli
@@ -166,3 +167,4 @@ def test_migrate_run_follows_the_file_beside_the_run_file(tmp_path, monkeypatch)
     assert code == 0
     m = started[0]
     assert m.limiter.rate == 0 and m.settings.copy_workers == 3
+    assert "migrate: migrate.toml reloaded: applied copy_workers=3, bwlimit=0" in capsys.readouterr().err
