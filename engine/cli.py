@@ -331,7 +331,17 @@ def cmd_demo(args) -> int:
 
 def cmd_config(args) -> int:
     from engine.config import describe
-    print(describe(_load_layers(args)))
+    loaded = _load_layers(args)
+    if args.db and os.path.isfile(args.db):  # an existing run: what its resume would use
+        from engine.store import Store
+        store = Store.open(args.db)
+        try:
+            info = store.run_info()
+        finally:
+            store.close()
+        if info is not None:
+            loaded = loaded.over_run(info.settings, args.db)
+    print(describe(loaded))
     return 0
 
 

@@ -59,9 +59,24 @@ class Loaded:
     file: str | None
     origins: dict[str, str] = field(default_factory=dict)
 
+    run_file: str | None = None  # set by over_run: the run file whose stored settings fill the defaults
+
     def explicit(self) -> dict:
         """The values set by a file, a variable or a flag (not left at their defaults)."""
         return {k: getattr(self.settings, k) for k, origin in self.origins.items() if origin != DEFAULT}
+
+    def over_run(self, stored: dict, run_file: str) -> "Loaded":
+        """What a resume of the run in run_file would use: its stored settings, except what is set now."""
+        origins = {k: f"run file {run_file}" if origin == DEFAULT and k in stored else origin
+                   for k, origin in self.origins.items()}
+        values = {k: stored[k] if origin.startswith("run file ") else getattr(self.settings, k)
+                  for k, origin in origins.items()}
+        try:
+            settings = Settings(**values)
+        except ValidationError as exc:
+            raise UserError(f"the settings stored in '{run_file}' are invalid: {_one_line(exc, origins, None)}"
+                            ) from None
+        return Loaded(settings, self.file, origins, run_file)
 
 
 def _read_file(path: str | None) -> dict:
@@ -159,6 +174,9 @@ def describe(loaded: Loaded) -> str:
         head = f"settings file: {loaded.file}"
     else:
         head = f"settings file: none (give --config FILE, or put {SETTINGS_FILE_NAME} beside the --db file)"
+    if loaded.run_file:
+        head += (f"\nrun file: {loaded.run_file} (its resume keeps these stored settings, but for what the "
+                 "settings file, a MIGRATE_* variable or a flag sets now and a started run may change)")
     rows = [(key, format_value(getattr(loaded.settings, key)), loaded.origins[key])
             for key in Settings.model_fields]
     kw = max(len(r[0]) for r in rows)

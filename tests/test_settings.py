@@ -77,12 +77,14 @@ def test_config_flag_replaces_the_file_beside_the_run_file(tmp_path):
 
 
 def parse_show(out: str) -> tuple[str, dict[str, tuple[str, str]]]:
+    """(the head: every line above the table, joined), {key: (value, origin)}"""
     lines = out.strip().splitlines()
+    table = next(i for i, line in enumerate(lines) if line.startswith("setting "))
     rows = {}
-    for line in lines[2:]:
+    for line in lines[table + 1:]:
         key, value, origin = re.split(r"\s{2,}", line.strip(), maxsplit=2)
         rows[key] = (value, origin)
-    return lines[0], rows
+    return "\n".join(lines[:table]), rows
 
 
 def test_config_show_names_the_source_of_each_value(tmp_path, monkeypatch, capsys):
@@ -111,6 +113,21 @@ def test_config_show_without_a_file_says_so(tmp_path, capsys):
     head, rows = parse_show(out)
     assert head.startswith("settings file: none")
     assert {origin for _, origin in rows.values()} == {"default"}
+
+
+def test_config_show_of_a_run_file_shows_what_its_resume_would_use(tmp_path, capsys):
+    src = small_tree(tmp_path / "src")
+    db = tmp_path / "run.duckdb"
+    code, _, err = run_cli(capsys, "run", str(src), str(tmp_path / "dst"), "--db", str(db), "--dry-run",
+                           "--bwlimit", "1M", "--copy-workers", "3")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "config", "show", "--db", str(db), "--copy-workers", "2")
+    assert code == 0, err
+    head, rows = parse_show(out)
+    assert f"run file: {db}" in head
+    assert rows["bwlimit"] == (str(1 << 20), f"run file {db}")
+    assert rows["copy_workers"] == ("2", "--copy-workers")  # set now: outranks the stored value
+    assert rows["src_workers"] == ("2", f"run file {db}")
 
 
 def test_env_list_accepts_json_and_commas(monkeypatch):
