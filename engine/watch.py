@@ -754,10 +754,11 @@ class LiveMirror:
                 if not self._recover(full=role == "deep", hint=mirror._rel(path) if path else None):
                     break
             t = mirror.totals
+            deletions = (f"{t[DELETED_ON_DST]:,} deleted on the destination, {t[KEPT_ON_DST]:,} not deleted"
+                         if mirror.propagate_deletes else f"{t[DELETED_ON_SRC]:,} deletions reported")
             self._print(f"stopped watching after {mirror.change_batches:,} batches of changes and "
                         f"{self.rescans:,} comparisons: {t[COPIED]:,} copied, "
-                        f"{t[FOLDER_CREATED]:,} folders created, {t[DELETED_ON_SRC]:,} deletions reported, "
-                        f"{t[FAILED]:,} failed")
+                        f"{t[FOLDER_CREATED]:,} folders created, {deletions}, {t[FAILED]:,} failed")
             return 0
         finally:
             restore()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -296,8 +297,8 @@ def test_propagate_deletes_removes_only_unchanged_copies(tmp_path):
     edited = dst / "dir 01" / "inner" / "file 1.txt"
     extra = dst / "dir 02" / "inner" / "only on dst.txt"
     extra.write_bytes(b"mine")
-    runner = InThread(LiveMirror(str(src), str(dst), str(db), settings, propagate_deletes=True,
-                                 out=open(os.devnull, "w")))
+    said = io.StringIO()
+    runner = InThread(LiveMirror(str(src), str(dst), str(db), settings, propagate_deletes=True, out=said))
     try:
         os.unlink(src / "dir 00" / "inner" / "file 0.txt")  # a copy: goes
         edited.write_bytes(b"edited on dst")
@@ -321,6 +322,9 @@ def test_propagate_deletes_removes_only_unchanged_copies(tmp_path):
     assert ("kept_on_dst", "dir 02/inner/only on dst.txt") in got
     assert ("kept_on_dst", "dir 01/inner/file 1.txt") in got
     assert ("kept_on_dst", "dir 02") in got  # still holds the kept file
+    last = said.getvalue().strip().splitlines()[-1]
+    deleted = sum(1 for outcome, _ in got if outcome == "deleted_on_dst")
+    assert last.startswith("stopped watching") and f" {deleted:,} deleted on the destination" in last, last
 
 
 def test_excluded_entries_are_recorded_not_copied(tmp_path):
