@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import signal
@@ -169,6 +170,9 @@ def print_summary(migration, out=None) -> None:
     print(f"  kept newer   {_n(s.dst_newer)} destination files newer than the source", file=out)
     print(f"  dst only     {_n(s.not_on_src)} entries not on the source (untouched)", file=out)
     print(f"  failed       {_n(s.failed)}", file=out)
+    if migration.specials_skipped:
+        print(f"  not migrated {_n(migration.specials_skipped)} special files on the source (FIFOs, sockets, "
+              "devices), named above", file=out)
     print(f"  elapsed      {s.elapsed_s:.1f} s", file=out)
 
 
@@ -185,9 +189,12 @@ def _drive(migration, quiet: bool = False) -> int:
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     tty = sys.stderr.isatty()
-    # what hot reload applied or refused, on a line of its own (over the progress line on a terminal)
-    migration.on_settings_message = lambda text: print(f"\r\033[K{PROG}: {text}" if tty else f"{PROG}: {text}",
-                                                       file=sys.stderr, flush=True)
+    # what hot reload applied or refused, and special files left out, on lines of their own (over the
+    # progress line on a terminal)
+    def say(text: str, kind: str = "") -> None:
+        print(f"\r\033[K{PROG}: {kind}{text}" if tty else f"{PROG}: {kind}{text}", file=sys.stderr, flush=True)
+    migration.on_settings_message = say
+    migration.on_notice = functools.partial(say, kind="note: ")
     last_line = 0.0
     try:
         migration.start()

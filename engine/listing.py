@@ -21,8 +21,9 @@ FILE_KINDS = (FILE, SYMLINK)
 _KIND_CODE = {kind: code for code, kind in enumerate(FILE_KINDS)}
 
 # Per folder: (paths, ids, sizes, mtimes, modes) of its subfolders, then how many file rows it has in the
-# batch's FileBuffers; or the OSError that kept it from being listed.
-FolderResult = tuple[list, list, list, list, list, int]
+# batch's FileBuffers, then, only when there are any, its special files as ((path, what), ...); or the
+# OSError that kept it from being listed.
+FolderResult = tuple  # (list, list, list, list, list, int) or (list, list, list, list, list, int, tuple)
 # The files of a whole batch of folders, folder after folder, as raw native-endian buffers (marshal sends
 # bytes as one copy): ids, sizes, mtimes (int64), modes (int32), kinds (uint8, FILE_KINDS index),
 # path_sizes (int32: bytes of each path), paths (fs-encoded, concatenated). The main process keeps them as
@@ -63,8 +64,9 @@ def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderR
     skip_temps = side == DST
     results: list[FolderResult | OSError] = []
     for base in folders:
+        specials = []
         try:
-            entries = list_folder(base)
+            entries = list_folder(base, specials)
         except OSError as exc:
             results.append(exc)
             continue
@@ -90,7 +92,8 @@ def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderR
                 encoded = fs_bytes(path)
                 paths += encoded
                 path_sizes.append(len(encoded))
-        results.append((f_paths, f_ids, f_sizes, f_mtimes, f_modes, len(ids) - files_before))
+        result = (f_paths, f_ids, f_sizes, f_mtimes, f_modes, len(ids) - files_before)
+        results.append(result + (tuple((prefix + name, what) for name, what in specials),) if specials else result)
     files = (ids.tobytes(), sizes.tobytes(), mtimes.tobytes(), modes.tobytes(), bytes(kinds),
              path_sizes.tobytes(), bytes(paths))
     return results, files
@@ -106,9 +109,9 @@ def serve() -> None:
         root, side, folders = request
         adapter = local_adapter(root)
 
-        def list_folder(path: str):
+        def list_folder(path: str, specials: list):
             try:
-                return adapter.list(path)
+                return adapter.list(path, specials)
             except OSError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a bug here must fail one folder, not the helper

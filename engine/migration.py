@@ -71,6 +71,10 @@ class Migration:
         self.message: str | None = None
         # called with what hot reload did to the settings file (the console shows `message` instead)
         self.on_settings_message: Callable[[str], None] | None = None
+        # source entries that are neither folder, file nor symlink (FIFOs, sockets, devices): not migrated,
+        # as rclone does; each is told to on_notice (the CLI prints it) and counted for the summary
+        self.specials_skipped = 0
+        self.on_notice: Callable[[str], None] | None = None
         self.summary: Summary | None = summarize(store, info.elapsed_s) if info.phase in FINISHED_PHASES else None
         self.observer = Observer(store, settings.observer_interval, self._metrics)
         self.excluded = compile_excludes(settings.exclude)
@@ -224,6 +228,18 @@ class Migration:
         self.failed_count += 1
         self.errors.append(ErrorView(time.time(), side, phase, display(path), message, attempts))
 
+    def _on_special(self, side: str, specials: tuple) -> None:
+        if side != SRC:  # on DST they are destination entries: what is not on SRC is never touched
+            return
+        self.specials_skipped += len(specials)  # under the SRC queue's lock, like every counter
+        notices = [f"'{display(path)}' is {what}: not migrated (only folders, files and symlinks are)"
+                   for path, what in specials]
+        if self.on_notice is not None:
+            for notice in notices:
+                self.on_notice(notice)
+        else:  # the console shows the message line
+            self.message = f"{self.specials_skipped:,} special files not migrated so far; last: {notices[-1]}"
+
     def _on_stop_run(self, reason: str | None) -> None:
         self.fatal = reason
         self.message = f"stopped: {reason}; fix it and resume"
@@ -299,7 +315,7 @@ class Migration:
             if listers is not None:
                 pools.append(listers)
             mode = TraversalMode(side, self.store, adapter, self.counters[side], self._on_error, sealer, retry,
-                                 self.excluded, listers)
+                                 self.excluded, listers, self._on_special)
             queues[side] = Queue(side, mode, self.coordinator, s, workers, self._on_stop_run)
         try:
             self._run_queues(queues)

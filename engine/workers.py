@@ -26,12 +26,14 @@ class Listing:
     start..start+count of `files`, the raw columns (engine.listing.FileBuffers) shared by the folders listed
     with it: engine.cache.FileRows keeps the rows of the folders whose completion counts."""
 
-    __slots__ = ("folders", "parent", "files", "excluded_rows", "start", "count", "excluded")
+    __slots__ = ("folders", "parent", "files", "excluded_rows", "start", "count", "excluded", "specials")
 
-    def __init__(self, folders=(), parent=None, files=None, excluded_rows=None, start=0, count=0, excluded=0):
+    def __init__(self, folders=(), parent=None, files=None, excluded_rows=None, start=0, count=0, excluded=0,
+                 specials=()):
         self.folders, self.parent, self.files = folders, parent, files
         self.excluded_rows = excluded_rows  # None, or a byte per row of `files`: 1 where excluded
         self.start, self.count, self.excluded = start, count, excluded
+        self.specials = specials  # ((path, what), ...): FIFOs, sockets, devices found there, not migrated
 
 
 EMPTY = Listing()
@@ -72,7 +74,10 @@ def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool
         if isinstance(result, FileNotFoundError):
             return Outcome(ok=False, error="folder vanished from the source since it was discovered")
         return failure(result)
-    f_paths, f_ids, f_sizes, f_mtimes, f_modes, count = result
+    f_paths, f_ids, f_sizes, f_mtimes, f_modes, count = result[:6]
+    specials = result[6] if len(result) > 6 else ()
+    if specials and excluded is not None:
+        specials = tuple(s for s in specials if not excluded(s[0], False))
     folder = task.node
     depth, parent_id = folder.depth + 1, folder.id
     copy_status, action = (PENDING, ACTION_COPY) if side == SRC else (None, None)
@@ -87,8 +92,8 @@ def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool
                    for i, p, s, m, md in zip(f_ids, f_paths, f_sizes, f_mtimes, f_modes)]
         n_excluded = excluded_rows[start:start + count].count(1) if count else 0
     if not count:
-        return Outcome(children=Listing(folders))
-    return Outcome(children=Listing(folders, folder, files, excluded_rows, start, count, n_excluded))
+        return Outcome(children=Listing(folders, specials=specials))
+    return Outcome(children=Listing(folders, folder, files, excluded_rows, start, count, n_excluded, specials))
 
 
 def classify(dst_type: str, dst_size: int, dst_mtime: int, src: Node) -> str:

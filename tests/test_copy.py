@@ -4,7 +4,9 @@ files untouched, no temporary files, and a second run that copies nothing."""
 from __future__ import annotations
 
 import os
+import socket
 
+import pytest
 from support import run_cli, tree_state
 
 from engine.model import MTIME_WINDOW_NS, TEMP_SUFFIX
@@ -97,3 +99,24 @@ def test_permission_bits_follow_the_source(capsys, tmp_path):
     assert run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"))[0] == 0
     assert (dst / "script.sh").stat().st_mode & 0o7777 == 0o750
     assert (dst / "secret").stat().st_mode & 0o7777 == 0o600
+
+
+@pytest.mark.parametrize("list_processes", [True, False])
+def test_special_files_are_named_and_left_out(capsys, tmp_path, list_processes):
+    """FIFOs and sockets are not migrated (as rclone): each is named in a note, counted in the summary,
+    never opened (a FIFO would block a reader); an excluded one is not even named."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.txt").write_text("a")
+    os.mkfifo(src / "sub" / "pipe")
+    os.mkfifo(src / "skip.fifo")
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(src / "listener"))
+        code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"),
+                                 "--exclude", "*.fifo", f"--{'' if list_processes else 'no-'}list-processes")
+    assert code == 0, err
+    notes = sorted(line for line in err.splitlines() if line.startswith("migrate: note: "))
+    assert notes == ["migrate: note: 'listener' is a socket: not migrated (only folders, files and symlinks are)",
+                     "migrate: note: 'sub/pipe' is a FIFO: not migrated (only folders, files and symlinks are)"]
+    assert "not migrated 2 special files on the source" in out
+    assert sorted(tree_state(dst)) == ["sub", "sub/a.txt"]

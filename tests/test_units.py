@@ -46,7 +46,7 @@ def test_take_pending_copy_filters_by_type():
 
 def listed(side: str, folders: dict[str, list[Entry]], excluded=None):
     """list_folders over in-memory listings: (tasks, outcomes)."""
-    adapter = SimpleNamespace(root="", list=folders.__getitem__)
+    adapter = SimpleNamespace(root="", list=lambda path, specials=None: folders[path])
     tasks = [Task(f"list-{side}", node(path), 1) for path in folders]
     return tasks, list_folders(side, adapter, tasks, excluded)
 

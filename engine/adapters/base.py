@@ -42,7 +42,9 @@ def describe(exc: BaseException) -> str:
 class FSAdapter(Protocol):
     """Paths are relative to the adapter's root, '/'-separated, '' for the root itself."""
 
-    def list(self, path: str) -> list[Entry]: ...
+    def list(self, path: str, specials: list | None = None) -> list[Entry]:
+        """The folder's folders, files and symlinks. Anything else there (a FIFO, a socket, a device) is
+        not an entry; given a list, the adapter names each such thing in it: (name, what it is)."""
 
     def stat(self, path: str) -> Entry | None:
         """lstat: never follows a symlink; None when nothing is there."""

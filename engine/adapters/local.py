@@ -16,6 +16,9 @@ from engine.model import FILE, FOLDER, SYMLINK, TEMP_SUFFIX
 
 _random_bits = random.Random(secrets.token_bytes(16)).getrandbits  # C, atomic under the GIL
 _KIND = {stat_mod.S_IFDIR: FOLDER, stat_mod.S_IFREG: FILE, stat_mod.S_IFLNK: SYMLINK}
+# what the rest are, in a notice (not migrated: as rclone; rsync -a would make them again)
+SPECIAL_KINDS = {stat_mod.S_IFIFO: "a FIFO", stat_mod.S_IFSOCK: "a socket", stat_mod.S_IFCHR: "a character device",
+                 stat_mod.S_IFBLK: "a block device"}
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 # a source file: never through a symlink (ELOOP), never blocking on a fifo that replaced it
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -43,7 +46,7 @@ class LocalAdapter:
         # os.path.join(root, path) for the relative, '/'-separated paths of the protocol, without its cost
         return self._prefix + path if path else self.root
 
-    def list(self, path: str) -> list[Entry]:
+    def list(self, path: str, specials: list | None = None) -> list[Entry]:
         # Hot path (one call per folder): the folder is opened once and every entry is lstat'ed relative
         # to it (fstatat), so the kernel does not walk the whole path again for each entry.
         entries = []
@@ -62,6 +65,8 @@ class LocalAdapter:
                 kind = kind_of(mode & 0o170000)
                 if kind is not None:
                     append(new(Entry, (name, kind, st.st_size, st.st_mtime_ns, mode & 0o7777)))
+                elif specials is not None:
+                    specials.append((name, SPECIAL_KINDS.get(mode & 0o170000, "a special file")))
         finally:
             os.close(fd)
         return entries

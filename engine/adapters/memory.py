@@ -114,7 +114,7 @@ class MemoryAdapter:
             raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
         return entry
 
-    def list(self, path: str) -> list[Entry]:
+    def list(self, path: str, specials: list | None = None) -> list[Entry]:  # holds no special files
         self._inject("list", path)
         folder = self._get(path)
         if folder.type != FOLDER:

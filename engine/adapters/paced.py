@@ -12,9 +12,9 @@ class PacedAdapter:
         self.inner = inner
         self.list_delay = list_delay
 
-    def list(self, path: str) -> list[Entry]:
+    def list(self, path: str, specials: list | None = None) -> list[Entry]:
         time.sleep(self.list_delay)
-        return self.inner.list(path)
+        return self.inner.list(path, specials)
 
     def __getattr__(self, name: str):
         return getattr(self.inner, name)

@@ -28,7 +28,8 @@ class TraversalMode:
 
     def __init__(self, side: str, store: Store, adapter: FSAdapter, counters: SideCounters,
                  on_error: Callable[[str, str, str, int], None], sealer: Sealer, retry: bool = False,
-                 excluded: Callable[[str, bool], bool] | None = None, listers: ListerPool | None = None):
+                 excluded: Callable[[str, bool], bool] | None = None, listers: ListerPool | None = None,
+                 on_special: Callable[[str, tuple], None] | None = None):
         self.side = side
         self.sealer = sealer  # commits this mode's seals in the background, in order (engine.sealer)
         self.listers = listers  # listing processes (engine.listing); None: list in this process
@@ -42,6 +43,7 @@ class TraversalMode:
         self.cache = NodeCache(self._file_node)
         self.counters = counters
         self.on_error = on_error
+        self.on_special = on_special  # (side, ((path, what), ...)): special files found, not migrated
         self.excluded = excluded
         self.dead_letters: list[tuple[str, str, int]] = []
         self.relisted: list[str] = []  # retry, SRC only: folders listed now that failed before
@@ -134,6 +136,8 @@ class TraversalMode:
         if listing.count:
             nxt.add_files(listing)
             counters.files_discovered += listing.count - listing.excluded
+        if listing.specials and self.on_special is not None:
+            self.on_special(self.side, listing.specials)
         if self.retry and self.side == SRC:
             self.relisted.append(node.path)
 
