@@ -267,7 +267,7 @@ def cmd_status(args) -> int:
         for side in ("src", "dst"):
             stats = m.store.stats(side)
             sealed = [row[0] for row in stats if row[1] == 0]
-            print(f"{side}      {len(stats)} depths known, pending at "
+            print(f"{side}      {len(stats)} depth{'s' if len(stats) != 1 else ''} known, pending at "
                   f"{[row[0] for row in stats if row[1]] or 'none'}, sealed through depth {max(sealed, default=0)}")
         print(f"source   {_n(s.src_files)} files, {_n(s.src_folders)} folders; {_n(s.identical)} identical, "
               f"{_n(s.to_copy)} to copy ({_n(s.copied)} copied), {_n(s.dst_newer)} newer on destination kept, "

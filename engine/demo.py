@@ -26,5 +26,5 @@ def create_demo(base: Path, files: int = 3000, watchable: bool = False) -> Migra
                                  src_adapter=src_adapter, dst_adapter=dst_adapter)
     if watchable:
         migration.message = (f"demo: listings paced to {WATCHABLE_LIST_DELAY * 1000:.0f} ms like a network mount, "
-                             f"copies limited to {WATCHABLE_BWLIMIT}/s, so you can watch")
+                             f"copies limited to {WATCHABLE_BWLIMIT}/s: slow enough to watch every panel move")
     return migration

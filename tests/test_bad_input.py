@@ -134,7 +134,10 @@ def test_db_locked_by_another_process_is_refused(capsys, trees, tmp_path):
 
 @pytest.mark.parametrize("flag,value,key", [("--max-src-ahead", "0", "max_src_ahead"),
                                             ("--bwlimit", "fast", "bwlimit"),
-                                            ("--src-workers", "many", "src_workers")])
+                                            ("--src-workers", "many", "src_workers"),
+                                            ("--lease-timeout", "inf", "lease_timeout"),
+                                            ("--backoff-base", "nan", "backoff_base"),
+                                            ("--buffer-size", "99999999999999999999", "buffer_size")])
 def test_bad_setting_names_the_key(capsys, trees, tmp_path, flag, value, key):
     src, dst = trees
     db = tmp_path / "run.duckdb"
