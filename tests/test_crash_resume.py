@@ -14,9 +14,9 @@ import pytest
 
 from support import run_cli, tree_state
 
-from engine.adapters.local import LocalAdapter
 from engine.migration import Migration
 from engine.model import TEMP_SUFFIX
+from engine.modes.traversal import TraversalMode
 from engine.treegen import make_source, mirror
 
 
@@ -41,14 +41,16 @@ def migrate_killed_at(crash_at: str, src, dst, db, extra=()) -> subprocess.Compl
 
 
 def resume_recording_listings(db, monkeypatch) -> tuple[Migration, list[tuple[str, str]]]:
+    """Resume the run in db, recording (side, folder) of every folder the traversal lists, in this process
+    or in a listing helper (TraversalMode.execute_batch sees both)."""
     listed = []
-    original = LocalAdapter.list
+    original = TraversalMode.execute_batch
 
-    def recording_list(self, path):
-        listed.append((self.root, path))
-        return original(self, path)
+    def recording_execute_batch(self, tasks, heartbeat=None):
+        listed.extend((self.side, t.node.path) for t in tasks)
+        return original(self, tasks, heartbeat)
 
-    monkeypatch.setattr(LocalAdapter, "list", recording_list)
+    monkeypatch.setattr(TraversalMode, "execute_batch", recording_execute_batch)
     m = Migration.open(str(db))
     assert m.interrupted
     m.resume_from_db()
@@ -78,12 +80,12 @@ def test_kill_and_resume_gives_the_uninterrupted_destination(scenario, tmp_path,
     assert m.fatal is None and m.phase == "done", m.message
     m.close()
     if phase_at_crash in ("traversal", "retry"):
-        for root, path in listed:
-            side = "src" if root == str(tree.root) else "dst"
+        assert listed, "the resumed traversal listed nothing: the recording missed it"
+        for side, path in listed:
             if sealed_below[side] is not None:
                 assert depth_of(path) >= sealed_below[side], f"{side} re-listed a sealed round: {path!r}"
-    else:  # interrupted in the copy phase: traversal is sealed, so no source folder is listed again
-        assert not [p for root, p in listed if root == str(tree.root)]
+    else:  # interrupted in the copy phase: traversal is sealed, so no folder is listed again
+        assert not listed
 
     final = tree_state(dst)
     assert final == reference
