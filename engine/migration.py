@@ -151,6 +151,7 @@ class Migration:
                     and not (self.phase == "planned" and not self.dry_run):
                 return
             self._started_at = time.monotonic()
+            self.store.elapsed_clock = self.elapsed
             relax_garbage_collector()
             self._thread = threading.Thread(target=self._drive_guarded, name="migration", daemon=True)
             self._thread.start()
@@ -261,6 +262,7 @@ class Migration:
             if watcher is not None:
                 watcher.stop()
             self.observer.stop()
+            self.store.elapsed_clock = None
             self._stored_elapsed = self.elapsed()
             self._started_at = None
             if self.phase not in FINISHED_PHASES:

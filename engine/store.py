@@ -128,6 +128,8 @@ class Store:
         self.write_log: list[tuple[str, str]] = []  # (kind, thread name): tests prove who wrote when
         self._queue_stats: list[tuple[str, float, str]] = []  # observer rows not written yet
         self._queue_stats_since = 0.0
+        # the run's time so far, written with every transaction while set (engine.migration, while it runs)
+        self.elapsed_clock: Callable[[], float] | None = None
 
     # opening ---------------------------------------------------------------------------------------
 
@@ -440,6 +442,8 @@ class Store:
             con.execute("BEGIN")
             try:
                 body(con)
+                if self.elapsed_clock is not None:  # a killed run keeps the time it ran, to the last seal
+                    con.execute("UPDATE run SET elapsed_s = ?, updated_at = ?", [self.elapsed_clock(), time.time()])
                 self._flush_queue_stats()
                 crashpoints.hit(kind)  # a kill here leaves the transaction uncommitted
                 con.execute("COMMIT")

@@ -74,6 +74,7 @@ def test_kill_and_resume_gives_the_uninterrupted_destination(scenario, tmp_path,
     probe = Migration.open(str(db))
     sealed_below = {side: probe.store.min_depth(side, "traversal_status = 'pending'") for side in ("src", "dst")}
     phase_at_crash = probe.phase
+    assert probe.elapsed() > 0, "the killed run's time was lost"  # written with every seal
     probe.close()
 
     m, listed = resume_recording_listings(db, monkeypatch)
