@@ -57,7 +57,7 @@ def interrupted_reason(queue: QueueView, phase: str) -> str | None:
         return None
     sealed = "no round sealed yet" if queue.round == 0 else \
         "round 0 sealed" if queue.round == 1 else f"rounds 0-{queue.round - 1} sealed"
-    return f"interrupted during {phase}: {sealed}"
+    return f"{phase} interrupted: {sealed}"
 
 
 def traversal_views(store: Store, phase: str, max_src_ahead: int) -> tuple[QueueView, QueueView, GateView]:

@@ -225,6 +225,6 @@ def test_a_run_file_interrupted_during_its_traversal_shows_where_each_side_stopp
             assert static_text(app, f"#{side}-progress .round-count").strip() == f"{listed}/{folders}"
             assert static_text(app, f"#{side}-found").strip() == f"{files} files · {all_folders} folders"
             sealed = {0: "no round sealed yet", 1: "round 0 sealed"}.get(stop, f"rounds 0-{stop - 1} sealed")
-            assert f"{name} round {stop}  ✗ interrupted during traversal: {sealed}" in gate
+            assert f"{name} round {stop}  ✗ traversal interrupted: {sealed}" in gate
 
     open_in_console(db, scenario)
