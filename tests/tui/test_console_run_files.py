@@ -74,9 +74,9 @@ class StopAt(LocalAdapter):
             self._stopped.set()
             self.migration.stop()
 
-    def list(self, path):
+    def list(self, path, *args, **kwargs):
         self._maybe_stop(path)
-        return super().list(path)
+        return super().list(path, *args, **kwargs)
 
     def create_temp_fd(self, folder, name):
         self._maybe_stop(f"{folder}/{name}" if folder else name)
