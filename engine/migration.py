@@ -16,6 +16,7 @@ from engine.coordinator import QueueCoordinator
 from engine.counters import CopyCounters, SideCounters
 from engine.errors import UserError
 from engine.excludes import compile_excludes
+from engine.fileview import recorded_errors, traversal_views
 from engine.hotreload import SettingsWatcher
 from engine.model import (
     ACTION_SKIP, DST, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name, node_id,
@@ -36,6 +37,7 @@ from engine.validate import check_roots
 from engine.workers import BandwidthLimiter
 
 FINISHED_PHASES = ("planned", "done")
+ERRORS_KEPT = 200  # the latest failures a snapshot lists; the run file keeps them all
 LIVE_SETTINGS = ("src_workers", "dst_workers", "copy_workers", "bwlimit", "max_src_ahead", "max_retries",
                  "lease_timeout", "backoff_base", "backoff_cap")
 
@@ -65,8 +67,10 @@ class Migration:
         self.limiter = BandwidthLimiter(settings.bwlimit)
         self.queues: dict[str, Queue] = {}
         self.finished_queues: list[Queue] = []  # every queue of this process, for inspection after a run
-        self.errors: deque[ErrorView] = deque(maxlen=200)
-        self.failed_count = 0
+        # The failures the run file records (an opened run's, or a continued one's), then this process's.
+        self.errors: deque[ErrorView] = deque(recorded_errors(store, ERRORS_KEPT), maxlen=ERRORS_KEPT)
+        self.failed_count = store.dead_letter_count()
+        self._file_views: tuple[QueueView, QueueView, GateView] | None = None  # see snapshot()
         self.copy_totals = (0, 0)
         self.message: str | None = None
         # called with what hot reload did to the settings file (the console shows `message` instead)
@@ -146,6 +150,7 @@ class Migration:
             if self.running:
                 return
             self._stop = self._force = False  # a stopped run may be started again: that is a resume
+            self._file_views = None  # the run is about to change the file
             self.fatal = None
             if self.phase in FINISHED_PHASES and not self._retry_requested \
                     and not (self.phase == "planned" and not self.dry_run):
@@ -272,7 +277,7 @@ class Migration:
         phase = self.store.run_info().phase
         if self._retry_requested:
             self._retry_requested = False
-            self.store.reset_for_retry()
+            self._reset_for_retry()
             phase = "retry"
             self.store.set_phase(phase)
         resuming_copy = phase == "copy"
@@ -295,7 +300,7 @@ class Migration:
             if phase in FINISHED_PHASES:
                 if self._retry_requested:
                     self._retry_requested = False
-                    self.store.reset_for_retry()
+                    self._reset_for_retry()
                     phase = "retry"
                     self.store.set_phase(phase)
                     continue
@@ -306,6 +311,13 @@ class Migration:
                     ("nothing to copy: destination already up to date" if not self.summary.copied
                      and not self.summary.failed else "migration complete")
                 return
+
+    def _reset_for_retry(self) -> None:
+        """The file's failures go back to pending and its dead letters are deleted: so are the ones listed
+        here (a failure that fails again is listed again, and counted once)."""
+        self.store.reset_for_retry()
+        self.errors.clear()
+        self.failed_count = 0
 
     def _run_traversal(self, retry: bool) -> None:
         self.coordinator = QueueCoordinator(self.settings.max_src_ahead)
@@ -430,11 +442,19 @@ class Migration:
         return view
 
     def snapshot(self) -> MigrationSnapshot:
-        src_round, dst_round, src_done, dst_done, ahead = self.coordinator.state()
-        gate = GateView(ahead, src_round, dst_round, src_done, dst_done,
-                        src_done or dst_done or src_round <= dst_round + ahead,
-                        src_done or src_round >= dst_round + 2,
-                        self.coordinator.reason(SRC), self.coordinator.reason(DST))
+        if not self.queues and not self.running and not self.fresh:
+            # A run file this process has not driven: what the file says, not an idle coordinator's
+            # round 0. Read once; nothing else writes the file while this process holds it.
+            if self._file_views is None:
+                self._file_views = traversal_views(self.store, self.phase, self.settings.max_src_ahead)
+            src_view, dst_view, gate = self._file_views
+        else:
+            src_round, dst_round, src_done, dst_done, ahead = self.coordinator.state()
+            gate = GateView(ahead, src_round, dst_round, src_done, dst_done,
+                            src_done or dst_done or src_round <= dst_round + ahead,
+                            src_done or src_round >= dst_round + 2,
+                            self.coordinator.reason(SRC), self.coordinator.reason(DST))
+            src_view, dst_view = self._queue_view(SRC), self._queue_view(DST)
         cc = self.copy_counters
         items_total, bytes_total = self.copy_totals
         rates = self.observer.rates
@@ -457,7 +477,7 @@ class Migration:
         return MigrationSnapshot(
             phase=phase, state=state, src_root=self.src_root, dst_root=self.dst_root, db_path=self.store.path,
             dry_run=self.dry_run, taken_at=time.time(), elapsed_s=self.elapsed(),
-            src=self._queue_view(SRC), dst=self._queue_view(DST), gate=gate, copy=copy,
+            src=src_view, dst=dst_view, gate=gate, copy=copy,
             errors=tuple(self.errors), failed_count=self.failed_count, history=tuple(self.observer.history),
             summary=self.summary, message=self.message,
             settings=tuple((k, _shown(k, getattr(s, k))) for k in LIVE_SETTINGS))

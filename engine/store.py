@@ -676,6 +676,10 @@ class Store:
             rows = self._con.execute(sql).fetchall()
         return [DeadLetter(r[0], r[1], os.fsdecode(r[2]), r[3], r[4], r[5]) for r in rows]
 
+    def dead_letter_count(self) -> int:
+        with self._lock:
+            return self._con.execute("SELECT count(*) FROM task_errors").fetchall()[0][0]
+
     # observer --------------------------------------------------------------------------------------
 
     def write_queue_stats(self, rows: Sequence[tuple[str, float, dict]]) -> None:

@@ -341,16 +341,24 @@ def finished() -> MigrationSnapshot:
 
 
 def interrupted() -> MigrationSnapshot:
-    """A run read back from its DuckDB file after the process was killed."""
+    """A run read back from its DuckDB file after the process was killed, as the engine shows one
+    (engine.fileview): each side at the round a resume starts at, whose listings were not sealed,
+    nothing in memory or in flight, and the gate saying where the run was interrupted."""
     base = running()
-    src = replace(base.src, state="stopped", buffered=0, in_flight=0, discovery_rate=0.0)
-    dst = replace(base.dst, state="stopped", buffered=0, in_flight=0, discovery_rate=0.0)
+    stopped = dict(state="stopped", round_completed=0, buffered=0, in_flight=0, workers=0,
+                   discovery_rate=0.0, levels=())
+    src = replace(base.src, **stopped)
+    dst = replace(base.dst, **stopped)
+    gate = _gate(5, 4, src_may_start=False, dst_may_start=False,
+                 src_reason="traversal interrupted: rounds 0-4 sealed",
+                 dst_reason="traversal interrupted: rounds 0-3 sealed")
     return replace(
         base,
         phase="interrupted",
         state="stopped",
         src=src,
         dst=dst,
+        gate=gate,
         history=(),
         message="interrupted during traversal at SRC round 5, DST round 4",
     )

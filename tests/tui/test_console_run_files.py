@@ -1,0 +1,230 @@
+"""Run files opened with ``migrate-tui --db FILE``: the console shows what the file records.
+
+Real runs of the real engine on real trees make the files: a finished run whose copies of three
+files fail (the destination has folders where the source has those files), a run interrupted during
+its copy after those failures were sealed, and a run interrupted during its traversal. Each is opened
+the way ``migrate-tui --db FILE`` opens it (``Migration.open``), in the real app driven by Pilot."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from pathlib import Path
+
+import duckdb
+import pytest
+from console_testing import static_text, wait_until
+
+from engine.adapters.local import LocalAdapter
+from engine.migration import Migration
+from engine.settings import Settings
+from engine.treegen import make_source
+from tui import format as fmt
+from tui.app import RESUME_HINT, MigrationConsole
+
+SIZE = (130, 44)
+REASON = "the destination has a folder where the source has a file"
+FAST = dict(observer_interval=0.05, backoff_base=0.005, backoff_cap=0.02)
+
+
+def depth(rel: str) -> int:
+    return rel.count(os.sep) + 1
+
+
+def tree_counts(root: Path) -> tuple[int, int, int]:
+    """(files, folders, depth of the deepest folder) below root, counted by walking it."""
+    files = folders = deepest = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        files += len(filenames)
+        folders += len(dirnames)
+        for name in dirnames:
+            deepest = max(deepest, depth(os.path.relpath(os.path.join(dirpath, name), root)))
+    return files, folders, deepest
+
+
+@pytest.fixture
+def trees(tmp_path):
+    """A source of 300 files, and a destination with folders in the way of its 3 shallowest files:
+    those three copies fail, the rest succeed."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_source(src, 300, seed=5, max_depth=4, symlinks=0)
+    files = sorted((os.path.relpath(os.path.join(d, f), src) for d, _, fs in os.walk(src) for f in fs),
+                   key=lambda rel: (depth(rel), rel))
+    blocked = files[:3]
+    for rel in blocked:
+        (dst / rel).mkdir(parents=True)
+    for dirpath, _, _ in os.walk(dst, topdown=False):  # older than the source: not "newer on DST"
+        os.utime(dirpath, (1_000_000_000, 1_000_000_000))
+    return src, dst, tmp_path / "run.duckdb", blocked
+
+
+class StopAt(LocalAdapter):
+    """A real folder that stops its migration once, gracefully, when it is first asked to list a folder
+    (or, as the destination, to write a file) ``depth`` levels down: an operator pressing q there."""
+
+    def __init__(self, root, depth: int):
+        super().__init__(root)
+        self.stop_depth = depth
+        self.migration: Migration | None = None
+        self._stopped = threading.Event()
+
+    def _maybe_stop(self, path: str) -> None:
+        if path and path.count("/") + 1 >= self.stop_depth and not self._stopped.is_set():
+            self._stopped.set()
+            self.migration.stop()
+
+    def list(self, path, *args, **kwargs):
+        self._maybe_stop(path)
+        return super().list(path, *args, **kwargs)
+
+    def create_temp_fd(self, folder, name):
+        self._maybe_stop(f"{folder}/{name}" if folder else name)
+        return super().create_temp_fd(folder, name)
+
+
+def run_to_the_end(migration: Migration) -> None:
+    migration.start()
+    assert migration.wait(90), "the run hung"
+    migration.close()
+
+
+def open_in_console(db: Path, scenario) -> None:
+    """Open the run file as ``migrate-tui --db FILE`` does and run ``scenario(app, pilot, migration)``."""
+    migration = Migration.open(str(db))
+
+    async def main():
+        app = MigrationConsole(migration)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.pause(0.3)
+            await scenario(app, pilot, migration)
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.return_code == 0, timeout=30)
+
+    try:
+        asyncio.run(main())
+    finally:
+        migration.close()
+
+
+def errors_title(app) -> str:
+    return app.screen_stack[0].query_one("#errors").border_title
+
+
+def assert_failures_listed(app, blocked: list[str]) -> None:
+    assert errors_title(app) == "Errors · 3 failed"
+    listed = static_text(app, "#errors-text", width=300)
+    for rel in blocked:
+        assert fmt.display_path(rel) in listed
+    assert listed.count(REASON) == 3
+
+
+def test_a_finished_run_file_lists_its_failures_and_where_each_side_ended(trees):
+    src, dst, db, blocked = trees
+    dst_files, dst_folders, dst_deepest = tree_counts(dst)  # what DST's traversal will find
+    src_files, src_folders, src_deepest = tree_counts(src)
+    run_to_the_end(Migration.create(str(db), str(src), str(dst), Settings(**FAST)))
+
+    async def scenario(app, pilot, migration):
+        assert migration.snapshot().phase == "done" and not migration.running
+        summary = static_text(app, "#summary-text")
+        assert " failed " in summary and summary.split(" failed ")[1].split()[0] == "3"
+        assert_failures_listed(app, blocked)  # before any key: not only after t
+
+        assert static_text(app, "#src-round").strip() == f"SRC round {src_deepest} · completed"
+        assert static_text(app, "#dst-round").strip() == f"DST round {dst_deepest} · completed"
+        assert static_text(app, "#src-found").strip() == f"{src_files} files · {src_folders} folders"
+        assert static_text(app, "#dst-found").strip() == f"{dst_files} files · {dst_folders} folders"
+        src_count = static_text(app, "#src-progress .round-count").strip()
+        listed, expected = src_count.split("/")
+        assert listed == expected != "0"  # the last round listed all its folders
+        gate = static_text(app, "#gate-text")
+        assert f"SRC round {src_deepest}  ✓ traversal done" in gate
+        assert f"DST round {dst_deepest}  ✓ traversal done" in gate
+        assert "waits" not in gate and "✗" not in gate
+
+        # Retry mode takes the file up again: the three fail again and are listed (and counted) once.
+        await pilot.press("t")
+        await wait_until(pilot, lambda: migration.finished_queues and migration.wait(0), timeout=60)
+        app.refresh_view(force=True)
+        await pilot.pause(0.1)
+        assert migration.summary is not None and migration.summary.failed == 3
+        assert_failures_listed(app, blocked)
+
+    open_in_console(db, scenario)
+
+
+def test_a_run_file_interrupted_during_its_copy_lists_the_failures_sealed_before(trees):
+    src, dst, db, blocked = trees
+    dst_adapter = StopAt(dst, depth=3)  # the blocked files are shallower: their failures are sealed
+    first = Migration.create(str(db), str(src), str(dst), Settings(**FAST, copy_processes=False),
+                             dst_adapter=dst_adapter)
+    dst_adapter.migration = first
+    run_to_the_end(first)
+    assert first.phase == "copy" and first.summary is None
+
+    async def scenario(app, pilot, migration):
+        assert migration.snapshot().phase == "interrupted"
+        assert static_text(app, "#status").strip() == RESUME_HINT
+        assert_failures_listed(app, blocked)
+        for side in ("src", "dst"):  # the traversal was over: no round 0, no idle queue
+            assert static_text(app, f"#{side}-round").strip().endswith("· completed")
+        gate = static_text(app, "#gate-text")
+        assert gate.count("✓ traversal done") == 2 and "waits" not in gate
+
+        await pilot.press("R")  # the resumed copy keeps the failures the file recorded
+        await wait_until(pilot, lambda: migration.snapshot().phase == "done", timeout=60)
+        app.refresh_view(force=True)
+        await pilot.pause(0.1)
+        assert migration.summary.failed == 3
+        assert_failures_listed(app, blocked)
+
+    open_in_console(db, scenario)
+
+
+def test_a_run_file_interrupted_during_its_traversal_shows_where_each_side_stopped(trees):
+    src, dst, db, _ = trees
+    src_adapter = StopAt(src, depth=3)
+    first = Migration.create(str(db), str(src), str(dst), Settings(**FAST, list_processes=False),
+                             src_adapter=src_adapter)
+    src_adapter.migration = first
+    run_to_the_end(first)
+    assert first.phase == "traversal"
+
+    # What the file holds, asked of DuckDB directly: per side, the shallowest depth with folders
+    # still to list, how many folders that depth has and has listed, and the entries found.
+    expected = {}
+    with duckdb.connect(str(db), read_only=True) as con:
+        for side in ("src", "dst"):
+            stop = con.execute(f"SELECT min(depth) FROM {side}_nodes WHERE type = 'folder' "
+                               "AND traversal_status IN ('pending', 'in_progress')").fetchone()[0]
+            if stop is None:
+                expected[side] = None
+                continue
+            folders, listed = con.execute(
+                f"SELECT count(*), count(*) FILTER (traversal_status IN ('successful', 'failed')) "
+                f"FROM {side}_nodes WHERE type = 'folder' AND depth = ?", [stop]).fetchone()
+            files, all_folders = con.execute(
+                f"SELECT count(*) FILTER (type <> 'folder'), count(*) FILTER (type = 'folder') "
+                f"FROM {side}_nodes WHERE depth > 0").fetchone()
+            expected[side] = stop, folders, listed, files, all_folders
+    assert expected["src"] is not None and expected["src"][0] >= 2, "SRC stopped before its third level"
+
+    async def scenario(app, pilot, migration):
+        assert migration.snapshot().phase == "interrupted"
+        assert static_text(app, "#status").strip() == RESUME_HINT
+        assert errors_title(app) == "Errors · 0 failed"
+        gate = static_text(app, "#gate-text")
+        assert "waits for" not in gate
+        for side, name in (("src", "SRC"), ("dst", "DST")):
+            if expected[side] is None:
+                assert static_text(app, f"#{side}-round").strip().endswith("· completed")
+                continue
+            stop, folders, listed, files, all_folders = expected[side]
+            assert static_text(app, f"#{side}-round").strip() == f"{name} round {stop} · stopped"
+            assert static_text(app, f"#{side}-progress .round-count").strip() == f"{listed}/{folders}"
+            assert static_text(app, f"#{side}-found").strip() == f"{files} files · {all_folders} folders"
+            sealed = {0: "no round sealed yet", 1: "round 0 sealed"}.get(stop, f"rounds 0-{stop - 1} sealed")
+            assert f"{name} round {stop}  ✗ traversal interrupted: {sealed}" in gate
+
+    open_in_console(db, scenario)
