@@ -486,7 +486,11 @@ class Migration:
 def _shown(key: str, value) -> str:
     """A setting as an operator reads it: bwlimit in MiB/s, durations in seconds."""
     if key == "bwlimit":
-        return f"{value / 1048576:g} MiB/s" if value else "unlimited"
+        if not value:
+            return "unlimited"
+        unit, size = next((u, s) for u, s in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1))
+                          if value >= s)
+        return f"{value / size:.4g} {unit}/s"
     if key in ("lease_timeout", "backoff_base", "backoff_cap"):
         return f"{value:g}s"
     return str(value)

@@ -30,6 +30,13 @@ def display_path(path: str) -> str:
     return "".join(out)
 
 
+def tail(text: str, width: int) -> str:
+    """text in at most `width` cells, its end kept: '…' and the last characters (a path's leaf matters)."""
+    if len(text) <= width:
+        return text
+    return "…" + text[len(text) - max(0, width - 1):] if width > 0 else ""
+
+
 def duration(seconds: float | None) -> str:
     """Compact h/m/s, e.g. ``2h 05m 12s``; a dash when unknown."""
     if seconds is None or seconds < 0:

@@ -143,7 +143,14 @@ class Panel(Vertical):
 class TitleBar(Cell):
     """One line: where from, where to, and how the run is doing."""
 
+    _snapshot: MigrationSnapshot | None = None
+
+    def on_resize(self, event) -> None:
+        if self._snapshot is not None:  # the paths are cut to the width: cut them again
+            self.show(self._snapshot)
+
     def show(self, snapshot: MigrationSnapshot) -> None:
+        self._snapshot = snapshot
         # Phase, state and time first: the paths are what a narrow screen may cut.
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(" migrate-tui ", style="bold reverse")
@@ -155,9 +162,14 @@ class TitleBar(Cell):
         if snapshot.dry_run:
             text.append("DRY RUN", style="bold black on yellow")
             text.append("  ")
-        text.append(fmt.display_path(snapshot.src_root), style="bold")
+        src, dst = fmt.display_path(snapshot.src_root), fmt.display_path(snapshot.dst_root)
+        room = self.size.width - text.cell_len - 3  # both paths and their arrow in what is left
+        if self.size.width and len(src) + len(dst) > room:  # cut both from the left, so both leaves show
+            dst = fmt.tail(dst, max(room // 2, room - len(src)))
+            src = fmt.tail(src, room - len(dst))
+        text.append(src, style="bold")
         text.append(" → ")
-        text.append(fmt.display_path(snapshot.dst_root), style="bold")
+        text.append(dst, style="bold")
         self.show_text(text)
 
 
@@ -360,7 +372,7 @@ class ThroughputPanel(Panel):
         if copy.bytes_total:
             volume += f" / {fmt.size(copy.bytes_total)}"
         outcome = Text(f"{fmt.count(copy.folders_created)} folders created · "
-                       f"{fmt.count(copy.skipped)} newer on DST")
+                       f"{fmt.count(copy.skipped)} became newer")  # on DST, since listed: kept
         if copy.failed:
             outcome.append(f" · {fmt.count(copy.failed)} failed", style="red")
         rows = (

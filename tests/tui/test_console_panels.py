@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from console_testing import static_text
 
@@ -38,6 +39,27 @@ def test_durations_rates_and_ages():
     assert fmt.rate(5412.7) == "5,413"
     assert fmt.bytes_per_second(486.2 * 1024**2) == "486.2 MiB/s"
     assert fmt.age(59) == "59s" and fmt.age(61) == "1m" and fmt.age(7300) == "2h"
+
+
+def test_tail_keeps_the_end():
+    assert fmt.tail("/tmp/migrate-tui-demo-x1/demo-src", 10) == "…/demo-src"
+    assert fmt.tail("short", 10) == "short" and fmt.tail("abc", 1) == "…" and fmt.tail("abc", 0) == ""
+
+
+def test_title_cuts_long_paths_from_the_left_so_both_leaves_show():
+    async def scenario():
+        controller = FakeController("running")
+        long_src, long_dst = "/srv/" + "a" * 70 + "/source-leaf", "/srv/" + "b" * 70 + "/destination-leaf"
+        controller._snapshot = dataclasses.replace(controller._snapshot, src_root=long_src, dst_root=long_dst)
+        app = sample_app(controller=controller)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await pilot.pause()
+            await pilot.pause()
+            return static_text(app, "#title")
+
+    title = asyncio.run(scenario()).rstrip()
+    assert "…" in title and title.endswith("/destination-leaf"), title
+    assert "/source-leaf → …" in title and len(title) <= 120, title
 
 
 def test_errors_show_escaped_unicode_and_bracketed_paths_newest_first():
