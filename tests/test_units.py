@@ -145,3 +145,9 @@ def test_sizes():
     assert parse_size("50M") == 50 << 20 and parse_size("10MB") == 10_000_000 and parse_size(0) == 0
     with pytest.raises(ValueError):
         parse_size("fast")
+
+
+def test_settings_line_shows_bandwidth_in_the_unit_that_reads_best():
+    from engine.migration import _shown
+    assert [_shown("bwlimit", v) for v in (0, 300 << 10, 6 << 20, 1_000_000, 3 << 30)] == \
+        ["unlimited", "300 KiB/s", "6 MiB/s", "976.6 KiB/s", "3 GiB/s"]
