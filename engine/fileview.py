@@ -4,8 +4,8 @@ console shows a finished or interrupted run file with the panels it shows a live
 
 from __future__ import annotations
 
-from engine.model import DST, EXCLUDED, FAILED, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, display
-from engine.snapshot import ErrorView, GateView, QueueView
+from engine.model import ACTION_COPY, DST, EXCLUDED, FAILED, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL, display
+from engine.snapshot import CopyView, ErrorView, GateView, QueueView
 from engine.store import Store
 
 LISTED = (SUCCESSFUL, FAILED)
@@ -68,3 +68,26 @@ def traversal_views(store: Store, phase: str, max_src_ahead: int) -> tuple[Queue
     gate = GateView(max_src_ahead, src.round, dst.round, src_done, dst_done, src_done, dst_done,
                     interrupted_reason(src, phase), interrupted_reason(dst, phase))
     return src, dst, gate
+
+
+def copy_view(store: Store, phase: str) -> CopyView:
+    """The copy as the file holds it, once traversal has decided what to copy: the entries to copy, those
+    copied (bytes of files), kept because the destination became newer, and failed."""
+    if phase not in ("copy", "planned", "done"):
+        return CopyView()
+    total = total_bytes = folders = files = copied_bytes = skipped = failed = 0
+    for is_folder, action, status, n, size in store.grouped(SRC, "type = 'folder' AS is_folder, action, copy_status"):
+        if action != ACTION_COPY:
+            continue
+        nbytes = 0 if is_folder else size
+        total, total_bytes = total + n, total_bytes + nbytes
+        if status == SUCCESSFUL:
+            folders, files = (folders + n, files) if is_folder else (folders, files + n)
+            copied_bytes += nbytes
+        elif status == SKIPPED:
+            skipped += n
+        elif status == FAILED:
+            failed += n
+    return CopyView(items_done=folders + files + skipped + failed, bytes_done=copied_bytes, items_total=total,
+                    bytes_total=total_bytes, folders_created=folders, files_copied=files, skipped=skipped,
+                    failed=failed)

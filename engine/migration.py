@@ -16,7 +16,7 @@ from engine.coordinator import QueueCoordinator
 from engine.counters import CopyCounters, SideCounters
 from engine.errors import UserError
 from engine.excludes import compile_excludes
-from engine.fileview import recorded_errors, traversal_views
+from engine.fileview import copy_view, recorded_errors, traversal_views
 from engine.hotreload import SettingsWatcher
 from engine.model import (
     ACTION_SKIP, DST, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name, node_id,
@@ -70,7 +70,7 @@ class Migration:
         # The failures the run file records (an opened run's, or a continued one's), then this process's.
         self.errors: deque[ErrorView] = deque(recorded_errors(store, ERRORS_KEPT), maxlen=ERRORS_KEPT)
         self.failed_count = store.dead_letter_count()
-        self._file_views: tuple[QueueView, QueueView, GateView] | None = None  # see snapshot()
+        self._file_views: tuple[QueueView, QueueView, GateView, CopyView] | None = None  # see snapshot()
         self.copy_totals = (0, 0)
         self.message: str | None = None
         # called with what hot reload did to the settings file (the console shows `message` instead)
@@ -446,8 +446,9 @@ class Migration:
             # A run file this process has not driven: what the file says, not an idle coordinator's
             # round 0. Read once; nothing else writes the file while this process holds it.
             if self._file_views is None:
-                self._file_views = traversal_views(self.store, self.phase, self.settings.max_src_ahead)
-            src_view, dst_view, gate = self._file_views
+                self._file_views = (*traversal_views(self.store, self.phase, self.settings.max_src_ahead),
+                                    copy_view(self.store, self.phase))
+            src_view, dst_view, gate, file_copy = self._file_views
         else:
             src_round, dst_round, src_done, dst_done, ahead = self.coordinator.state()
             gate = GateView(ahead, src_round, dst_round, src_done, dst_done,
@@ -455,6 +456,7 @@ class Migration:
                             src_done or src_round >= dst_round + 2,
                             self.coordinator.reason(SRC), self.coordinator.reason(DST))
             src_view, dst_view = self._queue_view(SRC), self._queue_view(DST)
+            file_copy = None
         cc = self.copy_counters
         items_total, bytes_total = self.copy_totals
         rates = self.observer.rates
@@ -464,8 +466,8 @@ class Migration:
             eta = max(0.0, (bytes_total - cc.bytes) / bytes_rate)
         elif items_total and items_rate > 0.1:
             eta = max(0.0, (items_total - cc.items) / items_rate)
-        copy = CopyView(cc.items, cc.bytes, items_total, bytes_total, cc.folders_created, cc.files_copied,
-                        cc.skipped, cc.failed, items_rate, bytes_rate, eta)
+        copy = file_copy or CopyView(cc.items, cc.bytes, items_total, bytes_total, cc.folders_created,
+                                     cc.files_copied, cc.skipped, cc.failed, items_rate, bytes_rate, eta)
         if self.running:
             state = "stopping" if self._stop else ("paused" if self._paused else "running")
         else:

@@ -162,11 +162,16 @@ def test_a_run_file_interrupted_during_its_copy_lists_the_failures_sealed_before
     dst_adapter.migration = first
     run_to_the_end(first)
     assert first.phase == "copy" and first.summary is None
+    with duckdb.connect(str(db), read_only=True) as con:  # the copy so far, asked of DuckDB directly
+        done, to_copy = con.execute("SELECT count(*) FILTER (copy_status IN ('successful', 'failed')), count(*) "
+                                    "FROM src_nodes WHERE action = 'copy'").fetchone()
+    assert 0 < done < to_copy
 
     async def scenario(app, pilot, migration):
         assert migration.snapshot().phase == "interrupted"
         assert static_text(app, "#status").strip() == RESUME_HINT
         assert_failures_listed(app, blocked)
+        assert f"{done:,} / {to_copy:,} items" in static_text(app, "#rates")  # not 0: what the file copied
         for side in ("src", "dst"):  # the traversal was over: no round 0, no idle queue
             assert static_text(app, f"#{side}-round").strip().endswith("· completed")
         gate = static_text(app, "#gate-text")
