@@ -319,8 +319,8 @@ class Store:
             cols.insert(3, [None if d == 0 else p.rpartition(b"/")[0] for p, d in zip(paths, cols[3])])
             yield pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(cols, schema)], schema=schema)
 
-    # Built once: making an Arrow scalar (or RunEndEncodedArray.from_arrays) from Python objects goes
-    # through a failing `import` of an optional module (~40 us each time).
+    # Built once: making an Arrow scalar from Python objects goes through a failing `import` of an
+    # optional module (~40 us each time).
     _FILE_KINDS = pa.array(FILE_KINDS, pa.string())
     _FILE_STATUSES = {status: pa.array([status, EXCLUDED], pa.string())  # index 1: an excluded row
                       for status in (SUCCESSFUL, PENDING, ACTION_COPY)}

@@ -31,7 +31,7 @@ def display_path(path: str) -> str:
 
 
 def tail(text: str, width: int) -> str:
-    """text in at most `width` cells, its end kept: '…' and the last characters (a path's leaf matters)."""
+    """text in at most `width` characters, its end kept: "…" and the last ones (a path's leaf matters)."""
     if len(text) <= width:
         return text
     return "…" + text[len(text) - max(0, width - 1):] if width > 0 else ""
