@@ -66,7 +66,11 @@ def _apply_resume_settings(migration, loaded) -> None:
     """A resume keeps the run's stored settings except what a settings file, a MIGRATE_* variable or a flag
     sets now; what cannot change for a run already started is kept, with a note."""
     from engine.config import format_value
+    from engine.migration import exclude_changed
     changes = {k: v for k, v in loaded.explicit().items() if getattr(migration.settings, k) != v}
+    if "exclude" in changes:  # what was listed so far was decided with the run's own excludes
+        migration.close()
+        raise UserError(exclude_changed(migration.store.path, migration.settings.exclude, changes["exclude"]))
     refused = migration.apply_settings(changes) if changes else []
     for key in refused:
         print(f"{PROG}: note: '{key}' cannot change for a run already started; keeping "
@@ -235,7 +239,10 @@ def _drive(migration, quiet: bool = False) -> int:
 def cmd_run(args) -> int:
     from engine.migration import Migration
     settings = load_settings(args)
-    return _drive(Migration.create(args.db, args.src, args.dst, settings, dry_run=args.dry_run))
+    migration = Migration.create(args.db, args.src, args.dst, settings, dry_run=args.dry_run)
+    for note in migration.start_notes:
+        print(f"{PROG}: note: {note}", file=sys.stderr)
+    return _drive(migration)
 
 
 def cmd_resume(args, retry: bool = False) -> int:

@@ -84,6 +84,7 @@ class Migration:
         self.excluded = compile_excludes(settings.exclude)
         self.fatal: str | None = None
         self.fresh = False  # a run created now, not yet started
+        self.start_notes: list[str] = []  # what create() decided that the operator should know
 
     # construction ----------------------------------------------------------------------------------
 
@@ -101,13 +102,25 @@ class Migration:
             if info is not None and (info.src_root, info.dst_root) != (src, dst):
                 raise UserError(f"'{db_path}' holds the run {info.src_root} -> {info.dst_root}, not this pair; "
                                 "give a new --db path for a different pair")
+            notes = []
+            stored_exclude = info.settings.get("exclude", []) if info is not None else []
+            if info is not None and info.phase == "planned" and not dry_run and stored_exclude != settings.exclude:
+                # the dry run decided with other excludes: its plan would copy what is excluded now
+                notes.append(f"the dry run's plan was made with exclude {stored_exclude}; comparing the trees "
+                             f"again with exclude {settings.exclude}")
+                info = None
+                store.reset_nodes()
             if info is None or info.phase == "done" or (info.phase == "planned" and dry_run):
                 if info is not None:
                     store.reset_nodes()
                 store.create_run(src, dst, settings.model_dump(), dry_run)
                 seed(store)
-            elif info.dry_run != dry_run:
-                store.set_phase(info.phase, dry_run=dry_run)
+            else:
+                if stored_exclude != settings.exclude:
+                    raise UserError(exclude_changed(db_path, stored_exclude, settings.exclude))
+                store.set_settings(settings.model_dump())  # what this session runs with, as config show says
+                if info.dry_run != dry_run:
+                    store.set_phase(info.phase, dry_run=dry_run)
             info = store.run_info()
         except BaseException:
             store.close()
@@ -115,6 +128,7 @@ class Migration:
         migration = cls(store, info, settings, src_adapter or LocalAdapter(src), dst_adapter or LocalAdapter(dst),
                         dry_run)
         migration.fresh = info.elapsed_s == 0.0 and info.phase == "traversal"
+        migration.start_notes = notes
         return migration
 
     @classmethod
@@ -483,6 +497,13 @@ class Migration:
             errors=tuple(self.errors), failed_count=self.failed_count, history=tuple(self.observer.history),
             summary=self.summary, message=self.message,
             settings=tuple((k, _shown(k, getattr(s, k))) for k in LIVE_SETTINGS))
+
+
+def exclude_changed(db_path: str, stored: list, now: list) -> str:
+    """Why a started run refuses other excludes: what it listed so far was decided with its own."""
+    return (f"the run in '{db_path}' was started with exclude {stored}, not {now}; a started run cannot change "
+            f"what it excludes: continue it with its own (migrate resume --db {db_path}), or start over with a "
+            "new --db")
 
 
 def _shown(key: str, value) -> str:

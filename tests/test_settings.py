@@ -4,7 +4,11 @@ real CLI; `config show` names each value's source; every kind of bad input is on
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -231,3 +235,29 @@ def test_describe_lists_every_setting_once(tmp_path):
     text = describe(load())
     keys = [line.split()[0] for line in text.splitlines()[2:]]
     assert keys == list(Settings.model_fields)
+
+
+def test_excludes_given_to_a_dry_run_plan_or_a_started_run_are_never_ignored(tmp_path, capsys):
+    """A dry run's plan made without an exclude is made again with it (its plan would copy the excluded
+    files); a started run refuses another exclude, writing nothing (what it listed was decided with its own)."""
+    src = small_tree(tmp_path / "src")
+    planned, dst = tmp_path / "planned.duckdb", tmp_path / "dst"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(planned), "--dry-run")[0] == 0
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(planned), "--exclude", "*.tmp")
+    assert code == 0, err
+    assert "the dry run's plan was made with exclude []; comparing the trees again" in err
+    assert (dst / "sub" / "f1.txt").exists() and not (dst / "skip.tmp").exists()
+
+    started, dst2 = tmp_path / "started.duckdb", tmp_path / "dst2"
+    env = {**os.environ, "MIGRATE_CRASH_AT": "copied:3"}
+    killed = subprocess.run([sys.executable, "-m", "engine.cli", "run", str(src), str(dst2), "--db", str(started)],
+                            env=env, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    before = sorted(p.relative_to(dst2) for p in dst2.rglob("*"))
+    for argv in (["run", str(src), str(dst2), "--db", str(started)], ["resume", "--db", str(started)]):
+        code, _, err = run_cli(capsys, *argv, "--exclude", "*.tmp")
+        assert code == 2 and "was started with exclude [], not ['*.tmp']" in err, err
+        assert err.count("\n") == 1
+    assert sorted(p.relative_to(dst2) for p in dst2.rglob("*")) == before
+    assert run_cli(capsys, "resume", "--db", str(started))[0] == 0  # as it was started: it finishes
+    assert (dst2 / "skip.tmp").exists()
