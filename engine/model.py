@@ -88,6 +88,19 @@ def display(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+NAME_MAX = 255  # bytes in one name (Linux filesystems)
+
+
+def temp_name(name: str, random_hex: str) -> str:
+    """What a copy writes before its rename: '.NAME.<random>.migrate-tmp', NAME cut at its end so that the
+    whole stays within NAME_MAX bytes (a 255-byte name must still be copyable)."""
+    room = NAME_MAX - len(random_hex) - len(TEMP_SUFFIX) - 2
+    encoded = fs_bytes(name)
+    if len(encoded) > room:
+        name = fs_str(encoded[:room])
+    return f".{name}.{random_hex}{TEMP_SUFFIX}"
+
+
 def is_temp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 

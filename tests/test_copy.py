@@ -120,3 +120,17 @@ def test_special_files_are_named_and_left_out(capsys, tmp_path, list_processes):
                      "migrate: note: 'sub/pipe' is a FIFO: not migrated (only folders, files and symlinks are)"]
     assert "not migrated 2 special files on the source" in out
     assert sorted(tree_state(dst)) == ["sub", "sub/a.txt"]
+
+
+def test_names_of_255_bytes_are_copied(capsys, tmp_path):
+    """The longest names Linux allows: the temporary name beside them must stay within 255 bytes too."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "n").mkdir(parents=True)
+    names = ["L" * 255, "é" * 127 + "x", "\udcff" * 255]  # ASCII, two-byte UTF-8, bytes that are not UTF-8
+    assert [len(os.fsencode(n)) for n in names] == [255, 255, 255]
+    for i, name in enumerate(names):
+        (src / "n" / name).write_bytes(b"x" * (i + 1))
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"))
+    assert code == 0, err
+    assert sorted(os.listdir(dst / "n")) == sorted(names)
+    assert all((dst / "n" / name).read_bytes() == b"x" * (i + 1) for i, name in enumerate(names))

@@ -11,7 +11,7 @@ import stat as stat_mod
 from typing import BinaryIO
 
 from engine.adapters.base import Entry
-from engine.model import FILE, FOLDER, SYMLINK, TEMP_SUFFIX
+from engine.model import FILE, FOLDER, SYMLINK, temp_name
 
 
 _random_bits = random.Random(secrets.token_bytes(16)).getrandbits  # C, atomic under the GIL
@@ -97,7 +97,7 @@ class LocalAdapter:
         # Random part per attempt: a reclaimed (hung) attempt can never write into a newer one's file.
         # 32 random bits as 8 hex digits, from a generator seeded once from the OS: no syscall per file.
         # O_EXCL on the open still refuses the (unlikely) name that exists already.
-        temp = f".{name}.{_random_bits(32):08x}{TEMP_SUFFIX}"
+        temp = temp_name(name, f"{_random_bits(32):08x}")
         return f"{folder}/{temp}" if folder else temp
 
     def create_temp(self, folder: str, name: str) -> tuple[str, BinaryIO]:

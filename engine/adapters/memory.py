@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 from engine.adapters.base import Entry
-from engine.model import FILE, FOLDER, SYMLINK, TEMP_SUFFIX, join, name_of, parent_of
+from engine.model import FILE, FOLDER, SYMLINK, join, name_of, parent_of, temp_name
 
 
 @dataclass
@@ -148,7 +148,7 @@ class MemoryAdapter:
             self.entries[path] = MemEntry(FOLDER, mode=mode)
 
     def _temp_name(self, folder: str, name: str) -> str:
-        return join(folder, f".{name}.{self._rng.getrandbits(32):08x}{TEMP_SUFFIX}")
+        return join(folder, temp_name(name, f"{self._rng.getrandbits(32):08x}"))
 
     def create_temp(self, folder: str, name: str):
         self._inject("write", join(folder, name))
