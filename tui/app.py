@@ -119,6 +119,7 @@ class MigrationConsole(App[int]):
         self.controller = controller
         self._now = now
         self._start_run = start_run
+        self.drove_run = False  # this console started or resumed the run (its exit code says how it ended)
         self._refresh_seconds = refresh_seconds
         self._commands: queue.Queue[tuple[str, Callable[[], None]]] = queue.Queue()
         self._force = threading.Event()
@@ -169,6 +170,7 @@ class MigrationConsole(App[int]):
         if start is None:
             start = self.snapshot is not None and self.snapshot.phase == "new"
         if start:
+            self.drove_run = True
             self._commands.put(("start", self.controller.start))
 
     def _freeze_gc(self) -> None:
@@ -301,7 +303,7 @@ class MigrationConsole(App[int]):
         elif self._resume_requested:
             self.notify("already resuming from the DuckDB file")
         else:
-            self._resume_requested = True
+            self._resume_requested = self.drove_run = True
             self._commands.put(("resume from the DuckDB file", self.controller.resume_from_db))
 
     def action_help(self) -> None:

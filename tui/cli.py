@@ -106,6 +106,14 @@ def _quietly(action) -> None:
         print(f"{PROG}: error: while closing the run: {exc}", file=sys.stderr)
 
 
+def unfinished_run(app, controller) -> str | None:
+    """The run file of a run this console started or resumed and that did not finish (None otherwise)."""
+    if not app.drove_run:
+        return None
+    snapshot = controller.snapshot()
+    return None if snapshot.phase in ("done", "planned") else snapshot.db_path
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     try:
         launched = launch(parse_args(argv))
@@ -122,6 +130,7 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     controller = launched.controller
     app = MigrationConsole(controller, start_run=launched.start_run)
+    unfinished = None
     try:
         app.run()
     finally:
@@ -132,10 +141,15 @@ def run(argv: Sequence[str] | None = None) -> int:
         elif not app.engine_stopped:
             # The console ended some other way (a crash, a signal): leave the file resumable.
             _quietly(lambda: controller.stop(force=True))
+        unfinished = unfinished_run(app, controller)
         # Not in the Controller protocol, but Migration has it: seal and close the DuckDB file.
         close = getattr(controller, "close", None)
         if callable(close):
             _quietly(close)
     if launched.farewell:
         print(launched.farewell)
+    if unfinished is not None:  # as `migrate` says it: a script can tell a stopped run from a finished one
+        print(f"{PROG}: stopped; resume with: migrate-tui --db {unfinished} (R), or migrate resume --db {unfinished}",
+              file=sys.stderr)
+        return app.return_code or 130
     return app.return_code or 0

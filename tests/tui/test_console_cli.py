@@ -123,3 +123,13 @@ def test_help_exits_0_and_names_the_program(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     assert "migrate-tui" in capsys.readouterr().out
+
+
+def test_a_run_the_console_drove_and_left_unfinished_is_named_for_the_exit_code():
+    """migrate-tui exits 130 with a resume hint when the run it started or resumed did not finish."""
+    from types import SimpleNamespace
+
+    from tui.samples import FakeController
+    assert cli.unfinished_run(SimpleNamespace(drove_run=True), FakeController("copy")) is not None
+    assert cli.unfinished_run(SimpleNamespace(drove_run=True), FakeController("finished")) is None
+    assert cli.unfinished_run(SimpleNamespace(drove_run=False), FakeController("interrupted")) is None
