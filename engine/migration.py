@@ -476,7 +476,9 @@ class Migration:
         rates = self.observer.rates
         items_rate, bytes_rate = rates["items"].value, rates["bytes"].value
         eta = None
-        if bytes_total and bytes_rate > 1:
+        if self._paused:
+            pass  # nothing moves while paused: no time left to tell
+        elif bytes_total and bytes_rate > 1:
             eta = max(0.0, (bytes_total - cc.bytes) / bytes_rate)
         elif items_total and items_rate > 0.1:
             eta = max(0.0, (items_total - cc.items) / items_rate)

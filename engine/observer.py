@@ -24,7 +24,9 @@ class Ema:
         self._last_time = None
 
     def update(self, count: float, now: float) -> float:
-        if self._last_time is not None and now > self._last_time:
+        if self._last_count is not None and count < self._last_count:
+            self.value = 0.0  # another phase's counter starts from 0: a new rate, never a negative one
+        elif self._last_time is not None and now > self._last_time:
             dt = now - self._last_time
             alpha = 1.0 - math.exp(-dt / RATE_WINDOW_S)
             self.value += alpha * ((count - self._last_count) / dt - self.value)
@@ -57,6 +59,8 @@ class Observer:
         if self._thread is not None:
             self._thread.join(5)
         self.tick()  # the final numbers reach the file too
+        for rate in self.rates.values():  # nothing moves once the run has stopped
+            rate.value = 0.0
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):

@@ -42,11 +42,13 @@ def test_pause_stops_progress_and_resume_continues(tmp_path):
     time.sleep(0.4)
     later = m.snapshot()
     assert later.src.completed_total == frozen.src.completed_total, "work went on while paused"
-    assert later.src.state == "paused"
+    assert later.src.state == "paused" and later.copy.eta_s is None  # nothing moves: no time left to tell
     m.resume()
     assert m.snapshot().state == "running"
     assert m.wait(60)
     assert m.phase == "done" and m.summary.copied == 40 + 40 * 5
+    done = m.snapshot().copy  # a finished run moves nothing: no rate left over from its last seconds
+    assert (done.items_per_s, done.bytes_per_s, done.eta_s) == (0.0, 0.0, None)
     m.close()
 
 

@@ -151,3 +151,15 @@ def test_settings_line_shows_bandwidth_in_the_unit_that_reads_best():
     from engine.migration import _shown
     assert [_shown("bwlimit", v) for v in (0, 300 << 10, 6 << 20, 1_000_000, 3 << 30)] == \
         ["unlimited", "300 KiB/s", "6 MiB/s", "976.6 KiB/s", "3 GiB/s"]
+
+
+def test_rates_restart_at_zero_when_a_new_phase_counts_from_zero():
+    """Discovery summed over the queues drops to 0 when traversal gives way to the copy: a new rate, not
+    a negative one that creeps back (it drew a rising ramp in the console's sparkline)."""
+    from engine.observer import Ema
+    ema = Ema()
+    for second, count in enumerate((0, 1000, 2000, 3000)):
+        ema.update(count, float(second))
+    assert ema.value > 0
+    assert ema.update(0, 4.0) == 0.0
+    assert ema.update(0, 5.0) == 0.0 and ema.update(50, 6.0) > 0

@@ -378,7 +378,7 @@ class ThroughputPanel(Panel):
         rows = (
             ("discovery", f"SRC {fmt.rate(src_rate)}/s · DST {fmt.rate(dst_rate)}/s"),
             ("copy", f"{fmt.rate(copy.items_per_s)} items/s · {fmt.bytes_per_second(copy.bytes_per_s)}"),
-            ("copied", f"{items} items · {volume}"),
+            ("done", f"{items} items · {volume}"),
             ("", outcome),
             ("ETA", fmt.duration(copy.eta_s)),
         )
