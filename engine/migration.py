@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import os
@@ -71,7 +72,8 @@ class Migration:
         self.errors: deque[ErrorView] = deque(recorded_errors(store, ERRORS_KEPT), maxlen=ERRORS_KEPT)
         self.failed_count = store.dead_letter_count()
         self._file_views: tuple[QueueView, QueueView, GateView, CopyView] | None = None  # see snapshot()
-        self.copy_totals = (0, 0)
+        self.copy_totals = (0, 0)  # what the copy had still to do when this process started it
+        self._copy_before = CopyView()  # what the run file had copied already then (a resumed copy)
         self.message: str | None = None
         # called with what hot reload did to the settings file (the console shows `message` instead)
         self.on_settings_message: Callable[[str], None] | None = None
@@ -359,6 +361,7 @@ class Migration:
             os.makedirs(self.dst_root, exist_ok=True)
         self.copy_totals = (self.store.count(SRC, "copy_status IN ('pending', 'in_progress') AND depth > 0"),
                             self.store.sum_size("copy_status IN ('pending', 'in_progress') AND type = 'file'"))
+        self._copy_before = copy_view(self.store, "copy") if resuming else CopyView()
         mode = CopyMode(self.store, self.src, self.dst, self.settings, self.copy_counters, self.limiter,
                         self._on_error)
         self._run_queues({"copy": Queue(SRC, mode, self.coordinator, self.settings, self.settings.copy_workers,
@@ -456,13 +459,21 @@ class Migration:
         return view
 
     def snapshot(self) -> MigrationSnapshot:
-        if not self.queues and not self.running and not self.fresh:
-            # A run file this process has not driven: what the file says, not an idle coordinator's
-            # round 0. Read once; nothing else writes the file while this process holds it.
+        driving = bool(self.queues) or self.running or self.fresh
+        file_copy = None
+        if not driving or "copy" in self.queues:
+            # A run file this process has not driven, or a copy whose traversal is over (run here or
+            # before a resume): how the traversal went is what the file says, not this process's counters
+            # or an idle coordinator's round 0. Read once (start() forgets it); nothing else writes the
+            # file while this process holds it.
             if self._file_views is None:
                 self._file_views = (*traversal_views(self.store, self.phase, self.settings.max_src_ahead),
                                     copy_view(self.store, self.phase))
             src_view, dst_view, gate, file_copy = self._file_views
+            if driving:  # SRC's column shows the live copy queue, with what the traversal found
+                src_view = dataclasses.replace(self._queue_view(SRC), files_discovered=src_view.files_discovered,
+                                               folders_discovered=src_view.folders_discovered)
+                file_copy = None
         else:
             src_round, dst_round, src_done, dst_done, ahead = self.coordinator.state()
             gate = GateView(ahead, src_round, dst_round, src_done, dst_done,
@@ -470,7 +481,6 @@ class Migration:
                             src_done or src_round >= dst_round + 2,
                             self.coordinator.reason(SRC), self.coordinator.reason(DST))
             src_view, dst_view = self._queue_view(SRC), self._queue_view(DST)
-            file_copy = None
         cc = self.copy_counters
         items_total, bytes_total = self.copy_totals
         rates = self.observer.rates
@@ -482,8 +492,12 @@ class Migration:
             eta = max(0.0, (bytes_total - cc.bytes) / bytes_rate)
         elif items_total and items_rate > 0.1:
             eta = max(0.0, (items_total - cc.items) / items_rate)
-        copy = file_copy or CopyView(cc.items, cc.bytes, items_total, bytes_total, cc.folders_created,
-                                     cc.files_copied, cc.skipped, cc.failed, items_rate, bytes_rate, eta)
+        before = self._copy_before  # a resumed copy counts on from what the file had copied
+        copy = file_copy or CopyView(
+            before.items_done + cc.items, before.bytes_done + cc.bytes, before.items_done + items_total,
+            before.bytes_done + bytes_total, before.folders_created + cc.folders_created,
+            before.files_copied + cc.files_copied, before.skipped + cc.skipped, before.failed + cc.failed,
+            items_rate, bytes_rate, eta)
         if self.running:
             state = "stopping" if self._stop else ("paused" if self._paused else "running")
         else:

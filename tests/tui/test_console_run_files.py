@@ -183,6 +183,10 @@ def test_a_run_file_interrupted_during_its_copy_lists_the_failures_sealed_before
         await pilot.pause(0.1)
         assert migration.summary.failed == 3
         assert_failures_listed(app, blocked)
+        # and counts on from what the file had copied, beside a traversal the file says is over
+        assert f"{to_copy:,} / {to_copy:,} items" in static_text(app, "#rates")
+        assert static_text(app, "#dst-round").strip().endswith("· completed")
+        assert "waits" not in static_text(app, "#gate-text")
 
     open_in_console(db, scenario)
 
