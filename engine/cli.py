@@ -174,6 +174,9 @@ def print_summary(migration, out=None) -> None:
     print(f"  kept newer   {_n(s.dst_newer)} destination files newer than the source", file=out)
     print(f"  dst only     {_n(s.not_on_src)} entries not on the source (untouched)", file=out)
     print(f"  failed       {_n(s.failed)}", file=out)
+    if s.excluded:
+        print(f"  excluded     {_n(s.excluded)} source entries, by the exclude patterns (an excluded folder "
+              "counts once)", file=out)
     if migration.specials_skipped:
         print(f"  not migrated {_n(migration.specials_skipped)} special files on the source (FIFOs, sockets, "
               "devices), named above", file=out)
@@ -279,7 +282,7 @@ def cmd_status(args) -> int:
         print(f"source   {_n(s.src_files)} files, {_n(s.src_folders)} folders; {_n(s.identical)} identical, "
               f"{_n(s.to_copy)} to copy ({_n(s.copied)} copied), {_n(s.dst_newer)} newer on destination kept, "
               f"{_n(s.not_on_src)} destination only")
-        print(f"failed   {_n(s.failed)}")
+        print(f"failed   {_n(s.failed)}" + (f"; excluded {_n(s.excluded)}" if s.excluded else ""))
         print(f"elapsed  {humanize.precisedelta(int(m.elapsed())) if m.elapsed() >= 1 else '0 seconds'}")
         if m.interrupted:
             print(f"next     {PROG} resume --db {args.db}")

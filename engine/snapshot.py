@@ -98,6 +98,7 @@ class Summary:
     bytes_copied: int
     failed: int
     elapsed_s: float
+    excluded: int = 0  # source entries left out by the exclude patterns (an excluded folder counts once)
 
 
 @dataclass(frozen=True)

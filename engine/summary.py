@@ -10,9 +10,10 @@ from engine.store import Store
 def summarize(store: Store, elapsed_s: float) -> Summary:
     src = store.grouped(SRC, "type = 'folder' AS is_folder, action, copy_status, traversal_status")
     dst = store.grouped(DST, "\"match\", traversal_status")
-    files = folders = to_copy = identical = newer = copied = copied_bytes = failed = 0
+    files = folders = to_copy = identical = newer = copied = copied_bytes = failed = excluded = 0
     for is_folder, action, copy_status, traversal, n, size in src:
         if action == "excluded" or traversal == "excluded":
+            excluded += n
             continue
         if is_folder:
             folders += n
@@ -34,4 +35,4 @@ def summarize(store: Store, elapsed_s: float) -> Summary:
     dst_entries = sum(n for _, _, n, _ in dst)
     # the roots are bookkeeping, not entries of the trees
     return Summary(files, max(0, folders - 1), max(0, dst_entries - 1), to_copy, max(0, identical - 1), newer,
-                   not_on_src, copied, copied_bytes, failed + dst_failed, elapsed_s)
+                   not_on_src, copied, copied_bytes, failed + dst_failed, elapsed_s, excluded)

@@ -78,10 +78,12 @@ def test_excluded_entries_are_recorded_and_never_copied(capsys, tmp_path):
     (src / "keep" / "b.tmp").write_text("b")
     (src / "node_modules" / "pkg" / "index.js").write_text("js")
     db = tmp_path / "run.duckdb"
-    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db),
-                           "--exclude", "*.tmp", "--exclude", "node_modules/")
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db),
+                             "--exclude", "*.tmp", "--exclude", "node_modules/")
     assert code == 0, err
     assert sorted(p for p in tree_state(dst)) == ["keep", "keep/a.txt"]
+    assert "excluded     2 source entries" in out  # keep/b.tmp and node_modules (not listed, so once)
+    assert "; excluded 2" in run_cli(capsys, "status", "--db", str(db))[1]
     from support import report
     rows = {r["path"]: r for r in report(capsys, db) if r["side"] == "src"}
     assert rows["keep/b.tmp"]["traversal_status"] == "excluded"
