@@ -17,7 +17,7 @@ import humanize
 
 from engine import listing
 from engine.errors import UserError
-from engine.model import display
+from engine.model import unambiguous
 
 PROG = "migrate"
 
@@ -316,7 +316,7 @@ def cmd_report(args) -> int:
         if writer:
             writer.writerow(REPORT_FIELDS)
         for side, path, type_, size, traversal, action, copy_status, error in store.report_rows(args.failed):
-            record = (side, display(path), type_, size, traversal,
+            record = (side, unambiguous(path), type_, size, traversal,
                       report_action(side, traversal, action, copy_status), copy_status, error)
             if writer:
                 writer.writerow(record)

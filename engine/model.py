@@ -88,6 +88,12 @@ def display(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def unambiguous(path: str) -> str:
+    """display(), with a backslash of the name written \\\\: then a name holding the text \\xe9 and one
+    holding the byte 0xE9 read differently (the report names each file once)."""
+    return os.fsencode(path).replace(b"\\", b"\\\\").decode("utf-8", "backslashreplace")
+
+
 NAME_MAX = 255  # bytes in one name (Linux filesystems)
 
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from engine import cli
-from engine.model import display
+from engine.model import unambiguous
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -41,7 +41,8 @@ def tree_state(root: Path) -> dict[str, tuple]:
 
 
 def shown(path: str) -> str:
-    return display(path)
+    """A path as the report writes it."""
+    return unambiguous(path)
 
 
 def helpers_of_this_process(module: str) -> set[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 
 from support import report, run_cli, shown, tree_state
 
@@ -44,3 +45,17 @@ def test_csv_report_round_trips_tricky_names(capsys, tree_20k_read_only, tmp_pat
     paths = {r["path"] for r in rows if r["side"] == "src"}
     assert paths == {shown(p) for p in expected.src_actions}
     assert any("\n" in p for p in paths) and any("\t" in p for p in paths) and any("\\x" in p for p in paths)
+
+
+def test_report_names_each_file_once_even_a_backslash_beside_a_raw_byte(capsys, tmp_path):
+    """'latin\\xe9.txt' (a backslash, then 'xe9') and 'latin' + byte 0xE9 + '.txt' are two files: the report
+    writes the byte \\xe9 and the backslash \\\\, so each record maps back to one of them."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "latin\\xe9.txt").write_bytes(b"text")
+    with open(os.path.join(os.fsencode(src), b"latin\xe9.txt"), "wb") as f:
+        f.write(b"byte")
+    db = tmp_path / "r.duckdb"
+    assert run_cli(capsys, "run", str(src), str(tmp_path / "dst"), "--db", str(db), "--dry-run")[0] == 0
+    paths = sorted(r["path"] for r in report(capsys, db) if r["side"] == "src")
+    assert paths == ["latin\\\\xe9.txt", "latin\\xe9.txt"]
