@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from typing import Callable
@@ -31,3 +32,25 @@ async def wait_until(pilot, predicate: Callable[[], bool], timeout: float = 5.0)
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await pilot.pause(0.02)
+
+
+def open_in_console(db, scenario, size: tuple[int, int]) -> None:
+    """Open the run file as ``migrate-tui --db FILE`` does, run ``scenario(app, pilot, migration)``, then
+    quit with q and see the console exit."""
+    from engine.migration import Migration
+    from tui.app import MigrationConsole
+
+    migration = Migration.open(str(db))
+
+    async def main():
+        app = MigrationConsole(migration)
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(0.3)
+            await scenario(app, pilot, migration)
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.return_code == 0, timeout=30)
+
+    try:
+        asyncio.run(main())
+    finally:
+        migration.close()

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from console_testing import static_text, wait_until
+from console_testing import open_in_console, static_text, wait_until
 
 from engine.adapters.local import LocalAdapter
 from engine.migration import Migration
@@ -22,9 +22,9 @@ SIZE = (120, 36)
 class SlowLocal(LocalAdapter):
     """A real folder that lists slowly, like a busy NAS: leaves time to press keys mid-run."""
 
-    def list(self, path):
+    def list(self, path, specials=None):
         time.sleep(0.02)
-        return super().list(path)
+        return super().list(path, specials)
 
 
 def files_below(root: Path) -> dict[str, bytes]:
@@ -99,24 +99,13 @@ def test_an_interrupted_run_file_shows_the_hint_and_R_resumes_it(trees):
     assert first.wait(20)
     first.close()
 
-    migration = Migration.open(str(db))
-    assert migration.snapshot().phase == "interrupted"
+    async def scenario(app, pilot, migration):
+        assert static_text(app, "#status").strip() == RESUME_HINT
+        assert migration.snapshot().phase == "interrupted"  # opening started nothing
+        await pilot.press("R")
+        await wait_until(pilot, lambda: migration.snapshot().phase == "done", timeout=90)
 
-    async def scenario():
-        app = MigrationConsole(migration, start_run=False)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
-            assert static_text(app, "#status").strip() == RESUME_HINT
-            assert migration.snapshot().phase == "interrupted"  # opening started nothing
-            await pilot.press("R")
-            await wait_until(pilot, lambda: migration.snapshot().phase == "done", timeout=90)
-            await pilot.press("q")
-            await wait_until(pilot, lambda: app.return_code == 0, timeout=20)
-
-    try:
-        asyncio.run(scenario())
-    finally:
-        migration.close()
+    open_in_console(db, scenario, SIZE)
     assert files_below(dst) == files_below(src)
 
 
@@ -127,23 +116,13 @@ def test_a_finished_run_file_opens_without_starting(trees):
     assert first.wait(90)
     first.close()
 
-    migration = Migration.open(str(db))
+    async def scenario(app, pilot, migration):
+        assert not migration.running
+        assert migration.snapshot().phase == "done"
+        assert "done" in static_text(app, "#title")
+        assert "SRC files" in static_text(app, "#summary-text")
 
-    async def scenario():
-        app = MigrationConsole(migration)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
-            assert not migration.running
-            assert migration.snapshot().phase == "done"
-            assert "done" in static_text(app, "#title")
-            assert "SRC files" in static_text(app, "#summary-text")
-            await pilot.press("q")
-            await wait_until(pilot, lambda: app.return_code == 0, timeout=20)
-
-    try:
-        asyncio.run(scenario())
-    finally:
-        migration.close()
+    open_in_console(db, scenario, SIZE)
 
 
 def test_demo_builds_sample_trees_and_a_new_run_in_one_folder(tmp_path, monkeypatch):

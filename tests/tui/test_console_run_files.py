@@ -7,21 +7,20 @@ the way ``migrate-tui --db FILE`` opens it (``Migration.open``), in the real app
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 from pathlib import Path
 
 import duckdb
 import pytest
-from console_testing import static_text, wait_until
+from console_testing import open_in_console, static_text, wait_until
 
 from engine.adapters.local import LocalAdapter
 from engine.migration import Migration
 from engine.settings import Settings
 from engine.treegen import make_source
 from tui import format as fmt
-from tui.app import RESUME_HINT, MigrationConsole
+from tui.app import RESUME_HINT
 
 SIZE = (130, 44)
 REASON = "the destination has a folder where the source has a file"
@@ -89,24 +88,6 @@ def run_to_the_end(migration: Migration) -> None:
     migration.close()
 
 
-def open_in_console(db: Path, scenario) -> None:
-    """Open the run file as ``migrate-tui --db FILE`` does and run ``scenario(app, pilot, migration)``."""
-    migration = Migration.open(str(db))
-
-    async def main():
-        app = MigrationConsole(migration)
-        async with app.run_test(size=SIZE) as pilot:
-            await pilot.pause(0.3)
-            await scenario(app, pilot, migration)
-            await pilot.press("q")
-            await wait_until(pilot, lambda: app.return_code == 0, timeout=30)
-
-    try:
-        asyncio.run(main())
-    finally:
-        migration.close()
-
-
 def errors_title(app) -> str:
     return app.screen_stack[0].query_one("#errors").border_title
 
@@ -151,7 +132,7 @@ def test_a_finished_run_file_lists_its_failures_and_where_each_side_ended(trees)
         assert migration.summary is not None and migration.summary.failed == 3
         assert_failures_listed(app, blocked)
 
-    open_in_console(db, scenario)
+    open_in_console(db, scenario, SIZE)
 
 
 def test_a_run_file_interrupted_during_its_copy_lists_the_failures_sealed_before(trees):
@@ -188,7 +169,7 @@ def test_a_run_file_interrupted_during_its_copy_lists_the_failures_sealed_before
         assert static_text(app, "#dst-round").strip().endswith("· completed")
         assert "waits" not in static_text(app, "#gate-text")
 
-    open_in_console(db, scenario)
+    open_in_console(db, scenario, SIZE)
 
 
 def test_a_run_file_interrupted_during_its_traversal_shows_where_each_side_stopped(trees):
@@ -236,4 +217,4 @@ def test_a_run_file_interrupted_during_its_traversal_shows_where_each_side_stopp
             sealed = {0: "no round sealed yet", 1: "round 0 sealed"}.get(stop, f"rounds 0-{stop - 1} sealed")
             assert f"{name} round {stop}  ✗ traversal interrupted: {sealed}" in gate
 
-    open_in_console(db, scenario)
+    open_in_console(db, scenario, SIZE)
