@@ -510,7 +510,8 @@ class SummaryPanel(Panel):
             ("DST entries", fmt.count(summary.dst_entries), "bytes", fmt.size(summary.bytes_copied)),
             ("identical", fmt.count(summary.identical), "failed", fmt.count(summary.failed)),
             ("DST newer", fmt.count(summary.dst_newer), "elapsed", fmt.duration(summary.elapsed_s)),
-            ("not on SRC", fmt.count(summary.not_on_src), "", ""),
+            ("not on SRC", fmt.count(summary.not_on_src), *(("excluded", fmt.count(summary.excluded))
+                                                             if summary.excluded else ("", ""))),
         ]
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="dim")

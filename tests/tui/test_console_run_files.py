@@ -135,6 +135,22 @@ def test_a_finished_run_file_lists_its_failures_and_where_each_side_ended(trees)
     open_in_console(db, scenario, SIZE)
 
 
+def test_the_summary_counts_the_entries_the_exclude_patterns_left_out(tmp_path):
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    make_source(src, 60, seed=9, max_depth=3, symlinks=0)
+    folders = sorted({os.path.dirname(os.path.join(d, f)) for d, _, fs in os.walk(src) for f in fs})
+    for i, folder in enumerate(folders):  # one scratch file per folder, left out by the pattern
+        Path(folder, f"scratch {i}.tmp").write_bytes(b"x")
+    run_to_the_end(Migration.create(str(db), str(src), str(dst), Settings(**FAST, exclude=["*.tmp"])))
+    assert not any(name.endswith(".tmp") for _, _, names in os.walk(dst) for name in names)
+
+    async def scenario(app, pilot, migration):
+        summary = static_text(app, "#summary-text")
+        assert summary.split(" excluded ")[1].split()[0] == f"{len(folders):,}"
+
+    open_in_console(db, scenario, SIZE)
+
+
 def test_a_run_file_interrupted_during_its_copy_lists_the_failures_sealed_before(trees):
     src, dst, db, blocked = trees
     dst_adapter = StopAt(dst, depth=3)  # the blocked files are shallower: their failures are sealed
