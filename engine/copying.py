@@ -183,7 +183,7 @@ def make_folder(dst, path: str, mode: int) -> Result:
         there = dst.stat(path)
         if there is not None and there.type == FOLDER:
             return done("exists")
-        return refused("the destination has a file where the source has a folder")
+        return refused(f"the destination has a {there.type if there else 'file'} where the source has a folder")
     except OSError as exc:
         return failure(exc)
 

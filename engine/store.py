@@ -588,6 +588,12 @@ class Store:
         rows = self._read("SELECT path, traversal_status FROM src_nodes WHERE depth = ? AND type = 'folder'", [depth])
         return {fs_str(path): status for path, status in rows}
 
+    def failed_src_folders(self, below: int) -> dict[str, str]:
+        """The SRC folders above depth `below` that could not be made on DST, with their reasons."""
+        rows = self._read("SELECT path, error FROM src_nodes WHERE type = 'folder' AND copy_status = 'failed' "
+                          "AND depth < ?", [below])
+        return {fs_str(path): error or "" for path, error in rows}
+
     def seal_copy(self, depth: int, nodes: Sequence[Node], errors: Sequence[tuple[str, str, int]]) -> None:
         """Seal one copy round: copy statuses (and decisions) of the round's nodes, stats, dead letters."""
         tables = {"upd": pa.table({

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
-from support import run_cli, tree_state
+from support import report, run_cli, tree_state
 
 from engine.model import MTIME_WINDOW_NS, TEMP_SUFFIX
 
@@ -136,3 +137,44 @@ def test_names_of_255_bytes_are_copied(capsys, tmp_path):
     assert code == 0, err
     assert sorted(os.listdir(dst / "n")) == sorted(names)
     assert all((dst / "n" / name).read_bytes() == b"x" * (i + 1) for i, name in enumerate(names))
+
+
+@pytest.mark.parametrize("copy_processes", [True, False])
+@pytest.mark.parametrize("in_the_way", ["symlink", "file"])
+def test_nothing_is_written_into_or_through_what_stands_where_a_source_folder_goes(capsys, tmp_path, in_the_way,
+                                                                                   copy_processes):
+    """A destination symlink (to a folder elsewhere) or file where the source has a folder is kept, and the
+    folder's whole subtree fails naming it: a write through the symlink would land outside the destination.
+    Once the operator moves it away, a retry copies the subtree."""
+    src, dst, elsewhere = tmp_path / "src", tmp_path / "dst", tmp_path / "elsewhere"
+    (src / "keep" / "a" / "b").mkdir(parents=True)
+    for rel in ("keep/ok.txt", "keep/a/f1", "keep/a/b/f2"):
+        (src / rel).write_text(rel)
+    (dst / "keep").mkdir(parents=True)
+    elsewhere.mkdir()
+    obstacle = dst / "keep" / "a"
+    if in_the_way == "symlink":
+        obstacle.symlink_to(elsewhere)
+    else:
+        obstacle.write_text("in the way")
+        os.utime(obstacle, (1_000_000_000, 1_000_000_000))  # older than the source folder
+    before = tree_state(dst)
+    db, flag = str(tmp_path / "r.duckdb"), f"--{'' if copy_processes else 'no-'}copy-processes"
+
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, flag)
+    assert code == 1 and "failed       4" in out, err
+    assert os.listdir(elsewhere) == []
+    after = tree_state(dst)
+    assert after["keep/a"] == before["keep/a"]
+    assert sorted(after) == ["keep", "keep/a", "keep/ok.txt"]
+    failed = {row["path"]: row["error"] for row in report(capsys, Path(db), "--failed")}
+    cause = f"the destination has a {in_the_way} where the source has a folder"
+    assert failed == {"keep/a": cause, **{rel: f"not copied: its folder 'keep/a' could not be made on the "
+                                               f"destination ({cause})" for rel in ("keep/a/b", "keep/a/f1",
+                                                                                   "keep/a/b/f2")}}
+
+    obstacle.unlink()
+    code, out, err = run_cli(capsys, "retry", "--db", db, flag)
+    assert code == 0, err
+    assert (dst / "keep" / "a" / "b" / "f2").read_text() == "keep/a/b/f2"
+    assert (dst / "keep" / "a" / "f1").read_text() == "keep/a/f1"

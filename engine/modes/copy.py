@@ -18,7 +18,7 @@ from engine.cache import NodeCache
 from engine.counters import CopyCounters
 from engine.model import (
     ACTION_KEEP_DST_NEWER, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL, TEMP_SUFFIX, Task,
-    is_temp_name,
+    is_temp_name, unambiguous,
 )
 from engine.queue import Outcome
 from engine.settings import Settings
@@ -62,6 +62,7 @@ class CopyMode:
         self.cache = NodeCache()
         self.dead_letters: list[tuple[str, str, int]] = []
         self._depths: dict[int, set[int]] = {1: set(), 2: set()}  # pass -> depths with work (first_round)
+        self._failed_folders: dict[str, str] = {}  # SRC folders not made on DST, above this round: path -> reason
         # Helper processes (engine.copying) when both sides are local disks and the queue extends the leases
         # of a leased batch (a batch's big files are copied here and need heartbeats for every task waiting).
         # `copiers` given: the caller owns the pool (and closes it); else this mode starts and closes its own.
@@ -124,6 +125,7 @@ class CopyMode:
         # rows in nearly the order they are stored (in the id order they are loaded in, DuckDB takes 102 ms
         # instead of 5 ms to update 6,600 rows of a persisted table)
         nodes.sort(key=_path_of)
+        self._failed_folders = self.store.failed_src_folders(depth)
         self.cache.clear()
         level = self.cache.ensure(r)
         for node in nodes:
@@ -145,7 +147,25 @@ class CopyMode:
         self.counters.bytes += n  # one writer per chunk; a lost increment under a race only blurs a rate
         crashpoints.hit("copy-chunk")  # mid-file: the temporary exists, the rename has not happened
 
+    def _blocked(self, path: str) -> Outcome | None:
+        """A failure for an entry under a folder that could not be made on DST: whatever stands there in its
+        place (a file, a symlink to elsewhere) is never written into or through. None: not blocked."""
+        if not self._failed_folders:
+            return None
+        end = path.find("/")
+        while end != -1:  # from the top: the first folder that failed is the cause
+            reason = self._failed_folders.get(path[:end])
+            if reason is not None:
+                return as_outcome(copying.refused(
+                    f"not copied: its folder '{unambiguous(path[:end])}' could not be made on the destination "
+                    f"({reason})"))
+            end = path.find("/", end + 1)
+        return None
+
     def execute(self, task: Task, heartbeat) -> Outcome:
+        blocked = self._blocked(task.node.path)
+        if blocked is not None:
+            return blocked
         if task.kind == "mkdir":
             return create_folder(self.dst, task)
         return copy_entry(self.src, self.dst, task, heartbeat, self.limiter, self.settings.verify, self._progress)
@@ -157,10 +177,11 @@ class CopyMode:
         of the batch still waiting as it goes. Files the helper copied count their bytes, but do not hit
         the mid-file crash point (they were renamed in the helper already)."""
         last = time.monotonic()  # about when the batch was leased: the leases run from then
-        outcomes: list[Outcome | None] = [None] * len(tasks)
+        outcomes: list[Outcome | None] = [self._blocked(t.node.path) for t in tasks]
         copiers = self.copiers
         if copiers.usable and self.limiter.rate <= 0 and not self.settings.verify:
-            picked = [i for i, t in enumerate(tasks) if t.kind == "mkdir" or t.node.size < copying.HELPER_MAX]
+            picked = [i for i, t in enumerate(tasks)
+                      if outcomes[i] is None and (t.kind == "mkdir" or t.node.size < copying.HELPER_MAX)]
             if picked:
                 items = [(t.node.path, t.node.type, t.node.mode) for t in map(tasks.__getitem__, picked)]
                 try:
