@@ -359,6 +359,7 @@ class Migration:
             self._sweep_temporary_files()
         if isinstance(self.dst, LocalAdapter):
             os.makedirs(self.dst_root, exist_ok=True)
+        self._set_attributes(self.store.folders_to_open())
         self.copy_totals = (self.store.count(SRC, "copy_status IN ('pending', 'in_progress') AND depth > 0"),
                             self.store.sum_size("copy_status IN ('pending', 'in_progress') AND type = 'file'"))
         self._copy_before = copy_view(self.store, "copy") if resuming else CopyView()
@@ -367,7 +368,7 @@ class Migration:
         self._run_queues({"copy": Queue(SRC, mode, self.coordinator, self.settings, self.settings.copy_workers,
                                         self._on_stop_run)})
         if not self._stop:
-            self._restore_folder_times()
+            self._set_attributes(self.store.attributes_to_restore())
 
     def _run_queues(self, queues: dict[str, Queue]) -> None:
         with self._lock:
@@ -397,11 +398,13 @@ class Migration:
                 if is_temp_name(e.name) and e.type != FOLDER:
                     self.dst.remove(f"{folder}/{e.name}" if folder else e.name)
 
-    def _restore_folder_times(self) -> None:
-        """Writing files changed the created folders' mtimes; give them the source's, as rsync -a does."""
-        for path, mtime_ns in self.store.created_folders():
+    def _set_attributes(self, changes: list[tuple[str, int | None, int | None]]) -> None:
+        """Folder and file attributes on DST, as rsync -a leaves them (Store.folders_to_open and
+        attributes_to_restore). One that cannot be set (gone meanwhile, not ours) is left: a failure to
+        set an attribute never fails the copy of the entry itself."""
+        for path, mtime_ns, mode in changes:
             try:
-                self.dst.set_folder_mtime(path, mtime_ns)
+                self.dst.set_attributes(path, mtime_ns, mode)
             except OSError:
                 pass
 

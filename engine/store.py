@@ -660,11 +660,42 @@ class Store:
                                      "AND copy_status IN ('pending', 'in_progress')").fetchall()
         return [os.fsdecode(r[0]) for r in rows]
 
-    def created_folders(self) -> list[tuple[str, int]]:
+    # A SRC entry that is on DST (copied or found identical), beside what DST's traversal saw at its path
+    # (nothing for a folder the copy made: it was not there).
+    _ON_DST = """FROM src_nodes s LEFT JOIN dst_nodes d ON d.src_id = s.id AND d.type = s.type
+                 WHERE s.depth > 0 AND s.copy_status = 'successful' AND s.type <> 'symlink'"""
+    _OWNER_RWX = 0o700
+
+    def folders_to_open(self) -> list[tuple[str, None, int]]:
+        """DST folders, as far as the run knows them, without owner rwx where the copy still has entries to
+        write: (path, None, the mode to write into them with). rsync opens them the same way for the copy and restores them
+        after; as root the missing bits would not matter."""
         with self._lock:
-            rows = self._con.execute("SELECT path, mtime_ns FROM src_nodes WHERE depth > 0 AND type = 'folder' "
-                                     "AND action = 'copy' AND copy_status = 'successful'").fetchall()
-        return [(os.fsdecode(p), m) for p, m in rows]
+            rows = self._con.execute(f"""
+                SELECT s.path, coalesce(d.mode, s.mode) | {self._OWNER_RWX} {self._ON_DST} AND s.type = 'folder'
+                AND coalesce(d.mode, s.mode) & {self._OWNER_RWX} <> {self._OWNER_RWX}
+                AND s.path IN (SELECT parent_path FROM src_nodes WHERE copy_status IN ('pending', 'in_progress'))
+                ORDER BY s.depth""").fetchall()
+        return [(os.fsdecode(p), None, m) for p, m in rows]
+
+    def attributes_to_restore(self) -> list[tuple[str, int | None, int | None]]:
+        """What rsync -a would still set once the copy is done, deepest first: (path, mtime_ns or None, mode
+        or None). Folders get the source's mtime where DST's differs or the copy wrote into them, and its
+        mode where it differs (the copy makes folders with owner rwx, under the umask, and opens restrictive
+        ones: folders_to_open); files found identical get the source's mode where it differs. Symlinks and
+        entries kept because they are newer on DST are left as they are."""
+        with self._lock:
+            rows = self._con.execute(f"""
+                SELECT path, mtime_ns, mode FROM (
+                    SELECT s.path, s.depth,
+                        CASE WHEN s.type = 'folder' AND (d.mtime_ns IS DISTINCT FROM s.mtime_ns OR s.path IN (
+                                SELECT parent_path FROM src_nodes WHERE action NOT IN ('skip', 'excluded')))
+                             THEN s.mtime_ns END AS mtime_ns,
+                        CASE WHEN d.mode IS DISTINCT FROM s.mode OR (s.type = 'folder'
+                                AND s.mode & {self._OWNER_RWX} <> {self._OWNER_RWX}) THEN s.mode END AS mode
+                    {self._ON_DST} AND (s.type = 'folder' OR s.action = 'skip'))
+                WHERE mtime_ns IS NOT NULL OR mode IS NOT NULL ORDER BY depth DESC""").fetchall()
+        return [(os.fsdecode(p), m, mode) for p, m, mode in rows]
 
     def duplicate_ids(self, side: str) -> int:
         with self._lock:

@@ -464,7 +464,7 @@ class Mirror:
             if entry is None or entry.type != FOLDER:
                 continue
             try:
-                self.dst.set_folder_mtime(rel, entry.mtime_ns)
+                self.dst.set_attributes(rel, entry.mtime_ns, None)
             except OSError:
                 pass
 

@@ -104,6 +104,49 @@ def test_permission_bits_follow_the_source(capsys, tmp_path):
     assert (dst / "secret").stat().st_mode & 0o7777 == 0o600
 
 
+def _mode_and_time(path: Path) -> tuple[int, int]:
+    st = path.lstat()
+    return st.st_mode & 0o7777, st.st_mtime_ns
+
+
+@pytest.mark.parametrize("copy_processes", [True, False])
+def test_folders_and_identical_files_end_with_the_source_modes_and_times(capsys, tmp_path, copy_processes):
+    """As rsync -a leaves them: made folders get the source's mode (even without owner write: filled first)
+    and mtime (which writing into them changed); folders and identical files already there get the
+    source's mode where it differs; a file kept because it is newer on DST keeps its own."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "ro" / "deep").mkdir(parents=True)
+    (src / "ro" / "a").write_text("a")
+    (src / "ro" / "deep" / "z").write_text("z")
+    (src / "there").mkdir()
+    (src / "there" / "new").write_text("new")
+    for rel in ("same", "newer"):
+        (src / rel).write_text(rel)
+        os.utime(src / rel, (1_000_000_000, 1_000_000_000))
+    (dst / "there").mkdir(parents=True)
+    (dst / "there").chmod(0o700)
+    (dst / "same").write_text("same")
+    os.utime(dst / "same", (1_000_000_000, 1_000_000_000))
+    (dst / "newer").write_text("newer on DST")
+    (dst / "newer").chmod(0o604)
+    (src / "same").chmod(0o640)
+    (src / "newer").chmod(0o640)
+    (src / "there").chmod(0o750)
+    for folder in ("ro/deep", "ro"):
+        (src / folder).chmod(0o555)
+    for folder in ("ro/deep", "ro", "there"):
+        os.utime(src / folder, (1_100_000_000, 1_100_000_000))
+    newer_before = _mode_and_time(dst / "newer")
+
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"),
+                           f"--{'' if copy_processes else 'no-'}copy-processes")
+    assert code == 0, err
+    for rel in ("ro", "ro/deep", "there", "same", "ro/a", "ro/deep/z", "there/new"):
+        assert _mode_and_time(dst / rel) == _mode_and_time(src / rel), rel
+    assert _mode_and_time(dst / "newer") == newer_before
+    assert (dst / "ro" / "deep" / "z").read_text() == "z"
+
+
 @pytest.mark.parametrize("list_processes", [True, False])
 def test_special_files_are_named_and_left_out(capsys, tmp_path, list_processes):
     """FIFOs and sockets are not migrated (as rclone): each is named in a note, counted in the summary,

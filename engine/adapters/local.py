@@ -155,5 +155,12 @@ class LocalAdapter:
         except FileNotFoundError:
             pass
 
-    def set_folder_mtime(self, path: str, mtime_ns: int) -> None:
-        os.utime(self.abs(path), ns=(mtime_ns, mtime_ns))
+    def set_attributes(self, path: str, mtime_ns: int | None, mode: int | None) -> None:
+        target = self.abs(path)
+        if mtime_ns is not None:
+            os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        if mode is not None:
+            try:
+                os.chmod(target, mode, follow_symlinks=False)
+            except NotImplementedError:  # Linux refuses it for a symlink only: one took the entry's place
+                pass

@@ -180,5 +180,11 @@ class MemoryAdapter:
         with self._lock:
             self.entries.pop(path, None)
 
-    def set_folder_mtime(self, path: str, mtime_ns: int) -> None:
-        self._get(path).mtime_ns = mtime_ns
+    def set_attributes(self, path: str, mtime_ns: int | None, mode: int | None) -> None:
+        entry = self._get(path)
+        if entry.type == SYMLINK:
+            return
+        if mtime_ns is not None:
+            entry.mtime_ns = mtime_ns
+        if mode is not None:
+            entry.mode = mode
