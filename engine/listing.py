@@ -14,7 +14,7 @@ import threading
 from array import array
 
 from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
-from engine.model import DST, FILE, FOLDER, SYMLINK, TEMP_SUFFIX, fs_bytes, fs_str, node_id
+from engine.model import DST, FILE, FOLDER, SYMLINK, TEMP_SUFFIX, fs_bytes, fs_str, is_temp_name, node_id
 
 # A file row's kind travels as its index in FILE_KINDS (one byte).
 FILE_KINDS = (FILE, SYMLINK)
@@ -74,7 +74,7 @@ def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderR
         f_paths, f_ids, f_sizes, f_mtimes, f_modes = [], [], [], [], []
         files_before = len(ids)
         for name, kind, size, mtime_ns, mode in entries:
-            if skip_temps and name[:1] == "." and name.endswith(TEMP_SUFFIX):
+            if skip_temps and name[:1] == "." and name.endswith(TEMP_SUFFIX) and is_temp_name(name):
                 continue
             path = prefix + name
             if kind == FOLDER:

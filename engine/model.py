@@ -107,8 +107,16 @@ def temp_name(name: str, random_hex: str) -> str:
     return f".{name}.{random_hex}{TEMP_SUFFIX}"
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 def is_temp_name(name: str) -> bool:
-    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+    """Exactly what temp_name makes (.NAME.<8 hex digits>.migrate-tmp): a user's own '.draft.migrate-tmp'
+    is a destination file like any other, never hidden from the comparison nor swept away."""
+    if not (name[:1] == "." and name.endswith(TEMP_SUFFIX)):
+        return False
+    head, dot, random_hex = name[1:-len(TEMP_SUFFIX)].rpartition(".")
+    return bool(head) and len(random_hex) == 8 and _HEX.issuperset(random_hex)
 
 
 class Node:

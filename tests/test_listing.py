@@ -49,8 +49,9 @@ def test_a_listing_process_makes_the_same_rows_and_errors_as_listing_here(tmp_pa
     for folder in ("a", "b"):
         (root / folder / "sub").mkdir(parents=True)
         (root / folder / "plain.txt").write_bytes(b"x" * 5)
-        (root / folder / f".partial.1234{TEMP_SUFFIX}").write_bytes(b"")  # ours: not a destination entry
+        (root / folder / f".partial.0123abcd{TEMP_SUFFIX}").write_bytes(b"")  # ours: not a destination entry
         os.symlink("nowhere", root / folder / "link")
+    (root / "b" / f".draft{TEMP_SUFFIX}").write_bytes(b"usr")  # the user's own, though named alike
     with open(os.path.join(os.fsencode(root / "b"), b"raw\xff\xfe name"), "wb") as f:
         f.write(b"yy")
     adapter = LocalAdapter(str(root))
@@ -64,7 +65,7 @@ def test_a_listing_process_makes_the_same_rows_and_errors_as_listing_here(tmp_pa
     for outcome in (helper, here):
         assert [o.ok for o in outcome] == [True, True, True] and outcome[1].children.count == 0  # gone: empty
     assert [sorted(n.path for n in o.children.folders) for o in helper] == [["a/sub"], [], ["b/sub"]]
-    assert [(o.children.start, o.children.count) for o in helper] == [(0, 2), (0, 0), (2, 3)]
+    assert [(o.children.start, o.children.count) for o in helper] == [(0, 2), (0, 0), (2, 4)]
     assert helper[0].children.files == here[0].children.files
     level = LevelCache(2)
     for outcome in here:
@@ -74,6 +75,7 @@ def test_a_listing_process_makes_the_same_rows_and_errors_as_listing_here(tmp_pa
     rows = sorted(batch.select(["path", "parent_path", "depth", "type", "size"]).to_pylist(), key=lambda r: r["path"])
     assert [tuple(r.values()) for r in rows] == [
         (b"a/link", b"a", 2, "symlink", 7), (b"a/plain.txt", b"a", 2, "file", 5),
+        (b"b/.draft.migrate-tmp", b"b", 2, "file", 3),
         (b"b/link", b"b", 2, "symlink", 7), (b"b/plain.txt", b"b", 2, "file", 5),
         (b"b/raw\xff\xfe name", b"b", 2, "file", 2)]
 
