@@ -47,6 +47,13 @@ def failure(exc: BaseException) -> Result:
 
 
 HANDED_BACK = (False, "too big for the copy process now", True, False, "handback", 0)
+# Written to while it was read: the copy may mix old and new bytes, under the mtime it had before (a
+# later run would take it for identical). Transient: copied again after a backoff, once it is still.
+SOURCE_CHANGED = (False, "the source file changed while it was copied", True, False, "", 0)
+
+
+def _same_version(before: Entry, size: int, mtime_ns: int) -> bool:
+    return before.size == size and before.mtime_ns == mtime_ns
 
 
 class _NoLimit:
@@ -211,6 +218,9 @@ def copy_entry(src, dst, path: str, kind: str, heartbeat: Callable[[], None], li
             temp.name, out = dst.create_temp(folder, name)
             with out, src.open_read(path) as inp:
                 copied = stream(inp, out, now_src.size, heartbeat, limiter, progress)
+            after = src.stat(path)
+            if after is None or not _same_version(now_src, after.size, after.mtime_ns):
+                return SOURCE_CHANGED
             if verify and file_hash(src, path) != file_hash(dst, temp.name):
                 return refused("verification failed: the copy differs from the source")
             return temp.commit(path, now_src, now_src.mode, copied)
@@ -247,6 +257,9 @@ def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None]
                             copied = stream_buffered(inp, out, now.size, heartbeat, limiter, progress)
                 finally:
                     os.close(out_fd)
+                after = os.fstat(src_fd)
+                if not _same_version(now, after.st_size, after.st_mtime_ns):
+                    return SOURCE_CHANGED
             finally:
                 os.close(src_fd)
             if verify and file_hash(src, path) != file_hash(dst, temp.name):
