@@ -418,6 +418,11 @@ class Mirror:
         there = self.dst.stat(rel) if rel else None
         if there is None:
             return  # a short-lived file, or already gone: nothing to say
+        if not self._in_real_folders(rel):
+            # a folder above it on DST is a symlink now (a folder moved to another disk, say): what the path
+            # reaches is not the copy this run made, and a deletion would reach through to elsewhere
+            self._record(rel, "deleted", there, KEPT_ON_DST)
+            return
         if not self.propagate_deletes:
             self._record(rel, "deleted", there, DELETED_ON_SRC)
             return
@@ -454,6 +459,16 @@ class Mirror:
             self._record(path, "deleted", entry, DELETED_ON_DST)
             if parent_of(path):
                 self._touched.add(parent_of(path))
+
+    def _in_real_folders(self, rel: str) -> bool:
+        """Is every folder above rel on DST a folder, not a symlink (the adapter's stat never follows one)?"""
+        end = rel.find("/")
+        while end != -1:
+            above = self.dst.stat(rel[:end])
+            if above is None or above.type != FOLDER:
+                return False
+            end = rel.find("/", end + 1)
+        return True
 
     def _fix_folder_times(self) -> None:
         """Writing into a destination folder changed its mtime; give it the source folder's, as a run does."""

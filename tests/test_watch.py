@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -325,6 +326,29 @@ def test_propagate_deletes_removes_only_unchanged_copies(tmp_path):
     last = said.getvalue().strip().splitlines()[-1]
     deleted = sum(1 for outcome, _ in got if outcome == "deleted_on_dst")
     assert last.startswith("stopped watching") and f" {deleted:,} deleted on the destination" in last, last
+
+
+def test_deletions_never_reach_through_a_destination_symlink(tmp_path):
+    """A DST folder moved to another disk and replaced by a symlink to it: deleting on the source must not
+    delete there (the path on DST now reaches outside the destination)."""
+    src, dst, db = migrated(tmp_path)
+    elsewhere = tmp_path / "other disk"
+    shutil.move(dst / "dir 00", elsewhere)
+    os.symlink(elsewhere, dst / "dir 00")
+    before = tree_state(elsewhere)
+    runner = InThread(LiveMirror(str(src), str(dst), str(db), Settings(), propagate_deletes=True, out=io.StringIO()))
+    try:
+        os.unlink(src / "dir 00" / "inner" / "file 0.txt")
+        shutil.rmtree(src / "dir 00" / "inner")
+        os.unlink(src / "dir 01" / "inner" / "file 0.txt")  # a real copy: goes, as before
+        assert wait_for(lambda: not (dst / "dir 01" / "inner" / "file 0.txt").exists())
+        assert wait_for(lambda: runner.live.mirror.totals["kept_on_dst"] >= 1)
+    finally:
+        assert runner.stop() == 0
+    assert tree_state(elsewhere) == before
+    got = outcomes(db)
+    assert ("kept_on_dst", "dir 00/inner") in got and ("deleted_on_dst", "dir 01/inner/file 0.txt") in got
+    assert not [path for outcome, path in got if outcome == "deleted_on_dst" and path.startswith("dir 00")]
 
 
 def test_excluded_entries_are_recorded_not_copied(tmp_path):
