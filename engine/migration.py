@@ -368,7 +368,8 @@ class Migration:
         self._run_queues({"copy": Queue(SRC, mode, self.coordinator, self.settings, self.settings.copy_workers,
                                         self._on_stop_run)})
         if not self._stop:
-            self._set_attributes(self.store.attributes_to_restore())
+            restore = self.store.attributes_to_restore()
+            self._set_attributes([change for change in restore if not mode.blocks(change[0])])
 
     def _run_queues(self, queues: dict[str, Queue]) -> None:
         with self._lock:

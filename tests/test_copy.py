@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from support import report, run_cli, tree_state
 
+from engine.adapters.local import LocalAdapter
+from engine.migration import Migration
 from engine.model import MTIME_WINDOW_NS, TEMP_SUFFIX
+from engine.settings import Settings
 
 
 def test_run_copies_everything_and_touches_nothing_it_must_not(capsys, tree_20k, tmp_path):
@@ -221,3 +224,46 @@ def test_nothing_is_written_into_or_through_what_stands_where_a_source_folder_go
     assert code == 0, err
     assert (dst / "keep" / "a" / "b" / "f2").read_text() == "keep/a/b/f2"
     assert (dst / "keep" / "a" / "f1").read_text() == "keep/a/f1"
+
+
+class StopAtTheFirstFile(LocalAdapter):
+    """A destination that stops its migration, gracefully, as the first file is written."""
+
+    migration: Migration
+
+    def create_temp_fd(self, folder, name):
+        self.migration.stop()
+        return super().create_temp_fd(folder, name)
+
+
+@pytest.mark.parametrize("side", ["destination", "source"])
+def test_a_resume_goes_through_no_folder_that_became_a_symlink(capsys, tmp_path, side):
+    """A run stopped in its copy; meanwhile its folder 'b' is moved to another disk and linked back, on
+    DST or on SRC. The resume must neither write b's files there nor copy what is there (O_NOFOLLOW
+    guards the last name of a path only)."""
+    src, dst, elsewhere, db = tmp_path / "src", tmp_path / "dst", tmp_path / "other disk", tmp_path / "r.duckdb"
+    (src / "b" / "c").mkdir(parents=True)
+    for rel in ("top.txt", "b/f", "b/c/g"):
+        (src / rel).write_text(rel)
+    dst_adapter = StopAtTheFirstFile(dst)
+    first = Migration.create(str(db), str(src), str(dst), Settings(copy_processes=False), dst_adapter=dst_adapter)
+    dst_adapter.migration = first
+    first.start()
+    assert first.wait(60) and first.phase == "copy"
+    first.close()
+    assert sorted(tree_state(dst)) == ["b", "b/c", "top.txt"]  # the file in hand when it stopped is done
+    os.utime(src / "b" / "c", (1_000_000_000, 1_000_000_000))  # what a restore of b/c's mtime would set
+    moved = (dst if side == "destination" else src) / "b"
+    os.rename(moved, elsewhere)
+    os.symlink(elsewhere, moved)
+    elsewhere_before = tree_state(elsewhere), (elsewhere / "c").stat().st_mtime_ns
+
+    code, out, err = run_cli(capsys, "resume", "--db", str(db))
+    assert code == 1, err
+    assert (dst / "top.txt").read_text() == "top.txt"
+    assert (tree_state(elsewhere), (elsewhere / "c").stat().st_mtime_ns) == elsewhere_before
+    if side == "source":
+        assert sorted(tree_state(dst / "b")) == ["c"]
+    failed = {row["path"]: row["error"] for row in report(capsys, db, "--failed")}
+    reason = f"not copied: 'b' on the {side} is a symlink now, not a folder"
+    assert failed == {"b/f": reason, "b/c/g": reason}

@@ -18,7 +18,7 @@ from engine.cache import NodeCache
 from engine.counters import CopyCounters
 from engine.model import (
     ACTION_KEEP_DST_NEWER, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL, TEMP_SUFFIX, Task,
-    is_temp_name, unambiguous,
+    is_temp_name, parent_of, unambiguous,
 )
 from engine.queue import Outcome
 from engine.settings import Settings
@@ -62,7 +62,10 @@ class CopyMode:
         self.cache = NodeCache()
         self.dead_letters: list[tuple[str, str, int]] = []
         self._depths: dict[int, set[int]] = {1: set(), 2: set()}  # pass -> depths with work (first_round)
-        self._failed_folders: dict[str, str] = {}  # SRC folders not made on DST, above this round: path -> reason
+        # Folders above this round that nothing may be written through: path -> why (made on DST they were
+        # not; or one side has a symlink or file there now), and those checked to be folders on both sides.
+        self._blocking: dict[str, str] = {}
+        self._real_folders: set[str] = set()
         # Helper processes (engine.copying) when both sides are local disks and the queue extends the leases
         # of a leased batch (a batch's big files are copied here and need heartbeats for every task waiting).
         # `copiers` given: the caller owns the pool (and closes it); else this mode starts and closes its own.
@@ -125,7 +128,10 @@ class CopyMode:
         # rows in nearly the order they are stored (in the id order they are loaded in, DuckDB takes 102 ms
         # instead of 5 ms to update 6,600 rows of a persisted table)
         nodes.sort(key=_path_of)
-        self._failed_folders = self.store.failed_src_folders(depth)
+        self._blocking = {path: f"its folder '{unambiguous(path)}' could not be made on the destination ({error})"
+                          for path, error in self.store.failed_src_folders(depth).items()}
+        for folder in {parent_of(node.path) for node in nodes}:
+            self._check_folders(folder)
         self.cache.clear()
         level = self.cache.ensure(r)
         for node in nodes:
@@ -147,18 +153,41 @@ class CopyMode:
         self.counters.bytes += n  # one writer per chunk; a lost increment under a race only blurs a rate
         crashpoints.hit("copy-chunk")  # mid-file: the temporary exists, the rename has not happened
 
+    def _check_folders(self, folder: str) -> None:
+        """Is `folder`, and every folder above it, still a folder on both sides? One that became a symlink (a
+        DST folder moved to another disk and linked back, say, before a resume) would take the copy outside
+        the destination, or read from outside the source (O_NOFOLLOW guards the last name only)."""
+        if not folder:
+            return
+        end = 0
+        while end != -1:
+            end = folder.find("/", end + 1)
+            above = folder if end == -1 else folder[:end]
+            if above in self._blocking:
+                return
+            if above in self._real_folders:
+                continue
+            for side, adapter in (("destination", self.dst), ("source", self.src)):
+                there = adapter.stat(above)
+                if there is not None and there.type != FOLDER:
+                    self._blocking[above] = f"'{unambiguous(above)}' on the {side} is a {there.type} now, not a folder"
+                    return
+            self._real_folders.add(above)
+
+    def blocks(self, path: str) -> bool:
+        """Is path, or a folder above it, one nothing may go through (found so far)?"""
+        return path in self._blocking or self._blocked(path) is not None
+
     def _blocked(self, path: str) -> Outcome | None:
-        """A failure for an entry under a folder that could not be made on DST: whatever stands there in its
-        place (a file, a symlink to elsewhere) is never written into or through. None: not blocked."""
-        if not self._failed_folders:
+        """A failure for an entry under a folder in _blocking: whatever stands there in the folder's place (a
+        file, a symlink to elsewhere) is never written into, through or read from. None: not blocked."""
+        if not self._blocking:
             return None
         end = path.find("/")
-        while end != -1:  # from the top: the first folder that failed is the cause
-            reason = self._failed_folders.get(path[:end])
+        while end != -1:  # from the top: the first folder that blocks is the cause
+            reason = self._blocking.get(path[:end])
             if reason is not None:
-                return as_outcome(copying.refused(
-                    f"not copied: its folder '{unambiguous(path[:end])}' could not be made on the destination "
-                    f"({reason})"))
+                return as_outcome(copying.refused(f"not copied: {reason}"))
             end = path.find("/", end + 1)
         return None
 
