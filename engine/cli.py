@@ -93,6 +93,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("dst", help="destination folder (created if missing)")
     run.add_argument("--db", required=True, help="the run file (DuckDB); an unfinished run in it is continued")
     run.add_argument("--dry-run", action="store_true", help="compare only: write nothing to DST")
+    run.add_argument("--use-plan", action="store_true",
+                     help="after a dry run in the same --db: copy its plan as it stands, without comparing again")
     _settings_flags(run)
 
     for name, text in (("resume", "continue an interrupted run from its file"),
@@ -242,7 +244,7 @@ def _drive(migration, quiet: bool = False) -> int:
 def cmd_run(args) -> int:
     from engine.migration import Migration
     settings = load_settings(args)
-    migration = Migration.create(args.db, args.src, args.dst, settings, dry_run=args.dry_run)
+    migration = Migration.create(args.db, args.src, args.dst, settings, dry_run=args.dry_run, use_plan=args.use_plan)
     for note in migration.start_notes:
         print(f"{PROG}: note: {note}", file=sys.stderr)
     return _drive(migration)

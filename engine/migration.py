@@ -92,9 +92,11 @@ class Migration:
 
     @classmethod
     def create(cls, db_path: str, src: str, dst: str, settings: Settings | None = None, dry_run: bool = False,
-               src_adapter: FSAdapter | None = None, dst_adapter: FSAdapter | None = None) -> "Migration":
+               src_adapter: FSAdapter | None = None, dst_adapter: FSAdapter | None = None,
+               use_plan: bool = False) -> "Migration":
         """A new run, or the continuation of an unfinished run of the same pair in the same file.
-        A finished run of the same pair is compared again from scratch, as rsync would."""
+        A finished run of the same pair is compared again from scratch, as rsync would; so is a dry run's
+        plan, which would miss what changed since it was made, unless use_plan (copy it as it stands)."""
         settings = settings or Settings()
         if src_adapter is None:
             src, dst = check_roots(src, dst, db_path)
@@ -106,12 +108,18 @@ class Migration:
                                 "give a new --db path for a different pair")
             notes = []
             stored_exclude = info.settings.get("exclude", []) if info is not None else []
-            if info is not None and info.phase == "planned" and not dry_run and stored_exclude != settings.exclude:
-                # the dry run decided with other excludes: its plan would copy what is excluded now
-                notes.append(f"the dry run's plan was made with exclude {stored_exclude}; comparing the trees "
-                             f"again with exclude {settings.exclude}")
-                info = None
-                store.reset_nodes()
+            if info is not None and info.phase == "planned" and not dry_run:
+                if stored_exclude != settings.exclude:  # its plan would copy what is excluded now
+                    notes.append(f"the dry run's plan was made with exclude {stored_exclude}; comparing the trees "
+                                 f"again with exclude {settings.exclude}")
+                elif not use_plan:  # it would not see what changed since, on either side
+                    notes.append("comparing the trees again, as the dry run did (its plan would miss what changed "
+                                 "since); --use-plan copies that plan as it stands")
+                if notes:
+                    info = None
+                    store.reset_nodes()
+                else:
+                    notes.append("copying the dry run's plan as it stands (what changed since is not seen)")
             if info is None or info.phase == "done" or (info.phase == "planned" and dry_run):
                 if info is not None:
                     store.reset_nodes()

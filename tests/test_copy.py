@@ -267,3 +267,30 @@ def test_a_resume_goes_through_no_folder_that_became_a_symlink(capsys, tmp_path,
     failed = {row["path"]: row["error"] for row in report(capsys, db, "--failed")}
     reason = f"not copied: 'b' on the {side} is a symlink now, not a folder"
     assert failed == {"b/f": reason, "b/c/g": reason}
+
+
+def test_a_run_after_a_dry_run_compares_again_unless_told_to_copy_its_plan(capsys, tmp_path):
+    """What changed after the dry run (a DST file deleted, a SRC file edited, a new one) is copied: the plan
+    alone would call the destination up to date. --use-plan copies the plan as the operator reviewed it."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for name in ("a", "b"):
+        (src / name).write_text(name)
+        os.utime(src / name, (1_000_000_000, 1_000_000_000))
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "first.duckdb"))[0] == 0
+
+    for use_plan in (False, True):
+        db = str(tmp_path / f"plan-{use_plan}.duckdb")
+        assert run_cli(capsys, "run", str(src), str(dst), "--db", db, "--dry-run")[0] == 0
+        (dst / "a").unlink()
+        (src / "b").write_text(f"b, edited {use_plan}")
+        (src / f"new {use_plan}").write_text("new")
+        code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, *(["--use-plan"] if use_plan else []))
+        assert code == 0, err
+        if use_plan:
+            assert "copying the dry run's plan as it stands" in err and "nothing to copy" in out
+            assert not (dst / "a").exists() and not (dst / f"new {use_plan}").exists()
+        else:
+            assert "comparing the trees again" in err
+            assert sorted(os.listdir(dst)) == ["a", "b", "new False"]
+            assert (dst / "b").read_text() == "b, edited False"
