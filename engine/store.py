@@ -668,8 +668,8 @@ class Store:
 
     def folders_to_open(self) -> list[tuple[str, None, int]]:
         """DST folders, as far as the run knows them, without owner rwx where the copy still has entries to
-        write: (path, None, the mode to write into them with). rsync opens them the same way for the copy and restores them
-        after; as root the missing bits would not matter."""
+        write: (path, None, the mode to write into them with). rsync opens them the same way for the copy
+        and restores them after; as root the missing bits would not matter."""
         with self._lock:
             rows = self._con.execute(f"""
                 SELECT s.path, coalesce(d.mode, s.mode) | {self._OWNER_RWX} {self._ON_DST} AND s.type = 'folder'
