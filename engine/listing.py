@@ -14,7 +14,7 @@ import threading
 from array import array
 
 from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
-from engine.model import DST, FILE, FOLDER, SYMLINK, TEMP_SUFFIX, fs_bytes, fs_str, is_temp_name, node_id
+from engine.model import DST, FILE, FOLDER, OUR_TEMPORARY, SYMLINK, TEMP_SUFFIX, fs_bytes, fs_str, is_temp_name, node_id
 
 # A file row's kind travels as its index in FILE_KINDS (one byte).
 FILE_KINDS = (FILE, SYMLINK)
@@ -56,8 +56,8 @@ def path_bytes(files: FileBuffers, start: int, stop: int) -> memoryview:
 
 def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderResult | OSError], FileBuffers]:
     """List folders (list_folder(path) -> entries) into subfolder columns per folder and one FileBuffers
-    for all their files. DST temporaries of ours (left by an interrupted copy) are not destination entries
-    and are left out."""
+    for all their files. DST temporaries of ours (left by an interrupted copy) are not destination entries:
+    they are named with the special files (as OUR_TEMPORARY), for the copy to remove."""
     ids, sizes, mtimes, modes = array("q"), array("q"), array("q"), array("i")
     kinds, paths, path_sizes = bytearray(), bytearray(), array("i")
     kind_code = _KIND_CODE.__getitem__
@@ -75,6 +75,7 @@ def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderR
         files_before = len(ids)
         for name, kind, size, mtime_ns, mode in entries:
             if skip_temps and name[:1] == "." and name.endswith(TEMP_SUFFIX) and is_temp_name(name):
+                specials.append((name, OUR_TEMPORARY))
                 continue
             path = prefix + name
             if kind == FOLDER:

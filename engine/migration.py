@@ -20,7 +20,8 @@ from engine.excludes import compile_excludes
 from engine.fileview import copy_view, recorded_errors, traversal_views
 from engine.hotreload import SettingsWatcher
 from engine.model import (
-    ACTION_SKIP, DST, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name, node_id,
+    ACTION_SKIP, DST, FOLDER, IN_PROGRESS, OUR_TEMPORARY, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name,
+    node_id,
 )
 from engine.listing import ListerPool
 from engine.modes.copy import CopyMode
@@ -80,6 +81,7 @@ class Migration:
         # source entries that are neither folder, file nor symlink (FIFOs, sockets, devices): not migrated,
         # as rclone does; each is told to on_notice (the CLI prints it) and counted for the summary
         self.specials_skipped = 0
+        self._stray_temporaries: list[str] = []  # left by an interrupted copy, found by this DST traversal
         self.on_notice: Callable[[str], None] | None = None
         self.summary: Summary | None = summarize(store, info.elapsed_s) if info.phase in FINISHED_PHASES else None
         self.observer = Observer(store, settings.observer_interval, self._metrics)
@@ -259,7 +261,8 @@ class Migration:
         self.errors.append(ErrorView(time.time(), side, phase, display(path), message, attempts))
 
     def _on_special(self, side: str, specials: tuple) -> None:
-        if side != SRC:  # on DST they are destination entries: what is not on SRC is never touched
+        if side != SRC:  # on DST they are destination entries (never touched), but for our own temporaries
+            self._stray_temporaries.extend(path for path, what in specials if what == OUR_TEMPORARY)
             return
         self.specials_skipped += len(specials)  # under the SRC queue's lock, like every counter
         notices = [f"'{display(path)}' is {what}: not migrated (only folders, files and symlinks are)"
@@ -365,6 +368,9 @@ class Migration:
     def _run_copy(self, resuming: bool) -> None:
         if resuming:
             self._sweep_temporary_files()
+        for path in self._stray_temporaries:  # e.g. from a run killed mid-file and started over in a new file
+            self.dst.remove(path)
+        self._stray_temporaries = []
         if isinstance(self.dst, LocalAdapter):
             os.makedirs(self.dst_root, exist_ok=True)
         self._set_attributes(self.store.folders_to_open())

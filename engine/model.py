@@ -107,6 +107,9 @@ def temp_name(name: str, random_hex: str) -> str:
     return f".{name}.{random_hex}{TEMP_SUFFIX}"
 
 
+# What a DST listing calls a temporary file of ours (engine.listing reports them with the special files):
+# one an interrupted copy left behind, removed when the copy phase starts.
+OUR_TEMPORARY = "a temporary file of an interrupted copy"
 _HEX = frozenset("0123456789abcdef")
 
 

@@ -294,3 +294,26 @@ def test_a_run_after_a_dry_run_compares_again_unless_told_to_copy_its_plan(capsy
             assert "comparing the trees again" in err
             assert sorted(os.listdir(dst)) == ["a", "b", "new False"]
             assert (dst / "b").read_text() == "b, edited False"
+
+
+@pytest.mark.parametrize("list_processes", [True, False])
+def test_a_temporary_left_by_a_killed_run_goes_when_a_new_run_copies(capsys, tmp_path, list_processes):
+    """A run killed mid-file leaves its temporary; an operator who starts over with a new --db (not a
+    resume, which sweeps its own) must not keep it forever. A dry run writes nothing: it stays until then.
+    A user's file that only looks alike stays always."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "f").write_text("f")
+    (dst / "sub").mkdir(parents=True)
+    leftover = dst / "sub" / f".f.0123abcd{TEMP_SUFFIX}"
+    leftover.write_text("half of f")
+    users = dst / "sub" / f".draft{TEMP_SUFFIX}"
+    users.write_text("mine")
+    flag = f"--{'' if list_processes else 'no-'}list-processes"
+
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "dry.duckdb"), "--dry-run", flag)
+    assert code == 0 and leftover.exists(), err
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "new.duckdb"), flag)
+    assert code == 0, err
+    assert sorted(os.listdir(dst / "sub")) == [f".draft{TEMP_SUFFIX}", "f"]
+    assert users.read_text() == "mine" and "dst only     1 " in out

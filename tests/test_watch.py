@@ -18,6 +18,7 @@ import pytest
 from engine import cli
 from engine import watch as watch_mod
 from engine.migration import Migration
+from engine.model import TEMP_SUFFIX
 from engine.settings import Settings
 from engine.store import Store
 from collections import Counter
@@ -452,10 +453,13 @@ def test_rescan_catches_changes_made_while_nothing_watched(tmp_path):
     src, dst, db = migrated(tmp_path)
     changed = src / "dir 01" / "inner" / "file 2.txt"
     changed.write_bytes(b"changed while nobody watched\n")
+    leftover = dst / "dir 01" / f".file 3.txt.0123abcd{TEMP_SUFFIX}"  # a watch killed mid-file left it
+    leftover.write_bytes(b"half")
     proc = Proc("watch", str(src), str(dst), "--db", str(db), "--rescan")
     try:
         assert wait_for(lambda: proc.said("watching ") or proc.p.poll() is not None, 60), (proc.out, proc.err)
         assert same_file(changed, dst / "dir 01" / "inner" / "file 2.txt")
         assert any("comparing the trees again" in line for line in proc.err), proc.err
+        assert not leftover.exists()
     finally:
         assert proc.stop() == 0
