@@ -134,8 +134,10 @@ class Store:
     # opening ---------------------------------------------------------------------------------------
 
     @staticmethod
-    def check_file(path: str) -> None:
-        """Refuse a file that is not ours before DuckDB opens it read-write (and could touch it)."""
+    def check_file(path: str) -> bool:
+        """Refuse a file that is not ours before DuckDB opens it read-write (and could touch it). True: a
+        DuckDB file without a single table, as a run killed while creating its file leaves it (the schema
+        is made in one transaction): there is nothing in it to lose, and it becomes a new run file."""
         try:
             with open(path, "rb") as f:
                 head = f.read(12)
@@ -152,6 +154,8 @@ class Store:
             raise _explain_open_error(path, exc) from None
         try:
             tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+            if not tables:
+                return True
             if "meta" not in tables:
                 raise UserError(f"'{path}' is a DuckDB database of another program, not a migrate-tui run; "
                                 "give a new --db path")
@@ -169,6 +173,7 @@ class Store:
         if version > SCHEMA_VERSION:
             raise UserError(f"'{path}' was written by a newer migrate-tui (schema {version}, this one reads "
                             f"{SCHEMA_VERSION}); upgrade migrate-tui")
+        return False
 
     @classmethod
     def open(cls, path: str, memory_limit: str = "1GB", threads: int = 2) -> "Store":
@@ -179,7 +184,7 @@ class Store:
             raise UserError(f"the run file path {what}; give --db a file, e.g. --db run.duckdb")
         exists = os.path.exists(path)
         if exists:
-            cls.check_file(path)
+            exists = not cls.check_file(path)
         else:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):

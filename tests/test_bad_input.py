@@ -97,6 +97,19 @@ def test_foreign_duckdb_is_refused(capsys, trees, tmp_path):
     assert db.read_bytes() == before
 
 
+def test_a_run_file_killed_as_it_was_created_is_started_again(capsys, trees, tmp_path):
+    """Killed between DuckDB making the file and the schema's commit, a run leaves a DuckDB file without a
+    table: nothing in it to lose. It is not 'another program's': status says it holds no run yet, and a
+    run started with it uses it."""
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    duckdb.connect(str(db)).close()
+    assert_refused(capsys, ["status", "--db", str(db)], "holds no run yet; start one with SRC and DST")
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db))
+    assert code == 0, err
+    assert (dst / "sub" / "file").read_text() == "x"
+
+
 def test_db_of_another_pair_is_refused(capsys, trees, tmp_path):
     src, dst = trees
     db = tmp_path / "run.duckdb"
