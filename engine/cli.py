@@ -224,6 +224,10 @@ def _drive(migration, quiet: bool = False) -> int:
         os._exit(130)  # forced: the file is left as the last committed seal, resumable
     if migration.fatal:
         migration.close()
+        if migration.stopped_resumable:
+            print(f"{PROG}: stopped: {migration.fatal}; the run file stays resumable: fix that, then "
+                  f"{PROG} resume --db {migration.store.path}", file=sys.stderr)
+            return 3
         raise UserError(migration.fatal)
     if migration.summary is None:
         migration.close()

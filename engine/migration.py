@@ -87,6 +87,7 @@ class Migration:
         self.observer = Observer(store, settings.observer_interval, self._metrics)
         self.excluded = compile_excludes(settings.exclude)
         self.fatal: str | None = None
+        self.stopped_resumable = False  # fatal names what stopped a run that can be resumed once it is fixed
         self.fresh = False  # a run created now, not yet started
         self.start_notes: list[str] = []  # what create() decided that the operator should know
 
@@ -177,7 +178,7 @@ class Migration:
                 return
             self._stop = self._force = False  # a stopped run may be started again: that is a resume
             self._file_views = None  # the run is about to change the file
-            self.fatal = None
+            self.fatal, self.stopped_resumable = None, False
             if self.phase in FINISHED_PHASES and not self._retry_requested \
                     and not (self.phase == "planned" and not self.dry_run):
                 return
@@ -274,7 +275,8 @@ class Migration:
             self.message = f"{self.specials_skipped:,} special files not migrated so far; last: {notices[-1]}"
 
     def _on_stop_run(self, reason: str | None) -> None:
-        self.fatal = reason
+        """A task met what stops the whole run (the destination is full): stop and seal, resumable."""
+        self.fatal, self.stopped_resumable = reason, True
         self.message = f"stopped: {reason}; fix it and resume"
         self.stop()
 

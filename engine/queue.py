@@ -15,7 +15,7 @@ from collections import deque
 from typing import Callable, Protocol
 
 from engine.coordinator import QueueCoordinator
-from engine.model import Task
+from engine.model import Task, display
 from engine.settings import Settings
 
 
@@ -221,7 +221,8 @@ class Queue:
             elif outcome.stop_run:
                 self.mode.requeue(task)
                 if self._on_stop_run:
-                    threading.Thread(target=self._on_stop_run, args=(outcome.error,), daemon=True).start()
+                    reason = f"{outcome.error}, at '{display(task.node.path)}'"
+                    threading.Thread(target=self._on_stop_run, args=(reason,), daemon=True).start()
             elif outcome.transient and task.attempts < self.settings.max_retries:
                 self._retry_later(task, outcome.error)
                 self._loop_wake.notify()  # the loop's next wake-up may now be sooner

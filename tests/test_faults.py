@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 
+from engine import cli
 from engine.adapters.memory import Faults, MemoryAdapter
 from engine.migration import Migration
 from engine.settings import Settings
@@ -142,3 +143,16 @@ def test_a_long_copy_under_a_bandwidth_limit_keeps_its_lease(tmp_path):
     assert m.limiter.charged == sum(len(d) for d in files_of(src).values()), "charged more than moved"
     assert m.elapsed() >= 0.8, "the limit was not applied (1 MiB at 1 MiB/s)"
     m.close()
+
+
+def test_a_full_destination_is_named_with_the_command_that_resumes(tmp_path, capsys):
+    """As `migrate run` drives it: exit 3 (stopped, resumable; not 2, bad input), the entry it met and how
+    to go on, on one line."""
+    src = memory_tree(folders=12)
+    dst = MemoryAdapter(Faults(permanent={"d1/d7/f3": OSError(errno.ENOSPC, "No space left on device", "f3")}))
+    db = tmp_path / "run.duckdb"
+    m = Migration.create(str(db), "/mem/src", "/mem/dst", Settings(**FAST), src_adapter=src, dst_adapter=dst)
+    assert cli._drive(m, quiet=True) == 3
+    assert capsys.readouterr().err.strip() == (
+        f"migrate: stopped: No space left on device (errno 28), at 'd1/d7/f3'; the run file stays resumable: "
+        f"fix that, then migrate resume --db {db}")
