@@ -35,7 +35,7 @@ from engine.snapshot import (
 )
 from engine.store import RunInfo, Store
 from engine.summary import summarize
-from engine.validate import check_roots
+from engine.validate import check_roots, same_folders
 from engine.workers import BandwidthLimiter
 
 FINISHED_PHASES = ("planned", "done")
@@ -106,6 +106,9 @@ class Migration:
         store = Store.open(db_path, settings.duckdb_memory_limit, settings.duckdb_threads)
         try:
             info = store.run_info()
+            if info is not None and (info.src_root, info.dst_root) != (src, dst) and src_adapter is None \
+                    and same_folders((info.src_root, info.dst_root), (src, dst)):
+                src, dst = info.src_root, info.dst_root  # the same folders, reached through a symlink
             if info is not None and (info.src_root, info.dst_root) != (src, dst):
                 raise UserError(f"'{db_path}' holds the run {info.src_root} -> {info.dst_root}, not this pair; "
                                 "give a new --db path for a different pair")

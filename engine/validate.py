@@ -43,3 +43,9 @@ def check_roots(src: str, dst: str, db_path: str | None) -> tuple[str, str]:
     if db_path is not None and _inside(os.path.realpath(os.path.abspath(db_path)), src_real):
         raise UserError(f"the run file '{db_path}' is inside the source; put it outside the tree being migrated")
     return src_abs, dst_abs
+
+
+def same_folders(stored: tuple[str, ...], given: tuple[str, ...]) -> bool:
+    """Do the paths name the same folders once symlinks are resolved (a run file's roots, given again
+    through a symlink, or the other way round)?"""
+    return [os.path.realpath(p) for p in stored] == [os.path.realpath(p) for p in given]

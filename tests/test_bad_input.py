@@ -119,6 +119,12 @@ def test_db_of_another_pair_is_refused(capsys, trees, tmp_path):
     line = assert_refused(capsys, ["run", str(src), str(other), "--db", str(db)], "not this pair")
     assert str(dst) in line
     assert os.listdir(other) == []
+    # the same pair reached through a symlink is the same run (and the file keeps the paths it has)
+    (tmp_path / "link").symlink_to(src)
+    code, out, err = run_cli(capsys, "run", str(tmp_path / "link"), str(dst), "--db", str(db))
+    assert code == 0, err
+    assert (dst / "sub" / "file").read_text() == "x"
+    assert f"run      {src} -> {dst}" in run_cli(capsys, "status", "--db", str(db))[1]
 
 
 def test_db_of_a_newer_schema_is_refused(capsys, trees, tmp_path):
