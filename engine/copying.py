@@ -42,8 +42,21 @@ def refused(error: str) -> Result:
     return False, error, False, False, "", 0
 
 
-def failure(exc: BaseException) -> Result:
-    return False, describe(exc), is_transient(exc), is_disk_full(exc), "", 0
+def failure(exc: BaseException, src=None, dst=None) -> Result:
+    """A failed copy's result; with the adapters, its reason says which side the system call was refused on
+    ('Permission denied (errno 13)' alone could be reading the source or writing the destination)."""
+    return False, describe(exc) + _on_side(exc, src, dst), is_transient(exc), is_disk_full(exc), "", 0
+
+
+def _on_side(exc: BaseException, src, dst) -> str:
+    name = getattr(exc, "filename", None)
+    if not isinstance(name, str):
+        return ""
+    for side, adapter in (("destination", dst), ("source", src)):
+        root = getattr(adapter, "root", None)
+        if root and (name == root or name.startswith(root.rstrip("/") + "/")):
+            return f" on the {side}"
+    return ""
 
 
 HANDED_BACK = (False, "too big for the copy process now", True, False, "handback", 0)
@@ -192,7 +205,7 @@ def make_folder(dst, path: str, mode: int) -> Result:
             return done("exists")
         return refused(f"the destination has a {there.type if there else 'file'} where the source has a folder")
     except OSError as exc:
-        return failure(exc)
+        return failure(exc, None, dst)
 
 
 def copy_entry(src, dst, path: str, kind: str, heartbeat: Callable[[], None], limiter, verify: bool,
@@ -225,7 +238,7 @@ def copy_entry(src, dst, path: str, kind: str, heartbeat: Callable[[], None], li
                 return refused("verification failed: the copy differs from the source")
             return temp.commit(path, now_src, now_src.mode, copied)
     except OSError as exc:
-        return failure(exc)
+        return failure(exc, src, dst)
 
 
 def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None], limiter, verify: bool,
@@ -266,7 +279,7 @@ def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None]
                 return refused("verification failed: the copy differs from the source")
             return temp.commit(path, now, now.mode, copied)
     except OSError as exc:
-        return failure(exc)
+        return failure(exc, src, dst)
 
 
 class _Temporary:

@@ -243,3 +243,13 @@ def test_a_run_with_copy_processes_writes_what_a_run_in_process_writes(tree_20k,
     assert copy_rows(tmp_path / "helpers.duckdb") == copy_rows(tmp_path / "inproc.duckdb")
     assert tree_state(dst) == tree_state(reference)
     assert no_temporaries(dst)
+
+
+def test_a_refused_system_call_names_the_side_it_was_refused_on(tmp_path):
+    """'Permission denied (errno 13)' alone could be reading the source or writing the destination."""
+    src, dst = LocalAdapter(str(tmp_path / "data")), LocalAdapter(str(tmp_path / "data-copy"))
+    for root, side in ((dst.root, "destination"), (src.root, "source")):
+        with pytest.raises(OSError) as raised:
+            os.open(os.path.join(root, "no folder", "f"), os.O_WRONLY | os.O_CREAT)
+        assert copying.failure(raised.value, src, dst)[1] == f"No such file or directory (errno 2) on the {side}"
+    assert copying.failure(OSError(5, "Input/output error"), src, dst)[1] == "Input/output error (errno 5)"
