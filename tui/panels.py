@@ -158,6 +158,9 @@ class TitleBar(Cell):
         text.append(snapshot.phase, style="bold cyan")
         text.append(" · ")
         text.append_text(state_text(snapshot.state))
+        if snapshot.summary is not None and snapshot.summary.failed:  # finished is not the same as done well
+            text.append(" · ")
+            text.append(f"{fmt.count(snapshot.summary.failed)} failed", style="bold red")
         text.append(f" · {fmt.duration(snapshot.elapsed_s)}  ")
         if snapshot.dry_run:
             text.append("DRY RUN", style="bold black on yellow")

@@ -108,6 +108,7 @@ def test_a_finished_run_file_lists_its_failures_and_where_each_side_ended(trees)
 
     async def scenario(app, pilot, migration):
         assert migration.snapshot().phase == "done" and not migration.running
+        assert "done · finished · 3 failed ·" in static_text(app, "#title")  # not as if all went well
         summary = static_text(app, "#summary-text")
         assert " failed " in summary and summary.split(" failed ")[1].split()[0] == "3"
         assert_failures_listed(app, blocked)  # before any key: not only after t
