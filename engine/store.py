@@ -688,7 +688,8 @@ class Store:
         or None). Folders get the source's mtime where DST's differs or the copy wrote into them, and its
         mode where it differs (the copy makes folders with owner rwx, under the umask, and opens restrictive
         ones: folders_to_open); files found identical get the source's mode where it differs. Symlinks and
-        entries kept because they are newer on DST are left as they are."""
+        entries kept because they are newer on DST are left as they are, and so are folders the traversal
+        could not list: the retry that lists them fills them first (as their owner) and sets them after."""
         with self._lock:
             rows = self._con.execute(f"""
                 SELECT path, mtime_ns, mode FROM (
@@ -698,7 +699,7 @@ class Store:
                              THEN s.mtime_ns END AS mtime_ns,
                         CASE WHEN d.mode IS DISTINCT FROM s.mode OR (s.type = 'folder'
                                 AND s.mode & {self._OWNER_RWX} <> {self._OWNER_RWX}) THEN s.mode END AS mode
-                    {self._ON_DST} AND (s.type = 'folder' OR s.action = 'skip'))
+                    {self._ON_DST} AND (s.type = 'folder' OR s.action = 'skip') AND s.traversal_status <> 'failed')
                 WHERE mtime_ns IS NOT NULL OR mode IS NOT NULL ORDER BY depth DESC""").fetchall()
         return [(os.fsdecode(p), m, mode) for p, m, mode in rows]
 

@@ -317,3 +317,34 @@ def test_a_temporary_left_by_a_killed_run_goes_when_a_new_run_copies(capsys, tmp
     assert code == 0, err
     assert sorted(os.listdir(dst / "sub")) == [f".draft{TEMP_SUFFIX}", "f"]
     assert users.read_text() == "mine" and "dst only     1 " in out
+
+
+class CannotListLocked(LocalAdapter):
+    """A source whose folder 'locked' cannot be listed (as for an operator without the permission)."""
+
+    def list(self, path, *args, **kwargs):
+        if path == "locked":
+            raise PermissionError(13, "Permission denied", self.abs(path))
+        return super().list(path, *args, **kwargs)
+
+
+def test_a_retried_folder_ends_with_the_mode_it_has_when_it_is_listed(capsys, tmp_path):
+    """A folder that could not be listed is made on DST open to its owner and left so (a retry must fill
+    it); once the operator fixes it and retries, it is listed, filled, and given its mode of now, not the
+    one its parent's listing saw before the fix."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "r.duckdb"
+    (src / "locked").mkdir(parents=True)
+    (src / "locked" / "inside").write_text("inside")
+    (src / "locked").chmod(0o500)
+    first = Migration.create(str(db), str(src), str(dst), Settings(list_processes=False),
+                             src_adapter=CannotListLocked(src))
+    first.start()
+    assert first.wait(60) and first.summary.failed == 1
+    first.close()
+    assert (dst / "locked").stat().st_mode & 0o700 == 0o700 and not (dst / "locked" / "inside").exists()
+
+    (src / "locked").chmod(0o750)
+    code, out, err = run_cli(capsys, "retry", "--db", str(db))
+    assert code == 0, err
+    assert (dst / "locked" / "inside").read_text() == "inside"
+    assert (dst / "locked").stat().st_mode & 0o7777 == 0o750

@@ -140,6 +140,11 @@ class TraversalMode:
             self.on_special(self.side, listing.specials)
         if self.retry and self.side == SRC:
             self.relisted.append(node.path)
+            # A folder that failed before may have failed for its mode: the row holds what its parent's
+            # listing saw then, and the copy gives DST folders the row's mode. Take the folder's as it is now.
+            now = self.adapter.stat(node.path) if node.path else None
+            if now is not None and now.type == FOLDER:
+                node.size, node.mtime_ns, node.mode = now.size, now.mtime_ns, now.mode
 
     def fail(self, task: Task, message: str) -> None:
         node = task.node
