@@ -374,7 +374,10 @@ class Migration:
         if resuming:
             self._sweep_temporary_files()
         for path in self._stray_temporaries:  # e.g. from a run killed mid-file and started over in a new file
-            self.dst.remove(path)
+            try:
+                self.dst.remove(path)
+            except OSError:
+                pass  # not ours to fail the run for: it stays, as it would have
         self._stray_temporaries = []
         if isinstance(self.dst, LocalAdapter):
             os.makedirs(self.dst_root, exist_ok=True)
