@@ -65,6 +65,7 @@ class CopyMode:
         # Folders above this round that nothing may be written through: path -> why (made on DST they were
         # not; or one side has a symlink or file there now), and those checked to be folders on both sides.
         self._blocking: dict[str, str] = {}
+        self._not_folders: dict[str, str] = {}  # found so far in this phase (kept for the attributes' step)
         self._real_folders: set[str] = set()
         # Helper processes (engine.copying) when both sides are local disks and the queue extends the leases
         # of a leased batch (a batch's big files are copied here and need heartbeats for every task waiting).
@@ -130,6 +131,7 @@ class CopyMode:
         nodes.sort(key=_path_of)
         self._blocking = {path: f"its folder '{unambiguous(path)}' could not be made on the destination ({error})"
                           for path, error in self.store.failed_src_folders(depth).items()}
+        self._blocking.update(self._not_folders)
         for folder in {parent_of(node.path) for node in nodes}:
             self._check_folders(folder)
         self.cache.clear()
@@ -170,7 +172,8 @@ class CopyMode:
             for side, adapter in (("destination", self.dst), ("source", self.src)):
                 there = adapter.stat(above)
                 if there is not None and there.type != FOLDER:
-                    self._blocking[above] = f"'{unambiguous(above)}' on the {side} is a {there.type} now, not a folder"
+                    self._not_folders[above] = self._blocking[above] = \
+                        f"'{unambiguous(above)}' on the {side} is a {there.type} now, not a folder"
                     return
             self._real_folders.add(above)
 
