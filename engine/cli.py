@@ -53,35 +53,19 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
 
 def load_settings(args: argparse.Namespace):
     """Effective settings: defaults < settings file < MIGRATE_* < flags; UserError (exit 2) when invalid."""
-    from engine.config import load_settings as load
-    return load(config=args.config, db_path=getattr(args, "db", None), overrides=_cli_overrides(args))
+    return _load_layers(args).settings
 
 
 def _load_layers(args: argparse.Namespace):
-    from engine.config import load
-    return load(config=args.config, db_path=getattr(args, "db", None), overrides=_cli_overrides(args))
+    from engine.config import load, unknown_variables
+    loaded = load(config=args.config, db_path=getattr(args, "db", None), overrides=_cli_overrides(args))
+    for note in unknown_variables():
+        _note(note)
+    return loaded
 
 
-def _apply_resume_settings(migration, loaded) -> None:
-    """A resume keeps the run's stored settings except what a settings file, a MIGRATE_* variable or a flag
-    sets now; what cannot change for a run already started is kept, with a note."""
-    from engine.config import format_value
-    from engine.migration import exclude_changed
-    changes = {k: v for k, v in loaded.explicit().items() if getattr(migration.settings, k) != v}
-    if "exclude" in changes:  # what was listed so far was decided with the run's own excludes
-        migration.close()
-        raise UserError(exclude_changed(migration.store.path, migration.settings.exclude, changes["exclude"]))
-    refused = migration.apply_settings(changes) if changes else []
-    for key in refused:
-        print(f"{PROG}: note: '{key}' cannot change for a run already started; keeping "
-              f"{format_value(getattr(migration.settings, key))} ({loaded.origins[key]} says "
-              f"{format_value(changes[key])})", file=sys.stderr)
-    # hot reload (engine.hotreload) follows the same file, under the same flags
-    migration.settings._source_file, migration.settings._flags = loaded.file, _cli_overrides_of(loaded)
-
-
-def _cli_overrides_of(loaded) -> dict:
-    return {k: getattr(loaded.settings, k) for k, origin in loaded.origins.items() if origin.startswith("--")}
+def _note(text: str) -> None:
+    print(f"{PROG}: note: {text}", file=sys.stderr)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -250,15 +234,16 @@ def cmd_run(args) -> int:
     settings = load_settings(args)
     migration = Migration.create(args.db, args.src, args.dst, settings, dry_run=args.dry_run, use_plan=args.use_plan)
     for note in migration.start_notes:
-        print(f"{PROG}: note: {note}", file=sys.stderr)
+        _note(note)
     return _drive(migration)
 
 
 def cmd_resume(args, retry: bool = False) -> int:
     from engine.migration import Migration
+    from engine.config import apply_to_resumed_run
     loaded = _load_layers(args)  # validated before the run file is opened
     migration = Migration.open(args.db)
-    _apply_resume_settings(migration, loaded)
+    apply_to_resumed_run(migration, loaded, _note)
     if retry:
         migration.retry()
     elif not migration.interrupted:

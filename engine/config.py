@@ -10,6 +10,7 @@ import difflib
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 from pydantic import ValidationError
 from pydantic_settings import EnvSettingsSource, SettingsError, TomlConfigSettingsSource
@@ -162,6 +163,46 @@ def explicit_settings(config: str | None = None, db_path: str | None = None, ove
     """Only the values a settings file, a MIGRATE_* variable or a flag sets (validated): what a resume
     applies on top of the settings stored in the run file."""
     return load(config, db_path, overrides).explicit()
+
+
+# MIGRATE_* variables that are not settings: the crash points of the tests, the console's debug switch and
+# the benchmarks' own
+_NOT_SETTINGS = ("MIGRATE_CRASH_AT", "MIGRATE_TUI_DEBUG", "MIGRATE_BENCH_")
+
+
+def unknown_variables() -> list[str]:
+    """A note for each MIGRATE_* variable that names no setting (pydantic-settings ignores them): a
+    misspelt MIGRATE_BWLIMT would otherwise leave the run unlimited in silence."""
+    notes = []
+    for name in sorted(os.environ):
+        upper = name.upper()
+        key = upper.removeprefix("MIGRATE_").lower()
+        if upper.startswith("MIGRATE_") and key not in Settings.model_fields and not upper.startswith(_NOT_SETTINGS):
+            close = difflib.get_close_matches(key, list(Settings.model_fields), n=1)
+            hint = f"did you mean {env_name(close[0])}?" if close else "'migrate config show' lists the settings"
+            notes.append(f"{name} is not a setting ({hint}); ignored")
+    return notes
+
+
+def apply_to_resumed_run(migration, loaded: Loaded, note: Callable[[str], None]) -> None:
+    """A resume keeps the run's stored settings except what a settings file, a MIGRATE_* variable or a flag
+    sets now; what cannot change for a run already started is kept, and note() is told."""
+    from engine.migration import exclude_changed
+    changes = {k: v for k, v in loaded.explicit().items() if getattr(migration.settings, k) != v}
+    if "exclude" in changes:  # what was listed so far was decided with the run's own excludes
+        migration.close()
+        raise UserError(exclude_changed(migration.store.path, migration.settings.exclude, changes["exclude"]))
+    refused = migration.apply_settings(changes) if changes else []
+    for key in refused:
+        note(f"'{key}' cannot change for a run already started; keeping {format_value(getattr(migration.settings, key))}"
+             f" ({loaded.origins[key]} says {format_value(changes[key])})")
+    # hot reload (engine.hotreload) follows the same file, under the same flags
+    migration.settings._source_file, migration.settings._flags = loaded.file, flags_of(loaded)
+
+
+def flags_of(loaded: Loaded) -> dict:
+    """The values given as command-line flags."""
+    return {k: getattr(loaded.settings, k) for k, origin in loaded.origins.items() if origin.startswith("--")}
 
 
 def format_value(value: object) -> str:

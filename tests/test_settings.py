@@ -119,6 +119,14 @@ def test_config_show_without_a_file_says_so(tmp_path, capsys):
     assert {origin for _, origin in rows.values()} == {"default"}
 
 
+def test_a_misspelt_variable_is_named_not_ignored_in_silence(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MIGRATE_BWLIMT", "1M")
+    monkeypatch.setenv("MIGRATE_CRASH_AT", "")  # the tests' crash points: not a setting, not a typo
+    code, out, err = run_cli(capsys, "config", "show")
+    assert code == 0
+    assert err == "migrate: note: MIGRATE_BWLIMT is not a setting (did you mean MIGRATE_BWLIMIT?); ignored\n"
+
+
 def test_config_show_of_a_run_file_shows_what_its_resume_would_use(tmp_path, capsys):
     src = small_tree(tmp_path / "src")
     db = tmp_path / "run.duckdb"

@@ -84,13 +84,20 @@ def launch(args: argparse.Namespace) -> Launch:
             base = Path(tempfile.mkdtemp(prefix="migrate-tui-demo-"))
             controller = create_demo(base, watchable=True)
             return Launch(controller, True, f"{PROG}: demo trees and database kept in {base}")
-        if args.paths:
-            from engine.config import load_settings
+        from engine.config import apply_to_resumed_run, load, unknown_variables
 
+        loaded = load(db_path=str(args.db))  # migrate.toml beside the file, MIGRATE_*: validated first
+        notes = unknown_variables()
+        if args.paths:
             src, dst = args.paths
-            settings = load_settings(db_path=str(args.db))  # migrate.toml beside the file, MIGRATE_*
-            return Launch(Migration.create(args.db, src, dst, settings, dry_run=args.dry_run), True)
-        return Launch(Migration.open(args.db), False)
+            migration = Migration.create(args.db, src, dst, loaded.settings, dry_run=args.dry_run)
+            notes += migration.start_notes
+        else:  # what R, t or the run itself then use: as `migrate resume` would
+            migration = Migration.open(args.db)
+            apply_to_resumed_run(migration, loaded, notes.append)
+        if notes:
+            migration.message = "; ".join(notes)  # the console's message line
+        return Launch(migration, bool(args.paths))
     except UserError as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:

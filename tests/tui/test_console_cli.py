@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -38,66 +37,66 @@ def test_bad_arguments_are_one_line_and_exit_2(argv, says, capsys, tmp_path, mon
     assert says in err
 
 
-class UserError(Exception):
-    pass
-
-
-class FakeMigration:
-    calls: list = []
-
-    @classmethod
-    def create(cls, db_path, src, dst, settings=None, dry_run=False):
-        cls.calls.append(("create", db_path, src, dst, dry_run))
-        if not Path(src).is_dir():
-            raise UserError(f"SRC {src} is not a folder")
-        return "created"
-
-    @classmethod
-    def open(cls, db_path):
-        cls.calls.append(("open", db_path))
-        raise UserError(f"{db_path} is not a migrate-tui run file")
-
-
-@pytest.fixture
-def fake_engine(monkeypatch):
-    """Stands in for engine.migration / engine.errors, which the lead writes."""
-    errors = types.ModuleType("engine.errors")
-    errors.UserError = UserError
-    migration = types.ModuleType("engine.migration")
-    migration.Migration = FakeMigration
-    FakeMigration.calls = []
-    monkeypatch.setitem(sys.modules, "engine.errors", errors)
-    monkeypatch.setitem(sys.modules, "engine.migration", migration)
-    return FakeMigration
-
-
-def test_engine_user_errors_become_one_line_exit_2(fake_engine, capsys, tmp_path):
+def test_engine_user_errors_become_one_line_exit_2(capsys, tmp_path):
     db = tmp_path / "run.duckdb"
-    assert main(["--db", str(db), str(tmp_path / "missing"), str(tmp_path)]) == 2
-    assert capsys.readouterr().err == f"migrate-tui: error: SRC {tmp_path / 'missing'} is not a folder\n"
+    assert main(["--db", str(db), str(tmp_path / "missing"), str(tmp_path / "dst")]) == 2
+    assert capsys.readouterr().err == f"migrate-tui: error: source '{tmp_path / 'missing'}' does not exist; " \
+                                      "check the path\n"
+    assert not db.exists()
 
     db.write_bytes(b"not duckdb")
     assert main(["--db", str(db)]) == 2
-    assert capsys.readouterr().err == f"migrate-tui: error: {db} is not a migrate-tui run file\n"
+    err = capsys.readouterr().err
+    assert err.startswith(f"migrate-tui: error: '{db}' is not a DuckDB database") and err.count("\n") == 1
 
 
-def test_new_run_starts_and_existing_file_opens(fake_engine, tmp_path, monkeypatch):
-    db = tmp_path / "run.duckdb"
-    launched = cli.launch(cli.parse_args(["--db", str(db), str(tmp_path), str(tmp_path), "--dry-run"]))
-    assert launched.controller == "created" and launched.start_run is True
-    assert fake_engine.calls == [("create", str(db), str(tmp_path), str(tmp_path), True)]
+def test_new_run_starts_and_existing_file_opens(tmp_path):
+    from engine.migration import Migration
 
-    monkeypatch.setattr(FakeMigration, "open", classmethod(lambda cls, path: ("opened", path)))
-    db.write_bytes(b"")
+    src, db = tmp_path / "src", tmp_path / "run.duckdb"
+    src.mkdir()
+    launched = cli.launch(cli.parse_args(["--db", str(db), str(src), str(tmp_path / "dst"), "--dry-run"]))
+    assert isinstance(launched.controller, Migration) and launched.start_run is True
+    assert launched.controller.dry_run and launched.controller.phase == "traversal"
+    launched.controller.close()
+
     launched = cli.launch(cli.parse_args(["--db", str(db)]))
-    assert launched.controller == ("opened", str(db)) and launched.start_run is False
+    assert isinstance(launched.controller, Migration) and launched.start_run is False
+    launched.controller.close()
 
 
-def test_unexpected_engine_failure_is_still_one_line(fake_engine, capsys, tmp_path, monkeypatch):
-    def explode(cls, path):
+def test_an_opened_run_takes_the_settings_file_and_variables_as_migrate_resume_does(tmp_path, monkeypatch):
+    """What R (resume) and t (retry) run with: the run's stored settings, except what migrate.toml beside
+    the file or a MIGRATE_* variable sets now; a bad value is one line and exit 2, before any screen."""
+    from engine.migration import Migration
+    from engine.settings import Settings
+
+    src, db = tmp_path / "src", tmp_path / "run.duckdb"
+    src.mkdir()
+    Migration.create(str(db), str(src), str(tmp_path / "dst"), Settings(bwlimit="5M")).close()
+    (tmp_path / "migrate.toml").write_text('bwlimit = "2M"\n')
+    monkeypatch.setenv("MIGRATE_COPY_WORKERS", "3")
+    monkeypatch.setenv("MIGRATE_BWLIMT", "1M")
+    launched = cli.launch(cli.parse_args(["--db", str(db)]))
+    try:
+        settings = launched.controller.settings
+        assert (settings.bwlimit, settings.copy_workers) == (2 << 20, 3)
+        assert launched.controller.message == "MIGRATE_BWLIMT is not a setting (did you mean MIGRATE_BWLIMIT?); ignored"
+    finally:
+        launched.controller.close()
+
+    monkeypatch.setenv("MIGRATE_COPY_WORKERS", "many")
+    with pytest.raises(cli.CliError, match="invalid setting 'copy_workers' from MIGRATE_COPY_WORKERS"):
+        cli.launch(cli.parse_args(["--db", str(db)]))
+
+
+def test_unexpected_engine_failure_is_still_one_line(capsys, tmp_path, monkeypatch):
+    from engine.migration import Migration
+
+    def explode(cls, path, settings=None):
         raise KeyError("phase")
 
-    monkeypatch.setattr(FakeMigration, "open", classmethod(explode))
+    monkeypatch.setattr(Migration, "open", classmethod(explode))
     monkeypatch.delenv("MIGRATE_TUI_DEBUG", raising=False)
     db = tmp_path / "run.duckdb"
     db.write_bytes(b"")
