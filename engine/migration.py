@@ -391,7 +391,8 @@ class Migration:
                                         self._on_stop_run)})
         if not self._stop:
             restore = self.store.attributes_to_restore()
-            self._set_attributes([change for change in restore if not mode.blocks(change[0])])
+            self._set_attributes([change for change in restore if not mode.blocks(change[0])]
+                                 + self._root_attributes())
 
     def _run_queues(self, queues: dict[str, Queue]) -> None:
         with self._lock:
@@ -420,6 +421,15 @@ class Migration:
             for e in entries:
                 if is_temp_name(e.name) and e.type != FOLDER:
                     self.dst.remove(f"{folder}/{e.name}" if folder else e.name)
+
+    def _root_attributes(self) -> list[tuple[str, int, int]]:
+        """The source root's mtime and mode for the destination root, as `rsync -a SRC/ DST/` leaves it (the
+        run file does not hold them: the roots are seeded, not listed)."""
+        src, dst = self.src.stat(""), self.dst.stat("")
+        if src is None or dst is None or not src.type == dst.type == FOLDER or \
+                (src.mtime_ns, src.mode) == (dst.mtime_ns, dst.mode):
+            return []
+        return [("", src.mtime_ns, src.mode)]
 
     def _set_attributes(self, changes: list[tuple[str, int | None, int | None]]) -> None:
         """Folder and file attributes on DST, as rsync -a leaves them (Store.folders_to_open and

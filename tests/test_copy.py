@@ -114,7 +114,7 @@ def _mode_and_time(path: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("copy_processes", [True, False])
 def test_folders_and_identical_files_end_with_the_source_modes_and_times(capsys, tmp_path, copy_processes):
-    """As rsync -a leaves them: made folders get the source's mode (even without owner write: filled first)
+    """As rsync -a SRC/ DST/ leaves them: made folders (and the root) get the source's mode (even without owner write: filled first)
     and mtime (which writing into them changed); folders and identical files already there get the
     source's mode where it differs; a file kept because it is newer on DST keeps its own."""
     src, dst = tmp_path / "src", tmp_path / "dst"
@@ -137,15 +137,16 @@ def test_folders_and_identical_files_end_with_the_source_modes_and_times(capsys,
     (src / "there").chmod(0o750)
     for folder in ("ro/deep", "ro"):
         (src / folder).chmod(0o555)
-    for folder in ("ro/deep", "ro", "there"):
+    src.chmod(0o750)
+    for folder in ("ro/deep", "ro", "there", ""):
         os.utime(src / folder, (1_100_000_000, 1_100_000_000))
     newer_before = _mode_and_time(dst / "newer")
 
     code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"),
                            f"--{'' if copy_processes else 'no-'}copy-processes")
     assert code == 0, err
-    for rel in ("ro", "ro/deep", "there", "same", "ro/a", "ro/deep/z", "there/new"):
-        assert _mode_and_time(dst / rel) == _mode_and_time(src / rel), rel
+    for rel in ("", "ro", "ro/deep", "there", "same", "ro/a", "ro/deep/z", "there/new"):
+        assert _mode_and_time(dst / rel) == _mode_and_time(src / rel), rel  # "": the roots too, as rsync -a
     assert _mode_and_time(dst / "newer") == newer_before
     assert (dst / "ro" / "deep" / "z").read_text() == "z"
 
