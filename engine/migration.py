@@ -522,8 +522,10 @@ class Migration:
         rates = self.observer.rates
         items_rate, bytes_rate = rates["items"].value, rates["bytes"].value
         eta = None
-        if self._paused:
-            pass  # nothing moves while paused: no time left to tell
+        if self._paused:  # nothing moves once the tasks in hand are done: no rate, no time left to tell
+            copying = self.queues.get("copy")
+            if copying is None or copying.counts()[1] == 0:
+                items_rate = bytes_rate = 0.0
         elif bytes_total and bytes_rate > 1:
             eta = max(0.0, (bytes_total - cc.bytes) / bytes_rate)
         elif items_total and items_rate > 0.1:

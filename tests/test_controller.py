@@ -52,6 +52,21 @@ def test_pause_stops_progress_and_resume_continues(tmp_path):
     m.close()
 
 
+def test_a_copy_paused_shows_no_rate_once_its_tasks_in_hand_are_done(tmp_path):
+    """Not a rate decaying for seconds after everything stopped moving."""
+    m = Migration.create(str(tmp_path / "run.duckdb"), "/s", "/d", Settings(observer_interval=0.05),
+                         src_adapter=slow_tree(folders=60, latency=0.005), dst_adapter=MemoryAdapter())
+    m.start()
+    wait_until(lambda: m.phase == "copy" and m.snapshot().copy.items_per_s > 0)
+    m.pause()
+    wait_until(lambda: m.snapshot().src.in_flight == 0)
+    paused = m.snapshot().copy
+    assert (paused.items_per_s, paused.bytes_per_s, paused.eta_s) == (0.0, 0.0, None)
+    m.resume()
+    assert m.wait(60) and m.phase == "done"
+    m.close()
+
+
 def test_observer_writes_queue_stats_rows(tmp_path):
     m = Migration.create(str(tmp_path / "run.duckdb"), "/s", "/d", Settings(observer_interval=0.05),
                          src_adapter=slow_tree(latency=0.005), dst_adapter=MemoryAdapter())
