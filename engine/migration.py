@@ -390,7 +390,9 @@ class Migration:
         self._run_queues({"copy": Queue(SRC, mode, self.coordinator, self.settings, self.settings.copy_workers,
                                         self._on_stop_run)})
         if not self._stop:
-            restore = self.store.attributes_to_restore()
+            made_mode = self.dst.made_mode
+            restore = self.store.attributes_to_restore(
+                lambda path, wanted: path in mode.made_folders and made_mode(wanted) == wanted)
             self._set_attributes([change for change in restore if not mode.blocks(change[0])]
                                  + self._root_attributes())
 

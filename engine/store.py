@@ -593,10 +593,9 @@ class Store:
         rows = self._read("SELECT path, traversal_status FROM src_nodes WHERE depth = ? AND type = 'folder'", [depth])
         return {fs_str(path): status for path, status in rows}
 
-    def failed_src_folders(self, below: int) -> dict[str, str]:
-        """The SRC folders above depth `below` that could not be made on DST, with their reasons."""
-        rows = self._read("SELECT path, error FROM src_nodes WHERE type = 'folder' AND copy_status = 'failed' "
-                          "AND depth < ?", [below])
+    def failed_src_folders(self) -> dict[str, str]:
+        """The SRC folders that could not be made on DST, with their reasons."""
+        rows = self._read("SELECT path, error FROM src_nodes WHERE type = 'folder' AND copy_status = 'failed'", [])
         return {fs_str(path): error or "" for path, error in rows}
 
     def seal_copy(self, depth: int, nodes: Sequence[Node], errors: Sequence[tuple[str, str, int]]) -> None:
@@ -683,17 +682,19 @@ class Store:
                 ORDER BY s.depth""").fetchall()
         return [(os.fsdecode(p), None, m) for p, m in rows]
 
-    def attributes_to_restore(self) -> list[tuple[str, int | None, int | None]]:
+    def attributes_to_restore(self, made_with: Callable[[str, int], bool]) -> list[tuple[str, int | None, int | None]]:
         """What rsync -a would still set once the copy is done, deepest first: (path, mtime_ns or None, mode
         or None). Folders get the source's mtime where DST's differs or the copy wrote into them, and its
-        mode where it differs (the copy makes folders with owner rwx, under the umask, and opens restrictive
-        ones: folders_to_open); files found identical get the source's mode where it differs. Symlinks and
-        entries kept because they are newer on DST are left as they are, and so are folders the traversal
-        could not list: the retry that lists them fills them first (as their owner) and sets them after."""
+        mode where it differs: from what DST's traversal saw, or unless made_with(path, mode) (the copy made
+        it with that mode: it makes folders with owner rwx, under the umask), or opened (folders_to_open);
+        files found identical get the
+        source's mode where it differs. Symlinks and entries kept because they are newer on DST are left as
+        they are, and so are folders the traversal could not list: the retry that lists them fills them
+        first (as their owner) and sets them after."""
         with self._lock:
             rows = self._con.execute(f"""
-                SELECT path, mtime_ns, mode FROM (
-                    SELECT s.path, s.depth,
+                SELECT path, mtime_ns, mode, made FROM (
+                    SELECT s.path, s.depth, d.mode IS NULL AS made,
                         CASE WHEN s.type = 'folder' AND (d.mtime_ns IS DISTINCT FROM s.mtime_ns OR s.path IN (
                                 SELECT parent_path FROM src_nodes WHERE action NOT IN ('skip', 'excluded')))
                              THEN s.mtime_ns END AS mtime_ns,
@@ -701,7 +702,13 @@ class Store:
                                 AND s.mode & {self._OWNER_RWX} <> {self._OWNER_RWX}) THEN s.mode END AS mode
                     {self._ON_DST} AND (s.type = 'folder' OR s.action = 'skip') AND s.traversal_status <> 'failed')
                 WHERE mtime_ns IS NOT NULL OR mode IS NOT NULL ORDER BY depth DESC""").fetchall()
-        return [(os.fsdecode(p), m, mode) for p, m, mode in rows]
+        changes = []
+        for path, mtime_ns, mode, made in rows:
+            if made and mode is not None and made_with(os.fsdecode(path), mode):
+                mode = None  # made with that mode already
+            if mtime_ns is not None or mode is not None:
+                changes.append((os.fsdecode(path), mtime_ns, mode))
+        return changes
 
     def duplicate_ids(self, side: str) -> int:
         with self._lock:

@@ -67,6 +67,9 @@ class FSAdapter(Protocol):
     def remove(self, path: str) -> None:
         """Remove a temporary file; no error when it is gone already."""
 
+    def made_mode(self, mode: int) -> int:
+        """The mode create_folder(path, mode) leaves on the folder."""
+
     def set_attributes(self, path: str, mtime_ns: int | None, mode: int | None) -> None:
         """Set the mtime and/or the permission bits of a folder or file (None: leave it). Never through a
         symlink: one that took the entry's place since is left as it is."""

@@ -25,6 +25,18 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
+def _umask() -> int:
+    """This process's umask, read without setting it (os.umask can only set it, for every thread at once)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def _entry_type(st_mode: int) -> str | None:
     if stat_mod.S_ISDIR(st_mode):
         return FOLDER
@@ -92,6 +104,11 @@ class LocalAdapter:
 
     def create_folder(self, path: str, mode: int) -> None:
         os.mkdir(self.abs(path), mode | 0o700)  # owner must be able to fill it
+
+    @staticmethod
+    def made_mode(mode: int) -> int:
+        """The mode create_folder(path, mode) leaves: owner rwx added, the umask taken away."""
+        return (mode | 0o700) & ~_umask()
 
     def _temp_path(self, folder: str, name: str) -> str:
         # Random part per attempt: a reclaimed (hung) attempt can never write into a newer one's file.

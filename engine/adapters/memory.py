@@ -138,6 +138,11 @@ class MemoryAdapter:
     def read_link(self, path: str) -> str:
         return self._get(path).target
 
+    @staticmethod
+    def made_mode(mode: int) -> int:
+        """The mode create_folder(path, mode) leaves: that one."""
+        return mode
+
     def create_folder(self, path: str, mode: int) -> None:
         self._inject("mkdir", path)
         with self._lock:

@@ -62,11 +62,11 @@ class CopyMode:
         self.cache = NodeCache()
         self.dead_letters: list[tuple[str, str, int]] = []
         self._depths: dict[int, set[int]] = {1: set(), 2: set()}  # pass -> depths with work (first_round)
-        # Folders above this round that nothing may be written through: path -> why (made on DST they were
+        # Folders that nothing may be written through, for the whole phase: path -> why (made on DST they were
         # not; or one side has a symlink or file there now), and those checked to be folders on both sides.
         self._blocking: dict[str, str] = {}
-        self._not_folders: dict[str, str] = {}  # found so far in this phase (kept for the attributes' step)
         self._real_folders: set[str] = set()
+        self.made_folders: set[str] = set()  # made by this phase, with their mode of the run file
         # Helper processes (engine.copying) when both sides are local disks and the queue extends the leases
         # of a leased batch (a batch's big files are copied here and need heartbeats for every task waiting).
         # `copiers` given: the caller owns the pool (and closes it); else this mode starts and closes its own.
@@ -94,6 +94,8 @@ class CopyMode:
         for depth, is_folder, status, _count, _size in self.store.grouped(SRC, "depth, type = 'folder', copy_status"):
             if status in (PENDING, IN_PROGRESS):
                 self._depths[1 if is_folder else 2].add(depth)
+        for path, error in self.store.failed_src_folders().items():  # by an earlier phase; fail() adds this one's
+            self._not_made(path, error)
         first = self.next_round(PASS_STRIDE)  # as if pass 1's depth 0 (the root) had just been done
         if first is not None and self._own_copiers:
             self.copiers.start(self.settings.copy_workers)  # their start-up overlaps the first round
@@ -129,9 +131,6 @@ class CopyMode:
         # rows in nearly the order they are stored (in the id order they are loaded in, DuckDB takes 102 ms
         # instead of 5 ms to update 6,600 rows of a persisted table)
         nodes.sort(key=_path_of)
-        self._blocking = {path: f"its folder '{unambiguous(path)}' could not be made on the destination ({error})"
-                          for path, error in self.store.failed_src_folders(depth).items()}
-        self._blocking.update(self._not_folders)
         for folder in {parent_of(node.path) for node in nodes}:
             self._check_folders(folder)
         self.cache.clear()
@@ -172,8 +171,7 @@ class CopyMode:
             for side, adapter in (("destination", self.dst), ("source", self.src)):
                 there = adapter.stat(above)
                 if there is not None and there.type != FOLDER:
-                    self._not_folders[above] = self._blocking[above] = \
-                        f"'{unambiguous(above)}' on the {side} is a {there.type} now, not a folder"
+                    self._blocking[above] = f"'{unambiguous(above)}' on the {side} is a {there.type} now, not a folder"
                     return
             self._real_folders.add(above)
 
@@ -268,13 +266,19 @@ class CopyMode:
         crashpoints.hit("copied")
         if outcome.kind == "folder":
             c.folders_created += 1
+            self.made_folders.add(node.path)
         elif outcome.kind == "file":
             c.files_copied += 1
         else:
             c.already_there += 1
 
+    def _not_made(self, path: str, reason: str) -> None:
+        self._blocking[path] = f"its folder '{unambiguous(path)}' could not be made on the destination ({reason})"
+
     def fail(self, task: Task, message: str) -> None:
         node = task.node
+        if node.type == FOLDER:
+            self._not_made(node.path, message)
         self.cache.level(task.round).set_copy_status(node, FAILED)
         node.attempts, node.error = task.attempts, message
         self.counters.failed += 1
