@@ -205,6 +205,19 @@ def flags_of(loaded: Loaded) -> dict:
     return {k: getattr(loaded.settings, k) for k, origin in loaded.origins.items() if origin.startswith("--")}
 
 
+def readable(key: str, value) -> str:
+    """A setting as an operator reads it: bwlimit in MiB/s, durations in seconds."""
+    if key == "bwlimit":
+        if not value:
+            return "unlimited"
+        unit, size = next((u, s) for u, s in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1))
+                          if value >= s)
+        return f"{value / size:.4g} {unit}/s"
+    if key in ("lease_timeout", "backoff_base", "backoff_cap"):
+        return f"{value:g}s"
+    return str(value)
+
+
 def format_value(value: object) -> str:
     """A value as it would be written in migrate.toml."""
     return json.dumps(value, ensure_ascii=False)

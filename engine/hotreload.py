@@ -14,7 +14,7 @@ import threading
 
 from watchfiles._rust_notify import RustNotify
 
-from engine.config import format_value, load
+from engine.config import load, readable
 from engine.errors import UserError
 
 DEBOUNCE_MS = 300  # group the writes of one save
@@ -136,10 +136,9 @@ class SettingsWatcher:
         applied = {k: v for k, v in changes.items() if k not in refused}
         parts = []
         if applied:
-            parts.append("applied " + ", ".join(f"{k}={format_value(v)}" for k, v in applied.items()))
-        if refused:
-            parts.append("refused " + ", ".join(refused) + " (cannot change while a run is active; "
-                         "they apply to the next run)")
+            parts.append("applied " + ", ".join(f"{k}={readable(k, v)}" for k, v in applied.items()))
+        if refused:  # said briefly: the console shows it on one line
+            parts.append(f"kept {', '.join(refused)} until the next run (fixed while one runs)")
         self.applied.append(applied)
         self._say(f"{name} reloaded: " + "; ".join(parts))
         return applied

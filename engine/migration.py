@@ -13,6 +13,7 @@ from typing import Callable
 
 from engine.adapters.base import FSAdapter
 from engine.adapters.local import LocalAdapter
+from engine.config import readable
 from engine.coordinator import QueueCoordinator
 from engine.counters import CopyCounters, SideCounters
 from engine.errors import UserError
@@ -254,7 +255,7 @@ class Migration:
             for name, q in self.queues.items():
                 q.set_workers({"src": s.src_workers, "dst": s.dst_workers, "copy": s.copy_workers}[name])
         if live:
-            self.message = "settings applied: " + ", ".join(f"{k}={getattr(s, k)}" for k in live)
+            self.message = "settings applied: " + ", ".join(f"{k}={readable(k, getattr(s, k))}" for k in live)
             self.store.set_settings(s.model_dump())
         return refused
 
@@ -552,7 +553,7 @@ class Migration:
             src=src_view, dst=dst_view, gate=gate, copy=copy,
             errors=tuple(self.errors), failed_count=self.failed_count, history=tuple(self.observer.history),
             summary=self.summary, message=self.message,
-            settings=tuple((k, _shown(k, getattr(s, k))) for k in LIVE_SETTINGS))
+            settings=tuple((k, readable(k, getattr(s, k))) for k in LIVE_SETTINGS))
 
 
 def exclude_changed(db_path: str, stored: list, now: list) -> str:
@@ -560,19 +561,6 @@ def exclude_changed(db_path: str, stored: list, now: list) -> str:
     return (f"the run in '{db_path}' was started with exclude {stored}, not {now}; a started run cannot change "
             f"what it excludes: continue it with its own (migrate resume --db {db_path}), or start over with a "
             "new --db")
-
-
-def _shown(key: str, value) -> str:
-    """A setting as an operator reads it: bwlimit in MiB/s, durations in seconds."""
-    if key == "bwlimit":
-        if not value:
-            return "unlimited"
-        unit, size = next((u, s) for u, s in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1))
-                          if value >= s)
-        return f"{value / size:.4g} {unit}/s"
-    if key in ("lease_timeout", "backoff_base", "backoff_cap"):
-        return f"{value:g}s"
-    return str(value)
 
 
 GC_GEN0_THRESHOLD = 50_000
