@@ -275,6 +275,11 @@ def cmd_status(args) -> int:
               f"{_n(s.not_on_src)} destination only")
         print(f"failed   {_n(s.failed)}" + (f"; excluded {_n(s.excluded)}" if s.excluded else ""))
         print(f"elapsed  {humanize.precisedelta(int(m.elapsed())) if m.elapsed() >= 1 else '0 seconds'}")
+        mirrored = m.store.mirror_outcomes()
+        if mirrored:  # what `migrate watch` did after the run: the counts above are the run's own
+            print(f"watch    {_n(sum(mirrored.values()))} changes mirrored since the run: "
+                  + ", ".join(f"{_n(n)} {outcome.replace('_', ' ')}" for outcome, n in mirrored.items())
+                  + " (table mirror_events)")
         if m.interrupted:
             print(f"next     {PROG} resume --db {args.db}")
     finally:

@@ -800,6 +800,16 @@ class Store:
         self._transaction("mirror", lambda con: con.execute("INSERT INTO mirror_events SELECT * FROM mirror_rows"),
                           {"mirror_rows": table})
 
+    def mirror_outcomes(self) -> dict[str, int]:
+        """How many changes the live mirror recorded, per outcome (empty: it never ran on this file)."""
+        with self._lock:
+            if not self._con.execute("SELECT count(*) FROM information_schema.tables "
+                                     "WHERE table_name = 'mirror_events'").fetchall()[0][0]:
+                return {}
+            rows = self._con.execute("SELECT outcome, count(*) FROM mirror_events GROUP BY outcome "
+                                     "ORDER BY count(*) DESC, outcome").fetchall()
+        return dict(rows)
+
     def mirror_events(self) -> list[tuple[int, str, str, str]]:
         """(batch, event, path, outcome) of every change the live mirror handled, in order."""
         with self._lock:

@@ -254,6 +254,11 @@ def test_stop_ends_cleanly_and_the_events_are_in_the_run_file(watching):
     assert rows.get("copied", 0) >= 10_004, rows
     assert rows.get("deleted_on_src", 0) >= 2 and rows.get("kept_dst_newer", 0) >= 1, rows
     assert not temp_files(dst)
+    out = subprocess.run([sys.executable, "-m", "engine.cli", "status", "--db", str(db)], capture_output=True,
+                         text=True, check=True).stdout  # the run's counts, and what the mirror did since
+    watch_line = next(line for line in out.splitlines() if line.startswith("watch "))
+    assert f"{sum(rows.values()):,} changes mirrored since the run" in watch_line
+    assert f"{rows['copied']:,} copied" in watch_line and f"{rows['deleted_on_src']:,} deleted on src" in watch_line
 
 
 # in-process ----------------------------------------------------------------------------------------
