@@ -148,8 +148,8 @@ def test_sizes():
 
 
 def test_settings_line_shows_bandwidth_in_the_unit_that_reads_best():
-    from engine.migration import _shown
-    assert [_shown("bwlimit", v) for v in (0, 300 << 10, 6 << 20, 1_000_000, 3 << 30)] == \
+    from engine.config import readable
+    assert [readable("bwlimit", v) for v in (0, 300 << 10, 6 << 20, 1_000_000, 3 << 30)] == \
         ["unlimited", "300 KiB/s", "6 MiB/s", "976.6 KiB/s", "3 GiB/s"]
 
 
