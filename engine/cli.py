@@ -163,6 +163,9 @@ def print_summary(migration, out=None) -> None:
     if s.excluded:
         print(f"  excluded     {_n(s.excluded)} source entries, by the exclude patterns (an excluded folder "
               "counts once)", file=out)
+    if s.vanished:
+        print(f"  vanished     {_n(s.vanished)} source entries deleted after they were listed (nothing to copy)",
+              file=out)
     if migration.specials_skipped:
         print(f"  not migrated {_n(migration.specials_skipped)} special files on the source (FIFOs, sockets, "
               "devices), named above", file=out)
@@ -273,7 +276,8 @@ def cmd_status(args) -> int:
         print(f"source   {_n(s.src_files)} files, {_n(s.src_folders)} folders; {_n(s.identical)} identical, "
               f"{_n(s.to_copy)} to copy ({_n(s.copied)} copied), {_n(s.dst_newer)} newer on destination kept, "
               f"{_n(s.not_on_src)} destination only")
-        print(f"failed   {_n(s.failed)}" + (f"; excluded {_n(s.excluded)}" if s.excluded else ""))
+        print(f"failed   {_n(s.failed)}" + (f"; excluded {_n(s.excluded)}" if s.excluded else "")
+              + (f"; vanished {_n(s.vanished)}" if s.vanished else ""))
         print(f"elapsed  {humanize.precisedelta(int(m.elapsed())) if m.elapsed() >= 1 else '0 seconds'}")
         mirrored = m.store.mirror_outcomes()
         if mirrored:  # what `migrate watch` did after the run: the counts above are the run's own

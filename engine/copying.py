@@ -190,8 +190,8 @@ def in_the_way(there: Entry | None, now: Entry) -> Result | None:
 
 
 def _changed(kind: str, now: Entry | None) -> Result:
-    if now is None:
-        return refused("the source file vanished since traversal")
+    if now is None:  # deleted since it was listed: nothing to copy, nothing to retry (rsync warns, exit 24)
+        return done("vanished")
     return refused(f"the source changed from {kind} to {now.type} since traversal")
 
 

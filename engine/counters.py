@@ -18,9 +18,11 @@ class CopyCounters:
     files_copied: int = 0
     already_there: int = 0
     skipped: int = 0
+    vanished: int = 0
     failed: int = 0
     bytes: int = 0  # advanced chunk by chunk, so bytes/s moves during one large file
 
     @property
     def items(self) -> int:
-        return self.folders_created + self.files_copied + self.already_there + self.skipped + self.failed
+        return self.folders_created + self.files_copied + self.already_there + self.skipped + self.vanished + \
+            self.failed

@@ -29,6 +29,7 @@ ACTION_COPY = "copy"
 ACTION_SKIP = "skip"
 ACTION_KEEP_DST_NEWER = "keep_dst_newer"
 ACTION_NOT_ON_SRC = "not_on_src"
+ACTION_VANISHED = "vanished"  # gone from the source between its listing and its copy: nothing to copy
 
 # DST classification of a listed entry.
 IDENTICAL = "identical"

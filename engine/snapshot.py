@@ -99,6 +99,7 @@ class Summary:
     failed: int
     elapsed_s: float
     excluded: int = 0  # source entries left out by the exclude patterns (an excluded folder counts once)
+    vanished: int = 0  # source entries gone between their listing and their copy
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from engine.store import Store
 def summarize(store: Store, elapsed_s: float) -> Summary:
     src = store.grouped(SRC, "type = 'folder' AS is_folder, action, copy_status, traversal_status")
     dst = store.grouped(DST, "\"match\", traversal_status")
-    files = folders = to_copy = identical = newer = copied = copied_bytes = failed = excluded = 0
+    files = folders = to_copy = identical = newer = copied = copied_bytes = failed = excluded = vanished = 0
     for is_folder, action, copy_status, traversal, n, size in src:
         if action == "excluded" or traversal == "excluded":
             excluded += n
@@ -28,6 +28,8 @@ def summarize(store: Store, elapsed_s: float) -> Summary:
             identical += n
         elif action == "keep_dst_newer":
             newer += n
+        elif action == "vanished":
+            vanished += n
         if traversal == "failed" or copy_status == "failed":
             failed += n
     not_on_src = sum(n for match, _, n, _ in dst if match == "not_on_src")
@@ -35,4 +37,4 @@ def summarize(store: Store, elapsed_s: float) -> Summary:
     dst_entries = sum(n for _, _, n, _ in dst)
     # the roots are bookkeeping, not entries of the trees
     return Summary(files, max(0, folders - 1), max(0, dst_entries - 1), to_copy, max(0, identical - 1), newer,
-                   not_on_src, copied, copied_bytes, failed + dst_failed, elapsed_s, excluded)
+                   not_on_src, copied, copied_bytes, failed + dst_failed, elapsed_s, excluded, vanished)

@@ -402,6 +402,8 @@ class Mirror:
         if not out.ok:
             self._fail(rel, entry.type, event, out.error)
             return
+        if out.kind == "vanished":
+            return  # deleted again before it could be copied: its deletion is an event of its own
         latest = self.src.stat(rel) or entry  # what was copied: copy_entry re-reads the source
         if out.kind == "file":
             self._result.bytes += out.bytes

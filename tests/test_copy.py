@@ -349,3 +349,35 @@ def test_a_retried_folder_ends_with_the_mode_it_has_when_it_is_listed(capsys, tm
     assert code == 0, err
     assert (dst / "locked" / "inside").read_text() == "inside"
     assert (dst / "locked").stat().st_mode & 0o7777 == 0o750
+
+
+class DeletesAfterListing(LocalAdapter):
+    """A source on which 'tmp/scratch' is deleted after its listing, before its copy (as a build's
+    temporary file is), the first time a copy opens it."""
+
+    def open_file_fd(self, path):
+        if path == "tmp/scratch" and os.path.exists(self.abs(path)):
+            os.unlink(self.abs(path))
+        return super().open_file_fd(path)
+
+
+def test_a_source_file_deleted_after_its_listing_is_counted_not_failed(capsys, tmp_path):
+    """rsync warns about a vanished file; a retry could never copy it: not a failure (exit 0), a count in
+    the summary, 'vanished' in the report, and nothing on DST."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "r.duckdb"
+    (src / "tmp").mkdir(parents=True)
+    (src / "tmp" / "scratch").write_text("soon gone")
+    (src / "tmp" / "kept").write_text("kept")
+    m = Migration.create(str(db), str(src), str(dst), Settings(copy_processes=False),
+                         src_adapter=DeletesAfterListing(src))
+    m.start()
+    assert m.wait(60) and m.phase == "done"
+    assert (m.summary.failed, m.summary.vanished) == (0, 1)
+    m.close()
+    assert sorted(tree_state(dst)) == ["tmp", "tmp/kept"]
+    rows = {row["path"]: row for row in report(capsys, db)}
+    assert rows["tmp/scratch"]["action"] == "vanished" and rows["tmp/kept"]["action"] == "copy"
+    code, out, _ = run_cli(capsys, "status", "--db", str(db))
+    assert "failed   0; vanished 1" in out
+    code, out, err = run_cli(capsys, "retry", "--db", str(db))
+    assert code == 0 and "vanished     1 source entries deleted after they were listed" in out, err

@@ -516,6 +516,8 @@ class SummaryPanel(Panel):
             ("not on SRC", fmt.count(summary.not_on_src), *(("excluded", fmt.count(summary.excluded))
                                                              if summary.excluded else ("", ""))),
         ]
+        if summary.vanished:  # deleted on SRC after their listing: not failures, nothing was there to copy
+            rows.append(("vanished", fmt.count(summary.vanished), "", ""))
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="dim")
         grid.add_column(justify="right", style="bold")

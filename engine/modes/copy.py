@@ -17,7 +17,7 @@ from engine.adapters.local import LocalAdapter
 from engine.cache import NodeCache
 from engine.counters import CopyCounters
 from engine.model import (
-    ACTION_KEEP_DST_NEWER, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL, TEMP_SUFFIX, Task,
+    ACTION_KEEP_DST_NEWER, ACTION_VANISHED, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL, TEMP_SUFFIX, Task,
     is_temp_name, parent_of, unambiguous,
 )
 from engine.queue import Outcome
@@ -261,6 +261,11 @@ class CopyMode:
             level.set_copy_status(node, SKIPPED)
             node.action = ACTION_KEEP_DST_NEWER
             c.skipped += 1
+            return
+        if outcome.kind == "vanished":
+            level.set_copy_status(node, SKIPPED)
+            node.action, node.error = ACTION_VANISHED, "the source entry vanished after it was listed"
+            c.vanished += 1
             return
         level.set_copy_status(node, SUCCESSFUL)
         crashpoints.hit("copied")
