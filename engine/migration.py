@@ -76,6 +76,7 @@ class Migration:
         self._file_views: tuple[QueueView, QueueView, GateView, CopyView] | None = None  # see snapshot()
         self.copy_totals = (0, 0)  # what the copy had still to do when this process started it
         self._copy_before = CopyView()  # what the run file had copied already then (a resumed copy)
+        self._found_before: dict[str, tuple[int, int]] = {}  # per side: what a retry's finds add up to
         self.message: str | None = None
         # called with what hot reload did to the settings file (the console shows `message` instead)
         self.on_settings_message: Callable[[str], None] | None = None
@@ -186,6 +187,12 @@ class Migration:
             if self.phase in FINISHED_PHASES and not self._retry_requested \
                     and not (self.phase == "planned" and not self.dry_run):
                 return
+            if self._retry_requested:  # a retry lists only what failed: it finds on top of what the file has
+                src_found, dst_found, _gate = traversal_views(self.store, self.phase, self.settings.max_src_ahead)
+                self._found_before = {  # less what this process's counters have counted already
+                    v.side: (v.files_discovered - self.counters[v.side].files_discovered,
+                             v.folders_discovered - self.counters[v.side].folders_discovered)
+                    for v in (src_found, dst_found)}
             self._started_at = time.monotonic()
             self.store.elapsed_clock = self.elapsed
             relax_garbage_collector()
@@ -490,10 +497,12 @@ class Migration:
                                         counts.get(IN_PROGRESS, 0), counts.get(SUCCESSFUL, 0),
                                         counts.get("failed", 0)))
             shown_round, copy_pass = q.mode.view_round(q.round)
+            files_before, folders_before = self._found_before.get(side, (0, 0)) if q.mode.name == "retry" else (0, 0)
             view = QueueView(
                 side, q.mode.name, q.state, shown_round, q.round_expected, q.round_completed,
                 len(q.buffer) + len(q.delayed), len(q.in_flight), q._live_workers, q.completed_total,
-                q.failed_total, c.files_discovered, c.folders_discovered, 0.0 if is_copy else rate,
+                q.failed_total, files_before + c.files_discovered, folders_before + c.folders_discovered,
+                0.0 if is_copy else rate,
                 tuple(levels), self.coordinator.reason(side) if q.state == "waiting" else None, copy_pass)
         return view
 

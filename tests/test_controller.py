@@ -113,3 +113,44 @@ def test_stop_is_graceful_and_the_file_resumes(tmp_path):
     assert {p for p, e in dst.entries.items() if e.type == "file"} == \
         {p for p, e in src.entries.items() if e.type == "file"}
     m.close()
+
+
+def test_a_retry_shows_what_it_finds_on_top_of_what_the_run_found(tmp_path):
+    """A retry lists only what failed: the SRC column's 'found' must not fall to what the retry alone
+    found (the console, opening a finished run file and pressing t, showed 'found 0 files')."""
+    from engine.adapters.local import LocalAdapter
+
+    class CannotListLocked(LocalAdapter):
+        def list(self, path, *args, **kwargs):
+            if path == "locked":
+                raise PermissionError(13, "Permission denied", self.abs(path))
+            return super().list(path, *args, **kwargs)
+
+    root, db = tmp_path / "src", str(tmp_path / "run.duckdb")
+    for folder in ("d0", "d1", "d2", "locked"):
+        (root / folder).mkdir(parents=True)
+        (root / folder / "f").write_bytes(b"x")
+    first = Migration.create(db, str(root), str(tmp_path / "dst"), Settings(list_processes=False),
+                             src_adapter=CannotListLocked(root))
+    first.start()
+    assert first.wait(60) and first.summary.failed == 1
+    first.close()
+
+    m = Migration.open(db)  # as migrate-tui --db opens it: this process has counted nothing
+    before = m.snapshot().src
+    assert (before.files_discovered, before.folders_discovered) == (3, 4)
+    seen, listed = [], m.src.list
+
+    def list_and_look(path, *args, **kwargs):
+        if path == "locked":
+            seen.append(m.snapshot().src)  # mid-retry, from the worker listing it
+        return listed(path, *args, **kwargs)
+
+    m.src.list = list_and_look
+    m.apply_settings({"list_processes": False})
+    m.retry()
+    assert m.wait(60) and m.summary.failed == 0
+    assert seen and seen[0].mode == "retry" and (seen[0].files_discovered, seen[0].folders_discovered) == (3, 4)
+    after = m.snapshot().src
+    assert (after.files_discovered, after.folders_discovered) == (4, 4)
+    m.close()
