@@ -180,8 +180,9 @@ def _drive(migration, quiet: bool = False) -> int:
         signals["count"] += 1
         force = signals["count"] > 1
         migration.stop(force=force)
-        print(f"\n{PROG}: {'stopping now' if force else 'stopping: finishing in-flight tasks, then sealing'}"
-              " (the run file stays resumable)", file=sys.stderr)
+        print(f"\n{PROG}: " + ("stopping now (the run file stays resumable)" if force else
+                                "stopping: finishing in-flight tasks, then sealing (Ctrl-C again stops at once; "
+                                "the run file stays resumable either way)"), file=sys.stderr)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     tty = sys.stderr.isatty()
@@ -207,8 +208,9 @@ def _drive(migration, quiet: bool = False) -> int:
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
-    if signals["count"] > 1:
-        os._exit(130)  # forced: the file is left as the last committed seal, resumable
+    if signals["count"] > 1:  # forced: the file is left as the last committed seal, resumable
+        print(f"{PROG}: stopped; resume with: {PROG} resume --db {migration.store.path}", file=sys.stderr, flush=True)
+        os._exit(130)
     if migration.fatal:
         migration.close()
         if migration.stopped_resumable:

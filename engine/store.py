@@ -742,7 +742,12 @@ class Store:
             self._queue_stats.extend((q, ts, json.dumps(m)) for q, ts, m in rows)
             if time.monotonic() - self._queue_stats_since >= QUEUE_STATS_FLUSH_S:
                 self._log("queue_stats")
+                con = self._con
+                con.execute("BEGIN")
                 self._flush_queue_stats()
+                if self.elapsed_clock is not None:  # a run killed in a long round (big files) keeps its time
+                    con.execute("UPDATE run SET elapsed_s = ?, updated_at = ?", [self.elapsed_clock(), time.time()])
+                con.execute("COMMIT")
 
     def _flush_queue_stats(self) -> None:
         """Under the lock, inside or outside a transaction: one statement for every row kept."""

@@ -137,3 +137,50 @@ def test_sigterm_drains_and_the_run_resumes(tmp_path, capsys):
     assert sorted(os.listdir(dst)) == sorted(os.listdir(src))
     for name in os.listdir(src):
         assert (dst / name).read_bytes() == (src / name).read_bytes()
+
+
+def test_a_run_killed_in_a_long_round_keeps_the_time_it_ran(tmp_path):
+    """A copy of a few big files under a bandwidth limit seals nothing for seconds: the time it ran goes
+    to the run file with the queue statistics (every ~2 s), so status and the resumed total keep it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"big{i}").write_bytes(b"\0" * (2 << 20))
+    env = {**os.environ, "MIGRATE_BWLIMIT": "1M"}
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(src), str(tmp_path / "dst"), "--db",
+                             str(tmp_path / "run.duckdb")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3.5)
+    finally:
+        proc.kill()
+        proc.wait()
+    probe = Migration.open(str(tmp_path / "run.duckdb"))
+    try:
+        assert probe.phase == "copy" and probe.interrupted
+        assert probe.elapsed() >= 1.5, probe.elapsed()
+    finally:
+        probe.close()
+
+
+def test_ctrl_c_twice_stops_at_once_and_says_how_to_resume(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(b"\0" * (8 << 20))  # 8 s at the limit: the first Ctrl-C would wait for it
+    db = tmp_path / "run.duckdb"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "run", str(src), str(tmp_path / "dst"), "--db",
+                             str(db)], env={**os.environ, "MIGRATE_BWLIMIT": "1M"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Ctrl-C again stops at once" in err and "stopping now" in err
+    assert err.rstrip().endswith(f"migrate: stopped; resume with: migrate resume --db {db}"), err
+    probe = Migration.open(str(db))
+    try:
+        assert probe.interrupted
+    finally:
+        probe.close()
