@@ -87,7 +87,7 @@ class Settings(BaseSettings):
 
     # A traversal worker is a thread waiting on its own listing process (list_processes): two per side keep
     # both cores busy (100k dry run 2.6 s, against 2.85 s with one and 2.75 s with three). Listing in
-    # this process instead, more threads only take turns on the GIL (DESIGN.md): use 1 there.
+    # this process instead, more threads only take turns on the GIL (bench/LOG.md): use 1 there.
     src_workers: int = Field(DEFAULT_TRAVERSAL_WORKERS, ge=1, le=256, description="traversal workers listing SRC folders")
     dst_workers: int = Field(DEFAULT_TRAVERSAL_WORKERS, ge=1, le=256, description="traversal workers listing DST folders")
     list_processes: bool = Field(True, description="list local folders in helper processes, one per "

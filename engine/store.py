@@ -107,8 +107,8 @@ def _explain_open_error(path: str, exc: Exception) -> UserError:
     if "lock" in text.lower():
         pid = re.search(r"PID (\d+)", text)
         holder = f" (process {pid.group(1)})" if pid else ""
-        return UserError(f"'{path}' is in use by another running migration{holder}; "
-                         "wait for it to finish or stop it first")
+        return UserError(f"'{path}' is open in another migrate or migrate-tui{holder}; "
+                         "wait for it to finish or close it first")
     return UserError(f"'{path}' is not a readable DuckDB database ({text.splitlines()[0]}); "
                      "give a new --db path or restore the file")
 
