@@ -283,7 +283,7 @@ def cmd_status(args) -> int:
         print(f"elapsed  {humanize.precisedelta(int(m.elapsed())) if m.elapsed() >= 1 else '0 seconds'}")
         mirrored = m.store.mirror_outcomes()
         if mirrored:  # what `migrate watch` did after the run: the counts above are the run's own
-            print(f"watch    {_n(sum(mirrored.values()))} changes mirrored since the run: "
+            print(f"watch    {_n(sum(mirrored.values()))} events recorded by migrate watch since the run: "
                   + ", ".join(f"{_n(n)} {outcome.replace('_', ' ')}" for outcome, n in mirrored.items())
                   + " (table mirror_events)")
         if m.interrupted:

@@ -257,7 +257,7 @@ def test_stop_ends_cleanly_and_the_events_are_in_the_run_file(watching):
     out = subprocess.run([sys.executable, "-m", "engine.cli", "status", "--db", str(db)], capture_output=True,
                          text=True, check=True).stdout  # the run's counts, and what the mirror did since
     watch_line = next(line for line in out.splitlines() if line.startswith("watch "))
-    assert f"{sum(rows.values()):,} changes mirrored since the run" in watch_line
+    assert f"{sum(rows.values()):,} events recorded by migrate watch since the run" in watch_line
     assert f"{rows['copied']:,} copied" in watch_line and f"{rows['deleted_on_src']:,} deleted on src" in watch_line
 
 
