@@ -194,8 +194,9 @@ def apply_to_resumed_run(migration, loaded: Loaded, note: Callable[[str], None])
         raise UserError(exclude_changed(migration.store.path, migration.settings.exclude, changes["exclude"]))
     refused = migration.apply_settings(changes) if changes else []
     for key in refused:
-        note(f"'{key}' cannot change for a run already started; keeping {format_value(getattr(migration.settings, key))}"
-             f" ({loaded.origins[key]} says {format_value(changes[key])})")
+        kept = format_value(getattr(migration.settings, key))
+        note(f"'{key}' cannot change for a run already started; keeping {kept} ({loaded.origins[key]} says "
+             f"{format_value(changes[key])})")
     # hot reload (engine.hotreload) follows the same file, under the same flags
     migration.settings._source_file, migration.settings._flags = loaded.file, flags_of(loaded)
 

@@ -76,7 +76,7 @@ class Migration:
         self._file_views: tuple[QueueView, QueueView, GateView, CopyView] | None = None  # see snapshot()
         self.copy_totals = (0, 0)  # what the copy had still to do when this process started it
         self._copy_before = CopyView()  # what the run file had copied already then (a resumed copy)
-        self._found_before: dict[str, tuple[int, int]] = {}  # per side: what a retry's finds add up to
+        self._found_before: dict[str, tuple[int, int]] = {}  # per side: the counts a retry's own finds add to
         self.message: str | None = None
         # called with what hot reload did to the settings file (the console shows `message` instead)
         self.on_settings_message: Callable[[str], None] | None = None

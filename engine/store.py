@@ -682,15 +682,15 @@ class Store:
                 ORDER BY s.depth""").fetchall()
         return [(os.fsdecode(p), None, m) for p, m in rows]
 
-    def attributes_to_restore(self, made_with: Callable[[str, int], bool]) -> list[tuple[str, int | None, int | None]]:
+    def attributes_to_restore(self, made_with: Callable[[str, int], bool]
+                              ) -> list[tuple[str, int | None, int | None]]:
         """What rsync -a would still set once the copy is done, deepest first: (path, mtime_ns or None, mode
         or None). Folders get the source's mtime where DST's differs or the copy wrote into them, and its
-        mode where it differs: from what DST's traversal saw, or unless made_with(path, mode) (the copy made
-        it with that mode: it makes folders with owner rwx, under the umask), or opened (folders_to_open);
-        files found identical get the
-        source's mode where it differs. Symlinks and entries kept because they are newer on DST are left as
-        they are, and so are folders the traversal could not list: the retry that lists them fills them
-        first (as their owner) and sets them after."""
+        mode where it differs from what DST's traversal saw, or from what the copy made (unless
+        made_with(path, mode): folders are made with owner rwx, under the umask), or when it was opened
+        (folders_to_open); files found identical get the source's mode where it differs. Symlinks and
+        entries kept because they are newer on DST are left as they are, and so are folders the traversal
+        could not list: the retry that lists them fills them first (as their owner) and sets them after."""
         with self._lock:
             rows = self._con.execute(f"""
                 SELECT path, mtime_ns, mode, made FROM (

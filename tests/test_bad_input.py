@@ -145,7 +145,8 @@ def test_db_locked_by_another_process_is_refused(capsys, trees, tmp_path):
                                "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "ready"
-        assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], "is open in another migrate or migrate-tui")
+        assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)],
+                       "is open in another migrate or migrate-tui")
     finally:
         holder.kill()
         holder.wait()

@@ -114,9 +114,10 @@ def _mode_and_time(path: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize("copy_processes", [True, False])
 def test_folders_and_identical_files_end_with_the_source_modes_and_times(capsys, tmp_path, copy_processes):
-    """As rsync -a SRC/ DST/ leaves them: made folders (and the root) get the source's mode (even without owner write: filled first)
-    and mtime (which writing into them changed); folders and identical files already there get the
-    source's mode where it differs; a file kept because it is newer on DST keeps its own."""
+    """As rsync -a SRC/ DST/ leaves them: made folders (and the root) get the source's mode (even without
+    owner write: filled first) and mtime (which writing into them changed); folders and identical files
+    already there get the source's mode where it differs; a file kept because it is newer on DST keeps its
+    own."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     (src / "ro" / "deep").mkdir(parents=True)
     (src / "ro" / "a").write_text("a")

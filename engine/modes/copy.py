@@ -17,8 +17,8 @@ from engine.adapters.local import LocalAdapter
 from engine.cache import NodeCache
 from engine.counters import CopyCounters
 from engine.model import (
-    ACTION_KEEP_DST_NEWER, ACTION_VANISHED, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL, TEMP_SUFFIX, Task,
-    is_temp_name, parent_of, unambiguous,
+    ACTION_KEEP_DST_NEWER, ACTION_VANISHED, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL,
+    TEMP_SUFFIX, Task, is_temp_name, parent_of, unambiguous,
 )
 from engine.queue import Outcome
 from engine.settings import Settings
