@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+from typing import Iterator
 
 SRC = "src"
 DST = "dst"
@@ -82,6 +83,14 @@ def parent_of(path: str) -> str:
 
 def name_of(path: str) -> str:
     return path.rpartition("/")[2]
+
+
+def folders_above(path: str) -> Iterator[str]:
+    """The folders a relative path goes through, from the top: 'a', 'a/b' for 'a/b/c' (none for 'a')."""
+    end = path.find("/")
+    while end != -1:
+        yield path[:end]
+        end = path.find("/", end + 1)
 
 
 def display(path: str) -> str:

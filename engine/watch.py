@@ -47,7 +47,7 @@ from engine.errors import UserError
 from engine.excludes import compile_excludes
 from engine.model import (
     ACTION_COPY, FOLDER, IDENTICAL, DST_NEWER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, Task, display,
-    join, node_id, parent_of,
+    folders_above, join, node_id, parent_of,
 )
 from engine.settings import Settings
 from engine.store import Store
@@ -464,13 +464,7 @@ class Mirror:
 
     def _in_real_folders(self, rel: str) -> bool:
         """Is every folder above rel on DST a folder, not a symlink (the adapter's stat never follows one)?"""
-        end = rel.find("/")
-        while end != -1:
-            above = self.dst.stat(rel[:end])
-            if above is None or above.type != FOLDER:
-                return False
-            end = rel.find("/", end + 1)
-        return True
+        return all(getattr(self.dst.stat(above), "type", None) == FOLDER for above in folders_above(rel))
 
     def _fix_folder_times(self) -> None:
         """Writing into a destination folder changed its mtime; give it the source folder's, as a run does."""

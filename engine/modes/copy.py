@@ -18,7 +18,7 @@ from engine.cache import NodeCache
 from engine.counters import CopyCounters
 from engine.model import (
     ACTION_KEEP_DST_NEWER, ACTION_VANISHED, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL,
-    TEMP_SUFFIX, Task, is_temp_name, parent_of, unambiguous,
+    TEMP_SUFFIX, Task, folders_above, is_temp_name, parent_of, unambiguous,
 )
 from engine.queue import Outcome
 from engine.settings import Settings
@@ -160,10 +160,7 @@ class CopyMode:
         the destination, or read from outside the source (O_NOFOLLOW guards the last name only)."""
         if not folder:
             return
-        end = 0
-        while end != -1:
-            end = folder.find("/", end + 1)
-            above = folder if end == -1 else folder[:end]
+        for above in (*folders_above(folder), folder):
             if above in self._blocking:
                 return
             if above in self._real_folders:
@@ -184,12 +181,10 @@ class CopyMode:
         file, a symlink to elsewhere) is never written into, through or read from. None: not blocked."""
         if not self._blocking:
             return None
-        end = path.find("/")
-        while end != -1:  # from the top: the first folder that blocks is the cause
-            reason = self._blocking.get(path[:end])
+        for above in folders_above(path):  # from the top: the first folder that blocks is the cause
+            reason = self._blocking.get(above)
             if reason is not None:
                 return as_outcome(copying.refused(f"not copied: {reason}"))
-            end = path.find("/", end + 1)
         return None
 
     def execute(self, task: Task, heartbeat) -> Outcome:
