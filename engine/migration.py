@@ -389,7 +389,7 @@ class Migration:
         self._stray_temporaries = []
         if isinstance(self.dst, LocalAdapter):
             os.makedirs(self.dst_root, exist_ok=True)
-        self._set_attributes(self.store.folders_to_open())
+        self._set_attributes(self.store.folders_to_open() + self._root_to_open())
         self.copy_totals = (self.store.count(SRC, "copy_status IN ('pending', 'in_progress') AND depth > 0"),
                             self.store.sum_size("copy_status IN ('pending', 'in_progress') AND type = 'file'"))
         self._copy_before = copy_view(self.store, "copy") if resuming else CopyView()
@@ -431,6 +431,14 @@ class Migration:
             for e in entries:
                 if is_temp_name(e.name) and e.type != FOLDER:
                     self.dst.remove(f"{folder}/{e.name}" if folder else e.name)
+
+    def _root_to_open(self) -> list[tuple[str, None, int]]:
+        """The destination root, when an earlier run gave it a source mode without owner rwx: opened for the
+        copy as folders_to_open opens the others (the end sets the source's mode again)."""
+        root = self.dst.stat("")
+        if root is None or root.type != FOLDER or root.mode & 0o700 == 0o700:
+            return []
+        return [("", None, root.mode | 0o700)]
 
     def _root_attributes(self) -> list[tuple[str, int, int]]:
         """The source root's mtime and mode for the destination root, as `rsync -a SRC/ DST/` leaves it (the
