@@ -230,8 +230,8 @@ def describe(loaded: Loaded) -> str:
     else:
         head = f"settings file: none (give --config FILE, or put {SETTINGS_FILE_NAME} beside the --db file)"
     if loaded.run_file:
-        head += (f"\nrun file: {loaded.run_file} (its resume keeps these stored settings, but for what the "
-                 "settings file, a MIGRATE_* variable or a flag sets now and a started run may change)")
+        head += (f"\nrun file: {loaded.run_file} (a resume runs with these: the values the run stored, "
+                 "except those a settings file, a MIGRATE_* variable or a flag sets now)")
     rows = [(key, format_value(getattr(loaded.settings, key)), loaded.origins[key])
             for key in Settings.model_fields]
     kw = max(len(r[0]) for r in rows)
