@@ -481,8 +481,10 @@ class Mirror:
 
     def _record(self, rel: str, event, entry, outcome: str, error: str | None = None) -> None:
         self._result.note(outcome, rel)
-        if event == "scan" and outcome in (IDENTICAL_OUT, EXCLUDED):
-            return  # a comparison of the tree would write a row per entry: count them only
+        if event == "scan" and outcome in (IDENTICAL_OUT, EXCLUDED, KEPT_NEWER):
+            # a comparison of the tree would write a row per entry, and the same kept-newer files again at
+            # every sweep of a folder watchfiles cannot watch (every 5 s): count them only
+            return
         if not isinstance(event, str):
             event = "added" if ADDED in event else ("deleted" if DELETED in event else "modified")
         self._rows.append((time.time(), self.batches, event, os.fsencode(rel), entry.type, entry.size,

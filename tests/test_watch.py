@@ -468,3 +468,24 @@ def test_rescan_catches_changes_made_while_nothing_watched(tmp_path):
         assert not leftover.exists()
     finally:
         assert proc.stop() == 0
+
+
+def test_comparisons_count_kept_newer_files_without_recording_them_again(tmp_path):
+    """A folder watchfiles cannot watch is compared every 5 s: a row per kept-newer file at each sweep
+    would grow the run file for ever (and made status count the same files over and over)."""
+    src, dst, db = migrated(tmp_path)
+    newer = dst / "dir 01" / "inner" / "file 1.txt"
+    newer.write_bytes(b"edited on dst")
+    future = time.time_ns() + 3600 * 10**9
+    os.utime(newer, ns=(future, future))
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(), store=store)
+        for _ in range(2):
+            result = mirror.scan("")
+            assert result.counts["kept_dst_newer"] == 1
+        assert [o for _, _, _, o in store.mirror_events() if o == "kept_dst_newer"] == []
+    finally:
+        store.close()
+    assert newer.read_bytes() == b"edited on dst"
