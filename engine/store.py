@@ -821,6 +821,24 @@ class Store:
             rows = self._con.execute("SELECT batch, event, path, outcome FROM mirror_events ORDER BY ts").fetchall()
         return [(b, e, os.fsdecode(p), o) for b, e, p, o in rows]
 
+    def unreported_deletions(self, paths: Sequence[str]) -> list[str]:
+        """Of these paths, gone from the source, those the run or the mirror last left on DST as copies of it
+        (copied, found identical, folder made): their deletion has not been recorded yet."""
+        if not paths:
+            return []
+        blobs = [os.fsencode(p) for p in paths]
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT path FROM ("
+                "  SELECT path, outcome FROM ("
+                "    SELECT path, outcome, ts FROM mirror_events WHERE path IN (SELECT unnest(?::BLOB[]))"
+                "    UNION ALL"
+                "    SELECT path, 'copied', -1 FROM src_nodes"
+                "    WHERE copy_status = 'successful' AND path IN (SELECT unnest(?::BLOB[]))"
+                "  ) QUALIFY row_number() OVER (PARTITION BY path ORDER BY ts DESC) = 1"
+                ") WHERE outcome IN ('copied', 'identical', 'folder_created')", [blobs, blobs]).fetchall()
+        return sorted(os.fsdecode(p) for (p,) in rows)
+
     def known_source_mtimes(self, paths: Sequence[str]) -> dict[str, int]:
         """The last source version the run or the mirror copied (or found identical), per path."""
         if not paths:

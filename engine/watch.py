@@ -358,8 +358,19 @@ class Mirror:
                         self._record(child, event, e, KEPT_NEWER)
                         continue
                 self._copy(child, e, event, parent_ok=True)
+            if event == "scan" and self.store is not None:  # a comparison also sees what left the source
+                self._gone_since(folder, src_entries, there)
             if folder:
                 self._touched.add(folder)
+
+    def _gone_since(self, folder: str, src_entries, there: dict) -> None:
+        """Entries of a compared folder that the run or the mirror copied and that are no longer on the
+        source: deletions whose events were lost (a burst with a name watchfiles cannot report goes through
+        a comparison), reported once."""
+        on_src = {e.name for e in src_entries}
+        gone = [join(folder, name) for name in there if name not in on_src]
+        for rel in self.store.unreported_deletions([p for p in gone if not self.excluded(p, False)]):
+            self._gone(rel)
 
     # one entry -------------------------------------------------------------------------------------
 

@@ -489,3 +489,23 @@ def test_comparisons_count_kept_newer_files_without_recording_them_again(tmp_pat
     finally:
         store.close()
     assert newer.read_bytes() == b"edited on dst"
+
+
+def test_a_comparison_reports_deletions_it_finds_once(tmp_path):
+    """A burst holding a name watchfiles cannot report is handled by comparing the folders: a deletion in
+    that burst must still be reported (once, not again at the next comparison), and a file that was only
+    ever on the destination is not a deletion."""
+    src, dst, db = migrated(tmp_path)
+    os.unlink(src / "dir 00" / "inner" / "file 0.txt")
+    (dst / "dir 00" / "inner" / "only on dst.txt").write_bytes(b"mine")
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(), store=store)
+        first, second = mirror.scan(""), mirror.scan("")
+        deletions = [p for _, _, p, o in store.mirror_events() if o == "deleted_on_src"]
+    finally:
+        store.close()
+    assert first.counts["deleted_on_src"] == 1 and second.counts["deleted_on_src"] == 0
+    assert deletions == ["dir 00/inner/file 0.txt"]
+    assert (dst / "dir 00" / "inner" / "file 0.txt").exists()  # reported, not propagated
