@@ -17,7 +17,7 @@ import humanize
 
 from engine import listing
 from engine.errors import UserError
-from engine.model import unambiguous
+from engine.model import display, unambiguous
 
 PROG = "migrate"
 
@@ -169,6 +169,12 @@ def print_summary(migration, out=None) -> None:
     if migration.specials_skipped:
         print(f"  not migrated {_n(migration.specials_skipped)} special files on the source (FIFOs, sockets, "
               "devices), named above", file=out)
+    if migration.dry_run:  # what the copy will refuse: the plan says copy, the destination is in the way
+        count, first = migration.store.in_the_way()
+        if count:
+            named = "; ".join(f"'{display(p)}': a {d} where the source has a {s_}" for p, d, s_ in first)
+            print(f"  will fail    {_n(count)} entries blocked by what the destination has there ({named}"
+                  f"{'; ...' if count > len(first) else ''}): move those away before copying", file=out)
     print(f"  elapsed      {s.elapsed_s:.1f} s", file=out)
 
 
