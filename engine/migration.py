@@ -22,7 +22,7 @@ from engine.fileview import copy_view, recorded_errors, traversal_views
 from engine.hotreload import SettingsWatcher
 from engine.model import (
     ACTION_SKIP, DST, FOLDER, IN_PROGRESS, OUR_TEMPORARY, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name,
-    node_id,
+    join, node_id,
 )
 from engine.listing import ListerPool
 from engine.modes.copy import CopyMode
@@ -381,7 +381,7 @@ class Migration:
     def _run_copy(self, resuming: bool) -> None:
         if resuming:
             self._sweep_temporary_files()
-        for path in self._stray_temporaries:  # e.g. from a run killed mid-file and started over in a new file
+        for path in self._not_on_source(self._stray_temporaries):  # e.g. a run killed mid-file, started over
             try:
                 self.dst.remove(path)
             except OSError:
@@ -428,9 +428,15 @@ class Migration:
                 entries = self.dst.list(folder)
             except OSError:
                 continue
-            for e in entries:
-                if is_temp_name(e.name) and e.type != FOLDER:
-                    self.dst.remove(f"{folder}/{e.name}" if folder else e.name)
+            names = [join(folder, e.name) for e in entries if is_temp_name(e.name) and e.type != FOLDER]
+            for path in self._not_on_source(names):
+                self.dst.remove(path)
+
+    def _not_on_source(self, temporaries: list[str]) -> list[str]:
+        """Names of ours by their form, less any that the source has: a source file named like a temporary
+        of ours (.notes.20240101.migrate-tmp) is copied, compared and kept like any other, never swept."""
+        known = self.store.source_paths(temporaries)
+        return [path for path in temporaries if path not in known]
 
     def _root_to_open(self) -> list[tuple[str, None, int]]:
         """The destination root, when an earlier run gave it a source mode without owner rwx: opened for the

@@ -670,6 +670,15 @@ class Store:
             return self._con.execute(f"SELECT {columns}, count(*), coalesce(sum(size), 0) FROM {side}_nodes "
                                      f"GROUP BY ALL").fetchall()
 
+    def source_paths(self, paths: Sequence[str]) -> set[str]:
+        """Those of paths that are source entries of the run."""
+        if not paths:
+            return set()
+        with self._lock:
+            rows = self._con.execute("SELECT path FROM src_nodes WHERE path IN (SELECT unnest(?::BLOB[]))",
+                                     [[os.fsencode(p) for p in paths]]).fetchall()
+        return {os.fsdecode(p) for (p,) in rows}
+
     def pending_copy_folders(self) -> list[str]:
         """DST folders where files are still to be copied: where an interrupted copy left temporaries."""
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -403,3 +404,22 @@ def test_a_dry_run_names_what_the_destination_has_in_the_way(capsys, tmp_path):
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"))
     assert code == 1 and "will fail" not in out  # the real run fails them, with their reasons
     assert (dst / "fine").read_text() == "3"
+
+
+@pytest.mark.parametrize("list_processes", [True, False])
+def test_a_source_file_named_like_a_temporary_is_kept_newer_not_swept(capsys, tmp_path, list_processes):
+    """'.notes.20240101.migrate-tmp' has the form of our temporaries (8 hex digits), but the source has it:
+    it is copied like any file, and once newer on the destination it is kept, never swept away."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "r.duckdb")
+    name = f".notes.20240101{TEMP_SUFFIX}"
+    src.mkdir()
+    (src / name).write_text("precious")
+    flag = f"--{'' if list_processes else 'no-'}list-processes"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", db, flag)[0] == 0
+    assert (dst / name).read_text() == "precious"
+    (dst / name).write_text("edited on the destination")
+    later = time.time_ns() + 3600 * 10**9
+    os.utime(dst / name, ns=(later, later))
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, flag)
+    assert code == 0, err
+    assert (dst / name).read_text() == "edited on the destination"
