@@ -497,15 +497,18 @@ class Store:
                       "id": pa.array([n.id for n in folders], pa.int64()),
                       "traversal_status": pa.array([n.status for n in folders], pa.string()),
                       "attempts": pa.array([n.attempts for n in folders], pa.int32()),
-                      "error": pa.array([n.error for n in folders], pa.string())}),
+                      "error": pa.array([n.error for n in folders], pa.string()),
+                      **({"copy_status": pa.array([n.copy_status for n in folders], pa.string()),
+                          "action": pa.array([n.action for n in folders], pa.string())} if side == SRC else {})}),
                   "errors_tbl": self._errors_table(side, phase, errors)}
         has_next = bool(listed) or bool(len(next_level.files))
         has_folders, has_errors = bool(folders), bool(errors)
 
         def body(con):
             if has_folders:
+                decided = ", copy_status = u.copy_status, action = u.action" if side == SRC else ""  # vanished
                 con.execute(f"UPDATE {side}_nodes SET traversal_status = u.traversal_status, "
-                            f"attempts = u.attempts, error = u.error FROM level_upd u "
+                            f"attempts = u.attempts, error = u.error{decided} FROM level_upd u "
                             f"WHERE {side}_nodes.depth = ? AND {side}_nodes.id = u.id", [depth])
             con.execute(f"DELETE FROM {side}_nodes WHERE depth = ?", [depth + 1])
             if has_next and side == DST:

@@ -71,8 +71,8 @@ def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool
     if isinstance(result, OSError):
         if isinstance(result, (FileNotFoundError, NotADirectoryError)) and side == DST:
             return Outcome(children=EMPTY)  # nothing there: every expected SRC entry stays to copy (missing)
-        if isinstance(result, FileNotFoundError):
-            return Outcome(ok=False, error="folder vanished from the source since it was discovered")
+        if isinstance(result, FileNotFoundError):  # deleted since its parent's listing: nothing to migrate
+            return Outcome(children=EMPTY, kind="vanished")
         return failure(result)
     f_paths, f_ids, f_sizes, f_mtimes, f_modes, count = result[:6]
     specials = result[6] if len(result) > 6 else ()

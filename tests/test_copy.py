@@ -4,6 +4,7 @@ files untouched, no temporary files, and a second run that copies nothing."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -423,3 +424,30 @@ def test_a_source_file_named_like_a_temporary_is_kept_newer_not_swept(capsys, tm
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, flag)
     assert code == 0, err
     assert (dst / name).read_text() == "edited on the destination"
+
+
+class DeletesBeforeListing(LocalAdapter):
+    """A source whose folder 'gone' is deleted after its parent's listing, just before its own."""
+
+    def list(self, path, *args, **kwargs):
+        if path == "gone":
+            shutil.rmtree(self.abs(path))
+        return super().list(path, *args, **kwargs)
+
+
+def test_a_source_folder_deleted_after_its_parents_listing_is_vanished_not_failed(capsys, tmp_path):
+    """Not a failure that every retry repeats, and not an empty folder made on DST for it."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "r.duckdb"
+    (src / "gone" / "sub").mkdir(parents=True)
+    (src / "gone" / "sub" / "f").write_text("f")
+    (src / "kept").write_text("kept")
+    m = Migration.create(str(db), str(src), str(dst), Settings(list_processes=False),
+                         src_adapter=DeletesBeforeListing(src))
+    m.start()
+    assert m.wait(60) and m.phase == "done"
+    assert (m.summary.failed, m.summary.vanished) == (0, 1)
+    m.close()
+    assert sorted(tree_state(dst)) == ["kept"]
+    assert {row["path"]: row["action"] for row in report(capsys, db)}["gone"] == "vanished"
+    code, out, err = run_cli(capsys, "retry", "--db", str(db))
+    assert code == 0 and "failed       0" in out, err

@@ -10,7 +10,8 @@ from engine.adapters.base import FSAdapter
 from engine.cache import FileColumns, NodeCache
 from engine.counters import SideCounters
 from engine.model import (
-    ACTION_COPY, DST, EXCLUDED, FAILED, FOLDER, IN_PROGRESS, PENDING, SRC, SUCCESSFUL, Node, Task,
+    ACTION_COPY, ACTION_VANISHED, DST, EXCLUDED, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL,
+    Node, Task,
 )
 from engine.queue import Outcome
 from engine.sealer import Sealer
@@ -129,6 +130,9 @@ class TraversalMode:
         counters = self.counters
         counters.listed += 1
         crashpoints.hit(f"{self.side}-listed")
+        if outcome.kind == "vanished":  # on SRC: not a failure, nothing to make on DST (see CopyMode.complete)
+            node.copy_status, node.action = SKIPPED, ACTION_VANISHED
+            node.error = "the source folder vanished after it was listed"
         listing = outcome.children
         for child in listing.folders:
             if nxt.put(child) and child.status != EXCLUDED:
