@@ -187,11 +187,15 @@ def unknown_variables() -> list[str]:
 def apply_to_resumed_run(migration, loaded: Loaded, note: Callable[[str], None]) -> None:
     """A resume keeps the run's stored settings except what a settings file, a MIGRATE_* variable or a flag
     sets now; what cannot change for a run already started is kept, and note() is told."""
-    from engine.migration import exclude_changed
+    from engine.migration import FINISHED_PHASES, exclude_changed
     changes = {k: v for k, v in loaded.explicit().items() if getattr(migration.settings, k) != v}
+    if "exclude" in changes and migration.phase in FINISHED_PHASES:  # looked at, or retried: kept as it was
+        note(f"exclude {format_value(changes.pop('exclude'))} from {loaded.origins['exclude']} is not this "
+             f"finished run's ({format_value(migration.settings.exclude)}); a new run would use it")
     if "exclude" in changes:  # what was listed so far was decided with the run's own excludes
         migration.close()
-        raise UserError(exclude_changed(migration.store.path, migration.settings.exclude, changes["exclude"]))
+        raise UserError(exclude_changed(migration.store.path, migration.settings.exclude, changes["exclude"],
+                                        loaded.origins["exclude"]))
     refused = migration.apply_settings(changes) if changes else []
     for key in refused:
         kept = format_value(getattr(migration.settings, key))

@@ -579,11 +579,12 @@ class Migration:
             settings=tuple((k, readable(k, getattr(s, k))) for k in LIVE_SETTINGS))
 
 
-def exclude_changed(db_path: str, stored: list, now: list) -> str:
+def exclude_changed(db_path: str, stored: list, now: list, origin: str | None = None) -> str:
     """Why a started run refuses other excludes: what it listed so far was decided with its own."""
-    return (f"the run in '{db_path}' was started with exclude {stored}, not {now}; a started run cannot change "
-            f"what it excludes: continue it with its own (migrate resume --db {db_path}), or start over with a "
-            "new --db")
+    where = origin or "--exclude, migrate.toml or MIGRATE_EXCLUDE"
+    return (f"the run in '{db_path}' was started with exclude {stored}, but {where} gives {now}; a started run "
+            f"cannot change what it excludes: drop that to continue it with its own, or start over with a new "
+            "--db")
 
 
 GC_GEN0_THRESHOLD = 50_000

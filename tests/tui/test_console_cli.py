@@ -90,6 +90,27 @@ def test_an_opened_run_takes_the_settings_file_and_variables_as_migrate_resume_d
         cli.launch(cli.parse_args(["--db", str(db)]))
 
 
+def test_a_finished_run_opens_whatever_exclude_the_settings_file_beside_it_gives(tmp_path):
+    """Looking at a finished run is not continuing it: an exclude from migrate.toml is noted, not refused."""
+    from engine.migration import Migration
+    from engine.settings import Settings
+
+    src, db = tmp_path / "src", tmp_path / "run.duckdb"
+    src.mkdir()
+    first = Migration.create(str(db), str(src), str(tmp_path / "dst"), Settings())
+    first.start()
+    assert first.wait(30) and first.phase == "done"
+    first.close()
+    (tmp_path / "migrate.toml").write_text('exclude = ["*.bak"]\n')
+    launched = cli.launch(cli.parse_args(["--db", str(db)]))
+    try:
+        assert launched.controller.settings.exclude == []
+        assert launched.controller.message == (f'exclude ["*.bak"] from {tmp_path / "migrate.toml"} is not this '
+                                               'finished run\'s ([]); a new run would use it')
+    finally:
+        launched.controller.close()
+
+
 def test_unexpected_engine_failure_is_still_one_line(capsys, tmp_path, monkeypatch):
     from engine.migration import Migration
 
