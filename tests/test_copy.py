@@ -451,3 +451,22 @@ def test_a_source_folder_deleted_after_its_parents_listing_is_vanished_not_faile
     assert {row["path"]: row["action"] for row in report(capsys, db)}["gone"] == "vanished"
     code, out, err = run_cli(capsys, "retry", "--db", str(db))
     assert code == 0 and "failed       0" in out, err
+
+
+def test_a_destination_folder_removed_before_a_resume_is_made_again(capsys, tmp_path):
+    """An operator frees space after a full destination by removing a folder the run had made: the resume
+    makes it again for the files still to copy into it, instead of failing them for ever."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "r.duckdb"
+    (src / "b" / "c").mkdir(parents=True)
+    for rel in ("top.txt", "b/f", "b/c/g"):
+        (src / rel).write_text(rel)
+    dst_adapter = StopAtTheFirstFile(dst)
+    first = Migration.create(str(db), str(src), str(dst), Settings(copy_processes=False), dst_adapter=dst_adapter)
+    dst_adapter.migration = first
+    first.start()
+    assert first.wait(60) and first.phase == "copy"
+    first.close()
+    shutil.rmtree(dst / "b")
+    code, out, err = run_cli(capsys, "resume", "--db", str(db))
+    assert code == 0, err
+    assert (dst / "b" / "f").read_text() == "b/f" and (dst / "b" / "c" / "g").read_text() == "b/c/g"

@@ -165,11 +165,17 @@ class CopyMode:
                 return
             if above in self._real_folders:
                 continue
-            for side, adapter in (("destination", self.dst), ("source", self.src)):
-                there = adapter.stat(above)
-                if there is not None and there.type != FOLDER:
-                    self._blocking[above] = f"'{unambiguous(above)}' on the {side} is a {there.type} now, not a folder"
+            there, here = self.dst.stat(above), self.src.stat(above)
+            for side, entry in (("destination", there), ("source", here)):
+                if entry is not None and entry.type != FOLDER:
+                    self._blocking[above] = f"'{unambiguous(above)}' on the {side} is a {entry.type} now, not a folder"
                     return
+            if there is None and here is not None:  # gone from DST since it was made or found (space freed by
+                try:                                # hand after a full disk, say): made again, as rsync would
+                    self.dst.create_folder(above, here.mode)
+                    self.made_folders.add(above)
+                except OSError:
+                    pass  # the copies below say why
             self._real_folders.add(above)
 
     def blocks(self, path: str) -> bool:
