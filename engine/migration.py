@@ -116,6 +116,8 @@ class Migration:
                                 "give a new --db path for a different pair")
             notes = []
             stored_exclude = info.settings.get("exclude", []) if info is not None else []
+            if use_plan and (info is None or info.phase != "planned"):
+                notes.append(f"--use-plan: '{db_path}' holds no dry run's plan to copy; comparing the trees")
             if info is not None and info.phase == "planned" and not dry_run:
                 if stored_exclude != settings.exclude:  # its plan would copy what is excluded now
                     notes.append(f"the dry run's plan was made with exclude {stored_exclude}; comparing the trees "

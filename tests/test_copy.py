@@ -283,6 +283,9 @@ def test_a_run_after_a_dry_run_compares_again_unless_told_to_copy_its_plan(capsy
         os.utime(src / name, (1_000_000_000, 1_000_000_000))
     assert run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "first.duckdb"))[0] == 0
 
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "none.duckdb"), "--use-plan")
+    assert code == 0 and "holds no dry run's plan to copy; comparing the trees" in err, err
+
     for use_plan in (False, True):
         db = str(tmp_path / f"plan-{use_plan}.duckdb")
         assert run_cli(capsys, "run", str(src), str(dst), "--db", db, "--dry-run")[0] == 0
