@@ -18,6 +18,7 @@ import os
 from typing import Callable
 
 from engine.adapters.base import Entry, describe, is_disk_full, is_transient
+from engine.adapters.local import mtime_ns
 from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
 from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
 
@@ -271,7 +272,7 @@ def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None]
                 finally:
                     os.close(out_fd)
                 after = os.fstat(src_fd)
-                if not _same_version(now, after.st_size, after.st_mtime_ns):
+                if not _same_version(now, after.st_size, mtime_ns(after)):
                     return SOURCE_CHANGED
             finally:
                 os.close(src_fd)

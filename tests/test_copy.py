@@ -473,3 +473,25 @@ def test_a_destination_folder_removed_before_a_resume_is_made_again(capsys, tmp_
     code, out, err = run_cli(capsys, "resume", "--db", str(db))
     assert code == 0, err
     assert (dst / "b" / "f").read_text() == "b/f" and (dst / "b" / "c" / "g").read_text() == "b/c/g"
+
+
+@pytest.mark.parametrize("list_processes", [True, False])
+def test_a_file_dated_after_2262_is_migrated_with_its_folder(capsys, tmp_path, list_processes):
+    """Its mtime in ns does not fit 64 bits: it failed its whole folder's listing (and killed the listing
+    process). It is taken as of 2262 on both sides: copied once, identical after."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "r.duckdb")
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "x").write_text("x")
+    (src / "future").write_text("f")
+    try:
+        os.utime(src / "future", (16_725_225_600, 16_725_225_600))  # 2500-01-01
+    except OSError:
+        pytest.skip("this filesystem cannot store such a date")
+    if (src / "future").stat().st_mtime_ns < 1 << 63:
+        pytest.skip("this filesystem stores an earlier date")
+    flag = f"--{'' if list_processes else 'no-'}list-processes"
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, flag)
+    assert code == 0 and "failed       0" in out, err
+    assert sorted(tree_state(dst)) == ["future", "sub", "sub/x"]
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, flag)
+    assert code == 0 and "nothing to copy" in out, err

@@ -25,6 +25,16 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
+# mtimes in ns as a 64-bit column holds them (1677-2262): a file dated after 2262 (ext4 goes to 2446) is taken
+# as of 2262 on both sides, rather than failing its whole folder's listing
+MTIME_NS_MAX, MTIME_NS_MIN = (1 << 63) - 1, -(1 << 63)
+
+
+def mtime_ns(st: os.stat_result) -> int:
+    m = st.st_mtime_ns
+    return m if MTIME_NS_MIN <= m <= MTIME_NS_MAX else max(MTIME_NS_MIN, min(m, MTIME_NS_MAX))
+
+
 def _umask() -> int:
     """This process's umask, read without setting it (os.umask can only set it, for every thread at once)."""
     try:
@@ -76,7 +86,10 @@ class LocalAdapter:
                 mode = st.st_mode
                 kind = kind_of(mode & 0o170000)
                 if kind is not None:
-                    append(new(Entry, (name, kind, st.st_size, st.st_mtime_ns, mode & 0o7777)))
+                    mtime = st.st_mtime_ns
+                    if not MTIME_NS_MIN <= mtime <= MTIME_NS_MAX:
+                        mtime = mtime_ns(st)
+                    append(new(Entry, (name, kind, st.st_size, mtime, mode & 0o7777)))
                 elif specials is not None:
                     specials.append((name, SPECIAL_KINDS.get(mode & 0o170000, "a special file")))
         finally:
@@ -94,7 +107,7 @@ class LocalAdapter:
         kind = _KIND.get(mode & 0o170000)
         if kind is None:
             return None
-        return tuple.__new__(Entry, (path.rpartition("/")[2], kind, st.st_size, st.st_mtime_ns, mode & 0o7777))
+        return tuple.__new__(Entry, (path.rpartition("/")[2], kind, st.st_size, mtime_ns(st), mode & 0o7777))
 
     def open_read(self, path: str) -> BinaryIO:
         return open(self.abs(path), "rb", buffering=0)
@@ -143,7 +156,7 @@ class LocalAdapter:
         mode = st.st_mode
         kind = _KIND.get(mode & 0o170000)
         entry = None if kind is None else \
-            tuple.__new__(Entry, (path.rpartition("/")[2], kind, st.st_size, st.st_mtime_ns, mode & 0o7777))
+            tuple.__new__(Entry, (path.rpartition("/")[2], kind, st.st_size, mtime_ns(st), mode & 0o7777))
         if kind != FILE:
             os.close(fd)
             return None, entry
