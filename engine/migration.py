@@ -22,7 +22,7 @@ from engine.fileview import copy_view, recorded_errors, traversal_views
 from engine.hotreload import SettingsWatcher
 from engine.model import (
     ACTION_SKIP, DST, FOLDER, IN_PROGRESS, OUR_TEMPORARY, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name,
-    join, node_id,
+    join, name_of, node_id, parent_of, temp_target,
 )
 from engine.listing import ListerPool
 from engine.modes.copy import CopyMode
@@ -435,10 +435,13 @@ class Migration:
                 self.dst.remove(path)
 
     def _not_on_source(self, temporaries: list[str]) -> list[str]:
-        """Names of ours by their form, less any that the source has: a source file named like a temporary
-        of ours (.notes.20240101.migrate-tmp) is copied, compared and kept like any other, never swept."""
-        known = self.store.source_paths(temporaries)
-        return [path for path in temporaries if path not in known]
+        """Of names with the form of ours, those that are ours: written for a source file beside them
+        (.NAME.<8 hex>.migrate-tmp beside the source's NAME) and not a source entry themselves. A file of
+        the same form that is on the destination only (.notes.abcdef12.migrate-tmp with no 'notes'), or on
+        the source too, is an entry like any other: never swept."""
+        targets = {path: join(parent_of(path), temp_target(name_of(path))) for path in temporaries}
+        known = self.store.source_paths([*temporaries, *targets.values()])
+        return [path for path in temporaries if path not in known and targets[path] in known]
 
     def _root_to_open(self) -> list[tuple[str, None, int]]:
         """The destination root, when an earlier run gave it a source mode without owner rwx: opened for the

@@ -123,6 +123,11 @@ OUR_TEMPORARY = "a temporary file of an interrupted copy"
 _HEX = frozenset("0123456789abcdef")
 
 
+def temp_target(name: str) -> str:
+    """The NAME a temporary of ours (is_temp_name) was written for (cut at its end for very long names)."""
+    return name[1:-len(TEMP_SUFFIX)].rpartition(".")[0]
+
+
 def is_temp_name(name: str) -> bool:
     """Exactly what temp_name makes (.NAME.<8 hex digits>.migrate-tmp): a user's own '.draft.migrate-tmp'
     is a destination file like any other, never hidden from the comparison nor swept away."""

@@ -316,14 +316,16 @@ def test_a_temporary_left_by_a_killed_run_goes_when_a_new_run_copies(capsys, tmp
     leftover.write_text("half of f")
     users = dst / "sub" / f".draft{TEMP_SUFFIX}"
     users.write_text("mine")
+    alike = dst / "sub" / f".notes.abcdef12{TEMP_SUFFIX}"  # our form exactly, but for no source file 'notes'
+    alike.write_text("mine too")
     flag = f"--{'' if list_processes else 'no-'}list-processes"
 
     code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "dry.duckdb"), "--dry-run", flag)
     assert code == 0 and leftover.exists(), err
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "new.duckdb"), flag)
     assert code == 0, err
-    assert sorted(os.listdir(dst / "sub")) == [f".draft{TEMP_SUFFIX}", "f"]
-    assert users.read_text() == "mine" and "dst only     1 " in out
+    assert sorted(os.listdir(dst / "sub")) == [f".draft{TEMP_SUFFIX}", f".notes.abcdef12{TEMP_SUFFIX}", "f"]
+    assert users.read_text() == "mine" and alike.read_text() == "mine too" and "dst only     1 " in out
 
 
 class CannotListLocked(LocalAdapter):

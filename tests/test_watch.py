@@ -458,7 +458,7 @@ def test_rescan_catches_changes_made_while_nothing_watched(tmp_path):
     src, dst, db = migrated(tmp_path)
     changed = src / "dir 01" / "inner" / "file 2.txt"
     changed.write_bytes(b"changed while nobody watched\n")
-    leftover = dst / "dir 01" / f".file 3.txt.0123abcd{TEMP_SUFFIX}"  # a watch killed mid-file left it
+    leftover = dst / "dir 01" / "inner" / f".file 3.txt.0123abcd{TEMP_SUFFIX}"  # a watch killed mid-file left it
     leftover.write_bytes(b"half")
     proc = Proc("watch", str(src), str(dst), "--db", str(db), "--rescan")
     try:

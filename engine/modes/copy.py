@@ -18,7 +18,7 @@ from engine.cache import NodeCache
 from engine.counters import CopyCounters
 from engine.model import (
     ACTION_KEEP_DST_NEWER, ACTION_VANISHED, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL,
-    TEMP_SUFFIX, Task, folders_above, is_temp_name, parent_of, unambiguous,
+    Task, folders_above, is_temp_name, parent_of, temp_target, unambiguous,
 )
 from engine.queue import Outcome
 from engine.settings import Settings
@@ -249,7 +249,7 @@ class CopyMode:
                 continue
             for entry in entries:
                 if entry.type != FOLDER and is_temp_name(entry.name) \
-                        and entry.name[1:-len(TEMP_SUFFIX)].rpartition(".")[0] in names:
+                        and temp_target(entry.name) in names:
                     try:
                         self.dst.remove(f"{folder}/{entry.name}" if folder else entry.name)
                     except OSError:
