@@ -240,12 +240,9 @@ class StopAtTheFirstFile(LocalAdapter):
         return super().create_temp_fd(folder, name)
 
 
-@pytest.mark.parametrize("side", ["destination", "source"])
-def test_a_resume_goes_through_no_folder_that_became_a_symlink(capsys, tmp_path, side):
-    """A run stopped in its copy; meanwhile its folder 'b' is moved to another disk and linked back, on
-    DST or on SRC. The resume must neither write b's files there nor copy what is there (O_NOFOLLOW
-    guards the last name of a path only)."""
-    src, dst, elsewhere, db = tmp_path / "src", tmp_path / "dst", tmp_path / "other disk", tmp_path / "r.duckdb"
+def stopped_in_its_copy(src: Path, dst: Path, db: Path) -> None:
+    """A run of top.txt, b/f and b/c/g stopped as its first file is written: b and b/c made on DST, the
+    file in hand (top.txt) done, the rest left for a resume."""
     (src / "b" / "c").mkdir(parents=True)
     for rel in ("top.txt", "b/f", "b/c/g"):
         (src / rel).write_text(rel)
@@ -255,6 +252,15 @@ def test_a_resume_goes_through_no_folder_that_became_a_symlink(capsys, tmp_path,
     first.start()
     assert first.wait(60) and first.phase == "copy"
     first.close()
+
+
+@pytest.mark.parametrize("side", ["destination", "source"])
+def test_a_resume_goes_through_no_folder_that_became_a_symlink(capsys, tmp_path, side):
+    """A run stopped in its copy; meanwhile its folder 'b' is moved to another disk and linked back, on
+    DST or on SRC. The resume must neither write b's files there nor copy what is there (O_NOFOLLOW
+    guards the last name of a path only)."""
+    src, dst, elsewhere, db = tmp_path / "src", tmp_path / "dst", tmp_path / "other disk", tmp_path / "r.duckdb"
+    stopped_in_its_copy(src, dst, db)
     assert sorted(tree_state(dst)) == ["b", "b/c", "top.txt"]  # the file in hand when it stopped is done
     os.utime(src / "b" / "c", (1_000_000_000, 1_000_000_000))  # what a restore of b/c's mtime would set
     moved = (dst if side == "destination" else src) / "b"
@@ -462,15 +468,7 @@ def test_a_destination_folder_removed_before_a_resume_is_made_again(capsys, tmp_
     """An operator frees space after a full destination by removing a folder the run had made: the resume
     makes it again for the files still to copy into it, instead of failing them for ever."""
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "r.duckdb"
-    (src / "b" / "c").mkdir(parents=True)
-    for rel in ("top.txt", "b/f", "b/c/g"):
-        (src / rel).write_text(rel)
-    dst_adapter = StopAtTheFirstFile(dst)
-    first = Migration.create(str(db), str(src), str(dst), Settings(copy_processes=False), dst_adapter=dst_adapter)
-    dst_adapter.migration = first
-    first.start()
-    assert first.wait(60) and first.phase == "copy"
-    first.close()
+    stopped_in_its_copy(src, dst, db)
     shutil.rmtree(dst / "b")
     code, out, err = run_cli(capsys, "resume", "--db", str(db))
     assert code == 0, err
