@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from engine import cli
+from engine.adapters.local import LocalAdapter
 from engine.model import unambiguous
 
 
@@ -62,3 +63,12 @@ def helpers_of_this_process(module: str) -> set[int]:
             except OSError:
                 pass
     return found
+
+
+class CannotListLocked(LocalAdapter):
+    """A source whose folder 'locked' cannot be listed (as for an operator without the permission)."""
+
+    def list(self, path, *args, **kwargs):
+        if path == "locked":
+            raise PermissionError(13, "Permission denied", self.abs(path))
+        return super().list(path, *args, **kwargs)

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from support import CannotListLocked
+
 from engine.adapters.memory import Faults, MemoryAdapter
 from engine.migration import Migration
 from engine.settings import Settings
@@ -118,14 +120,6 @@ def test_stop_is_graceful_and_the_file_resumes(tmp_path):
 def test_a_retry_shows_what_it_finds_on_top_of_what_the_run_found(tmp_path):
     """A retry lists only what failed: the SRC column's 'found' must not fall to what the retry alone
     found (the console, opening a finished run file and pressing t, showed 'found 0 files')."""
-    from engine.adapters.local import LocalAdapter
-
-    class CannotListLocked(LocalAdapter):
-        def list(self, path, *args, **kwargs):
-            if path == "locked":
-                raise PermissionError(13, "Permission denied", self.abs(path))
-            return super().list(path, *args, **kwargs)
-
     root, db = tmp_path / "src", str(tmp_path / "run.duckdb")
     for folder in ("d0", "d1", "d2", "locked"):
         (root / folder).mkdir(parents=True)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import report, run_cli, tree_state
+from support import CannotListLocked, report, run_cli, tree_state
 
 from engine.adapters.local import LocalAdapter
 from engine.migration import Migration
@@ -332,15 +332,6 @@ def test_a_temporary_left_by_a_killed_run_goes_when_a_new_run_copies(capsys, tmp
     assert code == 0, err
     assert sorted(os.listdir(dst / "sub")) == [f".draft{TEMP_SUFFIX}", f".notes.abcdef12{TEMP_SUFFIX}", "f"]
     assert users.read_text() == "mine" and alike.read_text() == "mine too" and "dst only     1 " in out
-
-
-class CannotListLocked(LocalAdapter):
-    """A source whose folder 'locked' cannot be listed (as for an operator without the permission)."""
-
-    def list(self, path, *args, **kwargs):
-        if path == "locked":
-            raise PermissionError(13, "Permission denied", self.abs(path))
-        return super().list(path, *args, **kwargs)
 
 
 def test_a_retried_folder_ends_with_the_mode_it_has_when_it_is_listed(capsys, tmp_path):
