@@ -129,7 +129,11 @@ class Settings(BaseSettings):
     @field_validator("duckdb_memory_limit")
     @classmethod
     def _memory_limit(cls, value: str) -> str:
-        import duckdb  # DuckDB is the judge of its own setting (a value given, not the default: no cost)
+        # DuckDB is the judge of its own setting, for a value given. Settings validate their defaults too, and
+        # the check opens a DuckDB instance: ~25 ms of every command's start, for a default known to be good.
+        if value == cls.model_fields["duckdb_memory_limit"].default:
+            return value
+        import duckdb
         try:
             duckdb.connect(config={"memory_limit": value}).close()
         except duckdb.Error as exc:
