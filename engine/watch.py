@@ -428,14 +428,19 @@ class Mirror:
 
     def _gone(self, rel: str) -> None:
         """A path reported but no longer on the source: deleted (or renamed away)."""
-        there = self.dst.stat(rel) if rel else None
-        if there is None:
-            return  # a short-lived file, or already gone: nothing to say
+        if not rel:
+            return
         if not self._in_real_folders(rel):
             # a folder above it on DST is a symlink now (a folder moved to another disk, say): what the path
-            # reaches is not the copy this run made, and a deletion would reach through to elsewhere
-            self._record(rel, "deleted", there, KEPT_ON_DST)
+            # reaches is not the copy this run made, and a deletion would reach through to elsewhere. What is
+            # there is not looked at either: the adapter never goes through a symlink.
+            self._rows.append((time.time(), self.batches, "deleted", os.fsencode(rel), None, None, None,
+                               KEPT_ON_DST, "a symlink stands in its path on the destination"))
+            self._result.note(KEPT_ON_DST, rel)
             return
+        there = self.dst.stat(rel)
+        if there is None:
+            return  # a short-lived file, or already gone: nothing to say
         if not self.propagate_deletes:
             self._record(rel, "deleted", there, DELETED_ON_SRC)
             return
@@ -463,9 +468,9 @@ class Mirror:
                 continue
             try:
                 if entry.type == FOLDER:
-                    os.rmdir(self.dst.abs(path))
+                    self.dst.remove_folder(path)
                 else:
-                    os.unlink(self.dst.abs(path))
+                    self.dst.remove(path)
             except OSError:
                 self._record(path, "deleted", entry, KEPT_ON_DST)  # a folder still holding kept entries
                 continue

@@ -3,6 +3,7 @@ process, a killed helper, big files kept in this process with heartbeats, no hel
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import pytest
 from support import helpers_of_this_process, tree_state
 
 from engine import copying
+from engine.adapters import beneath
 from engine.adapters.local import LocalAdapter
 from engine.counters import CopyCounters
 from engine.migration import Migration
@@ -253,3 +255,122 @@ def test_a_refused_system_call_names_the_side_it_was_refused_on(tmp_path):
             os.open(os.path.join(root, "no folder", "f"), os.O_WRONLY | os.O_CREAT)
         assert copying.failure(raised.value, src, dst)[1] == f"No such file or directory (errno 2) on the {side}"
     assert copying.failure(OSError(5, "Input/output error"), src, dst)[1] == "Input/output error (errno 5)"
+
+
+# A folder replaced by a symlink between its check and its use (a concurrent process, or someone racing the
+# copy on purpose): nothing is written or read through it. Both ways of refusing symlinks are proven: the
+# openat2 call, and the walk a folder at a time used where the kernel lacks it.
+
+@pytest.fixture(params=["openat2", "walk"])
+def resolution(request, monkeypatch):
+    if request.param == "walk":
+        monkeypatch.setattr(beneath, "_syscall", None)
+    elif beneath._syscall is None:
+        pytest.skip("this kernel has no openat2")
+    return request.param
+
+
+class SwappedForASymlink(LocalAdapter):
+    """The destination as a racing process leaves it: just before the copy writes its temporary, the folder
+    `folder` is moved aside and a symlink to `outside` takes its place."""
+
+    def __init__(self, root, folder: str, outside):
+        super().__init__(root)
+        self.folder, self.outside = folder, outside
+
+    def _swap(self) -> None:
+        real = os.path.join(self.root, self.folder)
+        if not os.path.islink(real):
+            os.rename(real, real + ".moved")
+            os.symlink(self.outside, real)
+
+    def create_temp_fd(self, folder, name):
+        self._swap()
+        return super().create_temp_fd(folder, name)
+
+    def create_temp(self, folder, name):
+        self._swap()
+        return super().create_temp(folder, name)
+
+
+@pytest.mark.parametrize("with_fds", [True, False])
+def test_a_destination_folder_swapped_for_a_symlink_during_the_copy_is_not_written_through(tmp_path, resolution,
+                                                                                             with_fds):
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    write(src / "a" / "f", b"data", OLD)
+    (dst / "a").mkdir(parents=True)
+    outside.mkdir()
+    source = LocalAdapter(src)
+    ok, error, transient = copying.copy_entry(source if with_fds else WithoutFds(source),
+                                              SwappedForASymlink(dst, "a", outside), "a/f", FILE, copying._nothing,
+                                              copying.NO_LIMIT, False, copying._nothing)[:3]
+    assert not ok and not transient
+    assert error == f"{beneath.SYMLINK_IN_PATH} (errno {errno.ELOOP}) on the destination"
+    assert os.listdir(outside) == [] and os.listdir(dst / "a.moved") == []
+
+
+class SwappedBeforeTheRename(SwappedForASymlink):
+    """The same race a moment later: the temporary is written, the folder goes before the rename."""
+
+    def create_temp_fd(self, folder, name):
+        return LocalAdapter.create_temp_fd(self, folder, name)
+
+    def create_temp(self, folder, name):
+        return LocalAdapter.create_temp(self, folder, name)
+
+    def commit_temp(self, *args, **kwargs):
+        self._swap()
+        return super().commit_temp(*args, **kwargs)
+
+
+@pytest.mark.parametrize("with_fds", [True, False])
+def test_a_folder_swapped_before_the_rename_gets_the_copy_in_the_folder_itself(tmp_path, resolution, with_fds):
+    """The temporary's folder is kept open from its making to its rename: the copy lands in that folder
+    wherever it was moved, never where the symlink points, and no temporary is left anywhere."""
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    write(src / "a" / "f", b"data", OLD)
+    (dst / "a").mkdir(parents=True)
+    outside.mkdir()
+    source = LocalAdapter(src)
+    assert copying.copy_entry(source if with_fds else WithoutFds(source), SwappedBeforeTheRename(dst, "a", outside),
+                              "a/f", FILE, copying._nothing, copying.NO_LIMIT, False,
+                              copying._nothing) == copying.done("file", 4)
+    assert os.listdir(outside) == [] and os.listdir(dst / "a.moved") == ["f"]
+    assert (dst / "a.moved" / "f").read_bytes() == b"data" and no_temporaries(tmp_path)
+
+
+def test_a_source_folder_swapped_for_a_symlink_is_not_read_through(tmp_path, resolution):
+    src, dst, outside = tmp_path / "src", tmp_path / "dst", tmp_path / "outside"
+    write(outside / "secret", b"not the source's", OLD)
+    src.mkdir()
+    os.symlink(outside, src / "a")  # a folder when its parent was listed
+    (dst / "a").mkdir(parents=True)
+    ok, error = copy_one(src, dst, "a/secret")[:2]
+    assert not ok and error == f"{beneath.SYMLINK_IN_PATH} (errno {errno.ELOOP}) on the source"
+    assert os.listdir(dst / "a") == []
+    with pytest.raises(OSError) as listing:
+        LocalAdapter(src).list("a")
+    assert listing.value.errno == errno.ELOOP and listing.value.filename == str(src / "a")
+
+
+def test_no_folder_is_made_and_no_attribute_set_through_a_symlink(tmp_path, resolution):
+    dst, outside = tmp_path / "dst", tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    os.chmod(outside / "sub", 0o755)
+    os.utime(outside / "sub", ns=(OLD, OLD))
+    dst.mkdir()
+    os.symlink(outside, dst / "a")
+    adapter = LocalAdapter(dst)
+    assert copying.make_folder(adapter, "a/new", 0o755)[:2] == (
+        False, f"{beneath.SYMLINK_IN_PATH} (errno {errno.ELOOP}) on the destination")
+    with pytest.raises(OSError):
+        adapter.set_attributes("a/sub", NEW, 0o700)
+    with pytest.raises(OSError):
+        adapter.create_temp_fd("a", "f")
+    with pytest.raises(OSError):
+        adapter.remove("a/sub")
+    assert sorted(os.listdir(outside)) == ["sub"]
+    st = os.stat(outside / "sub")
+    assert (st.st_mode & 0o7777, st.st_mtime_ns) == (0o755, OLD)
+    assert adapter.stat("a") == ("a", SYMLINK, len(str(outside)), adapter.stat("a").mtime_ns, 0o777)
+    assert adapter.stat("a/sub") is None  # not an entry of the tree: the tree never goes through a symlink

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import errno
-from typing import BinaryIO, NamedTuple, Protocol
+from typing import BinaryIO, Callable, NamedTuple, Protocol
 
 
 class Entry(NamedTuple):
@@ -47,7 +47,8 @@ class FSAdapter(Protocol):
         not an entry; given a list, the adapter names each such thing in it: (name, what it is)."""
 
     def stat(self, path: str) -> Entry | None:
-        """lstat: never follows a symlink; None when nothing is there."""
+        """lstat: never follows a symlink; None when nothing is there, or a symlink stands where a folder
+        above it was (the tree never goes through one)."""
 
     def open_read(self, path: str) -> BinaryIO: ...
 
@@ -61,8 +62,11 @@ class FSAdapter(Protocol):
 
     def create_temp_link(self, folder: str, name: str, target: str) -> str: ...
 
-    def commit_temp(self, temp_path: str, final_path: str, mtime_ns: int, mode: int | None) -> None:
-        """Set mtime and mode on the temporary entry, then rename it over the final name."""
+    def commit_temp(self, temp_path: str, final_path: str, mtime_ns: int, mode: int | None,
+                    keep: Callable[[Entry | None], object] | None = None) -> object:
+        """Set mtime and mode on the temporary entry, then rename it over the final name and return None.
+        Given keep, it is first asked about what is at the final name now (as stat sees it): an answer
+        other than None leaves that entry alone (nothing renamed) and is returned."""
 
     def remove(self, path: str) -> None:
         """Remove a temporary file; no error when it is gone already."""

@@ -1,5 +1,7 @@
 """Local filesystem adapter: listings by readdir + lstat relative to the folder, lstat only (never
-follows a symlink), atomic temp-then-rename writes."""
+follows a symlink), atomic temp-then-rename writes. Every path is opened beneath the root's descriptor with
+no symlink followed on the way (engine.adapters.beneath): a folder replaced by a symlink after it was
+checked is refused, never written or read through."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import os
 import random
 import secrets
 import stat as stat_mod
+import threading
 from typing import BinaryIO
 
 from engine.adapters.base import Entry
+from engine.adapters.beneath import FOLDER_FLAGS, open_beneath
 from engine.model import FILE, FOLDER, SYMLINK, temp_name
 
 
@@ -47,6 +51,15 @@ def _umask() -> int:
     return 0o022
 
 
+def _entry(name: str, st: os.stat_result) -> Entry | None:
+    """An lstat result as an entry; None for what is not one (a FIFO, a socket, a device)."""
+    mode = st.st_mode
+    kind = _KIND.get(mode & 0o170000)
+    if kind is None:
+        return None
+    return tuple.__new__(Entry, (name, kind, st.st_size, mtime_ns(st), mode & 0o7777))
+
+
 def _entry_type(st_mode: int) -> str | None:
     if stat_mod.S_ISDIR(st_mode):
         return FOLDER
@@ -63,6 +76,59 @@ class LocalAdapter:
     def __init__(self, root: str | os.PathLike):
         self.root = os.fspath(root)
         self._prefix = self.root if not self.root or self.root.endswith("/") else self.root + "/"
+        self._root_fd: int | None = None
+        self._root_lock = threading.Lock()
+        # each temporary's folder, as opened when it was made: committed or removed there, wherever that
+        # folder is by then, and with one lookup of the folder per copy instead of one per system call
+        self._temp_folders: dict[str, int] = {}
+
+    def __del__(self):
+        fd = getattr(self, "_root_fd", None)
+        if fd is not None:
+            try:
+                os.close(fd)
+            except (OSError, TypeError):  # TypeError: os torn down at interpreter exit
+                pass
+
+    def _root(self) -> int:
+        """The root's descriptor, opened on first use (a destination may only exist once the copy made it)
+        and kept: the root is the operator's path, followed if it is a symlink; nothing below it is."""
+        fd = self._root_fd
+        if fd is None:
+            with self._root_lock:
+                if self._root_fd is None:
+                    self._root_fd = os.open(self.root, FOLDER_FLAGS)
+                fd = self._root_fd
+        return fd
+
+    def _open(self, path: str, flags: int, mode: int = 0) -> int:
+        try:
+            if not path:
+                return os.open(".", flags, mode, dir_fd=self._root())
+            return open_beneath(self._root(), path, flags, mode)
+        except OSError as exc:
+            raise self._named(exc, path)
+
+    def _named(self, exc: OSError, path: str) -> OSError:
+        """exc naming the whole path: the failures of a copy say which side refused from it."""
+        exc.filename = self.abs(path)
+        return exc
+
+    def _folder_of(self, path: str) -> tuple[int, str]:
+        """A descriptor of the folder holding path (the caller closes it), and path's name in it."""
+        folder, _, name = path.rpartition("/")
+        return self._open(folder, FOLDER_FLAGS), name
+
+    def _in_folder(self, path: str, call, *args, **kwargs):
+        """call(name, *args, dir_fd=<path's folder>, **kwargs): one system call on path, relative to its
+        folder opened beneath the root."""
+        folder, name = self._folder_of(path)
+        try:
+            return call(name, *args, dir_fd=folder, **kwargs)
+        except OSError as exc:
+            raise self._named(exc, path)
+        finally:
+            os.close(folder)
 
     def abs(self, path: str) -> str:
         # os.path.join(root, path) for the relative, '/'-separated paths of the protocol, without its cost
@@ -76,7 +142,7 @@ class LocalAdapter:
         kind_of = _KIND.get
         new = tuple.__new__
         lstat = os.lstat
-        fd = os.open(self.abs(path), _DIR_FLAGS)
+        fd = self._open(path, _DIR_FLAGS)
         try:
             for name in os.listdir(fd):
                 try:
@@ -98,25 +164,23 @@ class LocalAdapter:
 
     def stat(self, path: str) -> Entry | None:
         try:
-            st = os.lstat(self.abs(path))
-        except FileNotFoundError:
+            st = self._in_folder(path, os.lstat) if path else os.lstat(self.root)
+        except (FileNotFoundError, NotADirectoryError):
             return None
-        except NotADirectoryError:
-            return None
-        mode = st.st_mode
-        kind = _KIND.get(mode & 0o170000)
-        if kind is None:
-            return None
-        return tuple.__new__(Entry, (path.rpartition("/")[2], kind, st.st_size, mtime_ns(st), mode & 0o7777))
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # a symlink above it: no entry of the tree is there
+                return None
+            raise
+        return _entry(path.rpartition("/")[2], st)
 
     def open_read(self, path: str) -> BinaryIO:
-        return open(self.abs(path), "rb", buffering=0)
+        return open(self._open(path, _READ_FLAGS), "rb", buffering=0)
 
     def read_link(self, path: str) -> str:
-        return os.readlink(self.abs(path))
+        return self._in_folder(path, os.readlink)
 
     def create_folder(self, path: str, mode: int) -> None:
-        os.mkdir(self.abs(path), mode | 0o700)  # owner must be able to fill it
+        self._in_folder(path, os.mkdir, mode | 0o700)  # owner must be able to fill it
 
     @staticmethod
     def made_mode(mode: int) -> int:
@@ -141,23 +205,23 @@ class LocalAdapter:
         """Open a regular file for reading and fstat the open file: (fd, its entry), the caller closes fd.
         (None, what is there now) when it is no longer a regular file; (None, None) when it is gone."""
         try:
-            fd = os.open(self.abs(path), _READ_FLAGS)
+            fd = self._open(path, _READ_FLAGS)
         except (FileNotFoundError, NotADirectoryError):
             return None, None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:  # O_NOFOLLOW: a symlink took its place
-                return None, self.stat(path)
+            if exc.errno == errno.ELOOP:
+                entry = self.stat(path)
+                if entry is None:
+                    raise  # a symlink took the place of a folder above it: said, rather than "vanished"
+                return None, entry  # a symlink took its own place
             raise
         try:
             st = os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
-        mode = st.st_mode
-        kind = _KIND.get(mode & 0o170000)
-        entry = None if kind is None else \
-            tuple.__new__(Entry, (path.rpartition("/")[2], kind, st.st_size, mtime_ns(st), mode & 0o7777))
-        if kind != FILE:
+        entry = _entry(path.rpartition("/")[2], st)
+        if entry is None or entry.type != FILE:
             os.close(fd)
             return None, entry
         return fd, entry
@@ -165,32 +229,85 @@ class LocalAdapter:
     def create_temp_fd(self, folder: str, name: str) -> tuple[str, int]:
         """create_temp without the file object: (its path, a raw fd open for writing)."""
         temp = self._temp_path(folder, name)
-        return temp, os.open(self.abs(temp), _TEMP_FLAGS, 0o600)
+        return temp, self._make_temp(temp, lambda name, dir_fd: os.open(name, _TEMP_FLAGS, 0o600, dir_fd=dir_fd))
 
     def create_temp_link(self, folder: str, name: str, target: str) -> str:
         temp = self._temp_path(folder, name)
-        os.symlink(target, self.abs(temp))
+        self._make_temp(temp, lambda name, dir_fd: os.symlink(target, name, dir_fd=dir_fd))
         return temp
 
-    def commit_temp(self, temp_path: str, final_path: str, mtime_ns: int, mode: int | None) -> None:
-        temp_abs = self.abs(temp_path)
-        if mode is not None:
-            os.chmod(temp_abs, mode)
-        os.utime(temp_abs, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
-        os.rename(temp_abs, self.abs(final_path))
+    def _make_temp(self, temp: str, make):
+        """make(name, dir_fd) in the temporary's folder, which is kept open for commit_temp or remove."""
+        folder, name = self._folder_of(temp)
+        try:
+            made = make(name, folder)
+        except OSError as exc:
+            os.close(folder)
+            raise self._named(exc, temp)
+        self._temp_folders[temp] = folder
+        return made
+
+    def commit_temp(self, temp_path: str, final_path: str, mtime_ns: int, mode: int | None,
+                    keep=None) -> object:
+        final = final_path.rpartition("/")[2]
+
+        def commit(temp: str, dir_fd: int) -> object:  # the temporary is always beside its final name
+            if keep is not None:  # asked in the same folder the rename happens in: one lookup of it for both
+                try:
+                    there = _entry(final, os.lstat(final, dir_fd=dir_fd))
+                except FileNotFoundError:
+                    there = None
+                verdict = keep(there)
+                if verdict is not None:
+                    return verdict
+            if mode is not None:
+                os.chmod(temp, mode, dir_fd=dir_fd)
+            os.utime(temp, ns=(mtime_ns, mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+            os.rename(temp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            return None
+
+        folder = self._temp_folders.get(temp_path)
+        if folder is None:  # not made by this adapter
+            return self._in_folder(temp_path, commit)
+        try:
+            verdict = commit(temp_path.rpartition("/")[2], folder)
+        except OSError as exc:
+            raise self._named(exc, temp_path)  # the folder stays open: the temporary is removed from it
+        if verdict is None:
+            del self._temp_folders[temp_path]
+            os.close(folder)
+        return verdict
 
     def remove(self, path: str) -> None:
+        folder = self._temp_folders.pop(path, None)
         try:
-            os.unlink(self.abs(path))
+            if folder is None:
+                self._in_folder(path, os.unlink)
+            else:
+                try:
+                    os.unlink(path.rpartition("/")[2], dir_fd=folder)
+                except OSError as exc:
+                    raise self._named(exc, path)
+                finally:
+                    os.close(folder)
         except FileNotFoundError:
             pass
 
+    def remove_folder(self, path: str) -> None:
+        """rmdir: an empty folder only (the live mirror's propagated deletions)."""
+        self._in_folder(path, os.rmdir)
+
     def set_attributes(self, path: str, mtime_ns: int | None, mode: int | None) -> None:
-        target = self.abs(path)
-        if mtime_ns is not None:
-            os.utime(target, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
-        if mode is not None:
-            try:
-                os.chmod(target, mode, follow_symlinks=False)
-            except NotImplementedError:  # Linux refuses it for a symlink only: one took the entry's place
-                pass
+        def set_them(name: str, dir_fd: int | None) -> None:
+            if mtime_ns is not None:
+                os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+            if mode is not None:
+                try:
+                    os.chmod(name, mode, dir_fd=dir_fd, follow_symlinks=False)
+                except NotImplementedError:  # Linux refuses it for a symlink only: one took the entry's place
+                    pass
+
+        if path:
+            self._in_folder(path, set_them)
+        else:
+            set_them(self.root, None)

@@ -170,8 +170,13 @@ class MemoryAdapter:
             self.entries[temp] = MemEntry(SYMLINK, target=target)
         return temp
 
-    def commit_temp(self, temp_path: str, final_path: str, mtime_ns: int, mode: int | None) -> None:
+    def commit_temp(self, temp_path: str, final_path: str, mtime_ns: int, mode: int | None,
+                    keep=None) -> object:
         with self._lock:
+            if keep is not None:
+                verdict = keep(self.stat(final_path))
+                if verdict is not None:
+                    return verdict
             entry = self._get(temp_path)
             existing = self.entries.get(final_path)
             if existing is not None and existing.type == FOLDER:
@@ -180,6 +185,7 @@ class MemoryAdapter:
             if mode is not None:
                 entry.mode = mode
             self.entries[final_path] = self.entries.pop(temp_path)
+        return None
 
     def remove(self, path: str) -> None:
         with self._lock:
