@@ -234,6 +234,8 @@ class Mirror:
 
     def _begin(self) -> BatchResult:
         self._t0 = time.perf_counter()
+        for adapter in (self.src, self.dst):
+            adapter.recheck_root()  # the adapters keep their roots open: one replaced since is taken afresh
         self.batches += 1
         self._result = BatchResult()
         self._rows: list[tuple] = []

@@ -357,6 +357,23 @@ def test_deletions_never_reach_through_a_destination_symlink(tmp_path):
     assert not [path for outcome, path in got if outcome == "deleted_on_dst" and path.startswith("dir 00")]
 
 
+def test_a_destination_removed_and_made_again_while_watching_gets_the_new_copies(tmp_path):
+    """The adapters keep their roots open (nothing below a root is reached through a symlink): a destination
+    root replaced under a running watch is taken afresh at the next batch, not written into as it was."""
+    src, dst, db = migrated(tmp_path)
+    runner = InThread(LiveMirror(str(src), str(dst), str(db), Settings(), out=io.StringIO()))
+    try:
+        (src / "first.txt").write_bytes(b"1")
+        assert wait_for(lambda: (dst / "first.txt").exists())
+        shutil.move(dst, tmp_path / "old dst")
+        dst.mkdir()
+        (src / "second.txt").write_bytes(b"2")
+        assert wait_for(lambda: (dst / "second.txt").exists())
+    finally:
+        assert runner.stop() == 0
+    assert (dst / "second.txt").read_bytes() == b"2" and not (tmp_path / "old dst" / "second.txt").exists()
+
+
 def test_excluded_entries_are_recorded_not_copied(tmp_path):
     settings = Settings(exclude=["*.tmp", "cache/"])
     src, dst, db = migrated(tmp_path, settings)

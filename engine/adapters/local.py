@@ -101,6 +101,21 @@ class LocalAdapter:
                 fd = self._root_fd
         return fd
 
+    def recheck_root(self) -> None:
+        """Take the root path afresh when it names another folder than the kept descriptor does (a
+        destination removed and made again under a long-lived process). Only while no call is under way."""
+        kept = self._root_fd
+        if kept is None:
+            return
+        try:
+            now, then = os.stat(self.root), os.fstat(kept)
+            if (now.st_dev, now.st_ino) == (then.st_dev, then.st_ino):
+                return
+        except OSError:
+            pass
+        self._root_fd = None
+        os.close(kept)
+
     def _open(self, path: str, flags: int, mode: int = 0) -> int:
         try:
             if not path:
