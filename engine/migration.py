@@ -184,6 +184,8 @@ class Migration:
             if self.running:
                 return
             self._stop = self._force = False  # a stopped run may be started again: that is a resume
+            for adapter in (self.src, self.dst):  # nothing runs now: a root replaced since is taken afresh
+                getattr(adapter, "recheck_root", lambda: None)()
             self._file_views = None  # the run is about to change the file
             self.fatal, self.stopped_resumable = None, False
             if self.phase in FINISHED_PHASES and not self._retry_requested \

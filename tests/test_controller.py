@@ -10,6 +10,7 @@ import pytest
 
 from support import CannotListLocked
 
+from engine.adapters.local import LocalAdapter
 from engine.adapters.memory import Faults, MemoryAdapter
 from engine.migration import Migration
 from engine.settings import Settings
@@ -147,4 +148,25 @@ def test_a_retry_shows_what_it_finds_on_top_of_what_the_run_found(tmp_path):
     assert seen and seen[0].mode == "retry" and (seen[0].files_discovered, seen[0].folders_discovered) == (3, 4)
     after = m.snapshot().src
     assert (after.files_discovered, after.folders_discovered) == (4, 4)
+    m.close()
+
+
+def test_a_destination_replaced_before_a_retry_gets_the_retry_copies(tmp_path):
+    """The local adapters keep their roots open (nothing below them is reached through a symlink): a run
+    started again (a retry, a resume) takes a destination root removed and made again since afresh."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "run.duckdb")
+    (src / "locked").mkdir(parents=True)
+    (src / "locked" / "f").write_bytes(b"x")
+    (src / "g").write_bytes(b"y")
+    m = Migration.create(db, str(src), str(dst), Settings(list_processes=False, copy_processes=False),
+                         src_adapter=CannotListLocked(src))
+    m.start()
+    assert m.wait(60) and m.summary.failed == 1 and (dst / "g").exists()
+    (dst / "locked").rmdir()
+    dst.rename(tmp_path / "old dst")
+    dst.mkdir()
+    m.src.list = LocalAdapter(src).list  # the folder can be listed now
+    m.retry()
+    assert m.wait(60) and m.summary.failed == 0
+    assert (dst / "locked" / "f").read_bytes() == b"x" and not (tmp_path / "old dst" / "locked").exists()
     m.close()
