@@ -20,7 +20,7 @@ from typing import Callable
 from engine.adapters.base import Entry, describe, is_disk_full, is_transient
 from engine.adapters.local import mtime_ns
 from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
-from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
+from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, folders_above, parent_of, unambiguous
 
 CHUNK = 8 << 20  # per copy step: the unit of heartbeat, pause checks and bandwidth accounting
 # Files from this size on have their destination looked at before copying as well as just before the
@@ -190,8 +190,14 @@ def in_the_way(there: Entry | None, now: Entry) -> Result | None:
     return None
 
 
-def _changed(kind: str, now: Entry | None) -> Result:
+def _changed(kind: str, now: Entry | None, src=None, path: str = "") -> Result:
     if now is None:  # deleted since it was listed: nothing to copy, nothing to retry (rsync warns, exit 24)
+        for above in folders_above(path) if src is not None else ():
+            entry = src.stat(above)  # unless a folder above it is something else now (a symlink to elsewhere):
+            if entry is None:        # refused, so that a retry copies it once the folder is back
+                break
+            if entry.type != FOLDER:
+                return refused(f"'{unambiguous(above)}' on the source is a {entry.type} now, not a folder")
         return done("vanished")
     return refused(f"the source changed from {kind} to {now.type} since traversal")
 
@@ -219,7 +225,7 @@ def copy_entry(src, dst, path: str, kind: str, heartbeat: Callable[[], None], li
         return _copy_file_fds(src, dst, path, kind, heartbeat, limiter, verify, progress, size_limit)
     now_src = src.stat(path)
     if now_src is None or now_src.type != kind:
-        return _changed(kind, now_src)
+        return _changed(kind, now_src, src, path)
     early = in_the_way(dst.stat(path), now_src)
     if early is not None:
         return early
@@ -255,7 +261,7 @@ def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None]
         with _Temporary(dst) as temp:
             src_fd, now = src.open_file_fd(path)
             if src_fd is None:
-                return _changed(kind, now)
+                return _changed(kind, now, src, path)
             try:
                 if size_limit is not None and now.size > size_limit:
                     return HANDED_BACK

@@ -435,7 +435,10 @@ class Mirror:
         if not self._in_real_folders(rel):
             # a folder above it on DST is a symlink now (a folder moved to another disk, say): what the path
             # reaches is not the copy this run made, and a deletion would reach through to elsewhere. What is
-            # there is not looked at either: the adapter never goes through a symlink.
+            # there is not looked at either (the adapter never goes through a symlink): said only for what
+            # this run copied there.
+            if self.store is None or rel not in self.store.known_source_mtimes([rel]):
+                return
             self._rows.append((time.time(), self.batches, "deleted", os.fsencode(rel), None, None, None,
                                KEPT_ON_DST, "a symlink stands in its path on the destination"))
             self._result.note(KEPT_ON_DST, rel)

@@ -3,6 +3,7 @@ process, a killed helper, big files kept in this process with heartbeats, no hel
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
@@ -348,6 +349,11 @@ def test_a_source_folder_swapped_for_a_symlink_is_not_read_through(tmp_path, res
     ok, error = copy_one(src, dst, "a/secret")[:2]
     assert not ok and error == f"{beneath.SYMLINK_IN_PATH} (errno {errno.ELOOP}) on the source"
     assert os.listdir(dst / "a") == []
+    os.symlink("secret", outside / "link")
+    assert copy_one(src, dst, "a/link", SYMLINK)[:2] == (False, "'a' on the source is a symlink now, not a folder")
+    os.unlink(src / "a")
+    assert copy_one(src, dst, "a/secret") == copy_one(src, dst, "a/link", SYMLINK) == copying.done("vanished")
+    os.symlink(outside, src / "a")
     with pytest.raises(OSError) as listing:
         LocalAdapter(src).list("a")
     assert listing.value.errno == errno.ELOOP and listing.value.filename == str(src / "a")
@@ -374,3 +380,38 @@ def test_no_folder_is_made_and_no_attribute_set_through_a_symlink(tmp_path, reso
     assert (st.st_mode & 0o7777, st.st_mtime_ns) == (0o755, OLD)
     assert adapter.stat("a") == ("a", SYMLINK, len(str(outside)), adapter.stat("a").mtime_ns, 0o777)
     assert adapter.stat("a/sub") is None  # not an entry of the tree: the tree never goes through a symlink
+
+
+def test_a_kernel_or_filter_that_refuses_openat2_gets_the_walk(tmp_path, monkeypatch):
+    """A seccomp filter may answer EPERM (older ones) or ENOSYS for openat2 itself: the walk takes over, and
+    still refuses symlinks. An EPERM of the filesystem for one path is that path's error, not a reason to
+    stop using openat2."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_bytes(b"x")
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    root = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    refuses = {"all": True}
+
+    def filtered(number, folder_fd, path, how, size):
+        if refuses["all"] or path == b"a/f":
+            ctypes.set_errno(errno.EPERM)
+            return -1
+        return real(number, folder_fd, path, how, size)
+
+    real = beneath._syscall
+    if real is None:
+        pytest.skip("this kernel has no openat2")
+    try:
+        refuses["all"] = False
+        monkeypatch.setattr(beneath, "_syscall", filtered)
+        with pytest.raises(PermissionError):
+            beneath.open_beneath(root, "a/f", os.O_RDONLY)
+        assert beneath._syscall is filtered
+        refuses["all"] = True
+        os.close(beneath.open_beneath(root, "a/f", os.O_RDONLY))
+        assert beneath._syscall is None
+        with pytest.raises(OSError) as through:
+            beneath.open_beneath(root, "link/f", os.O_RDONLY)
+        assert through.value.errno == errno.ELOOP
+    finally:
+        os.close(root)

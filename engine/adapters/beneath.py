@@ -66,14 +66,38 @@ def open_beneath(folder_fd: int, path: str, flags: int, mode: int = 0) -> int:
     symlink on the path, the last component included (OSError ELOOP): a new descriptor."""
     global _syscall
     if _syscall is not None:
-        fd = _syscall(_SYS_OPENAT2, folder_fd, fs_bytes(path), _how(flags, mode), _HOW_SIZE)
+        code = _openat2(folder_fd, path, flags, mode)
+        if code >= 0:
+            return code
+        code = -code
+        if not _refused_itself(folder_fd, code):
+            raise _symlink_in_path(path) if code == errno.ELOOP else OSError(code, os.strerror(code), path)
+        _syscall = None  # this kernel, or a seccomp filter (older ones answer EPERM), refuses openat2: walk
+    return _walk(folder_fd, path, flags, mode)
+
+
+def _refused_itself(folder_fd: int, code: int) -> bool:
+    """Was the error openat2 refused (not the path)? EPERM may be a filesystem's own answer: asked again
+    with the folder itself."""
+    if code not in (errno.ENOSYS, errno.EPERM):
+        return False
+    probe = _openat2(folder_fd, ".", FOLDER_FLAGS, 0)
+    if probe >= 0:
+        os.close(probe)
+        return False
+    return -probe in (errno.ENOSYS, errno.EPERM)
+
+
+def _openat2(folder_fd: int, path: str, flags: int, mode: int) -> int:
+    """A new descriptor, or -errno; retried on EINTR as os.open would (PEP 475)."""
+    encoded, how = fs_bytes(path), _how(flags, mode)
+    while True:
+        fd = _syscall(_SYS_OPENAT2, folder_fd, encoded, how, _HOW_SIZE)
         if fd >= 0:
             return fd
         code = ctypes.get_errno()
-        if code not in (errno.ENOSYS, errno.EPERM):  # EPERM: what older seccomp filters answer
-            raise _symlink_in_path(path) if code == errno.ELOOP else OSError(code, os.strerror(code), path)
-        _syscall = None  # this kernel or its filter refuses openat2: walk from now on
-    return _walk(folder_fd, path, flags, mode)
+        if code != errno.EINTR:
+            return -code
 
 
 def _walk(folder_fd: int, path: str, flags: int, mode: int) -> int:
