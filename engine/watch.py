@@ -47,7 +47,7 @@ from engine.errors import UserError
 from engine.excludes import compile_excludes
 from engine.model import (
     ACTION_COPY, FOLDER, IDENTICAL, DST_NEWER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, Task, display,
-    folders_above, join, node_id, parent_of,
+    folders_above, join, node_id, parent_of, unambiguous,
 )
 from engine.settings import Settings
 from engine.store import Store
@@ -432,17 +432,20 @@ class Mirror:
         """A path reported but no longer on the source: deleted (or renamed away)."""
         if not rel:
             return
-        if not self._in_real_folders(rel):
-            # a folder above it on DST is a symlink now (a folder moved to another disk, say): what the path
-            # reaches is not the copy this run made, and a deletion would reach through to elsewhere. What is
-            # there is not looked at either (the adapter never goes through a symlink): said only for what
-            # this run copied there.
-            if self.store is None or rel not in self.store.known_source_mtimes([rel]):
+        for above in folders_above(rel):
+            entry = self.dst.stat(above)
+            if entry is None:
+                return  # gone with its folder: nothing to say
+            if entry.type != FOLDER:
+                # a symlink now (a folder moved to another disk, say): what the path reaches is not the copy
+                # this run made, and a deletion would reach through to elsewhere. What is there is not looked
+                # at either (the adapter never goes through a symlink): said only for what this run copied.
+                if self.store is not None and rel in self.store.known_source_mtimes([rel]):
+                    self._rows.append((time.time(), self.batches, "deleted", os.fsencode(rel), None, None, None,
+                                       KEPT_ON_DST, f"'{unambiguous(above)}' on the destination is a "
+                                                    f"{entry.type} now, not a folder"))
+                    self._result.note(KEPT_ON_DST, rel)
                 return
-            self._rows.append((time.time(), self.batches, "deleted", os.fsencode(rel), None, None, None,
-                               KEPT_ON_DST, "a symlink stands in its path on the destination"))
-            self._result.note(KEPT_ON_DST, rel)
-            return
         there = self.dst.stat(rel)
         if there is None:
             return  # a short-lived file, or already gone: nothing to say
@@ -482,10 +485,6 @@ class Mirror:
             self._record(path, "deleted", entry, DELETED_ON_DST)
             if parent_of(path):
                 self._touched.add(parent_of(path))
-
-    def _in_real_folders(self, rel: str) -> bool:
-        """Is every folder above rel on DST a folder, not a symlink (the adapter's stat never follows one)?"""
-        return all(getattr(self.dst.stat(above), "type", None) == FOLDER for above in folders_above(rel))
 
     def _fix_folder_times(self) -> None:
         """Writing into a destination folder changed its mtime; give it the source folder's, as a run does."""

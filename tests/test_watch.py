@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from engine import cli
@@ -354,7 +355,24 @@ def test_deletions_never_reach_through_a_destination_symlink(tmp_path):
     assert tree_state(elsewhere) == before
     got = outcomes(db)
     assert ("kept_on_dst", "dir 00/inner") in got and ("deleted_on_dst", "dir 01/inner/file 0.txt") in got
+    with duckdb.connect(str(db), read_only=True) as con:
+        reasons = {r[0] for r in con.execute("SELECT error FROM mirror_events WHERE outcome = 'kept_on_dst' "
+                                             "AND path = ?", [b"dir 00/inner"]).fetchall()}
+    assert reasons == {"'dir 00' on the destination is a symlink now, not a folder"}
     assert not [path for outcome, path in got if outcome == "deleted_on_dst" and path.startswith("dir 00")]
+
+
+def test_a_deletion_under_a_destination_folder_removed_by_hand_records_nothing(tmp_path):
+    src, dst, db = migrated(tmp_path)
+    shutil.rmtree(dst / "dir 01")
+    runner = InThread(LiveMirror(str(src), str(dst), str(db), Settings(), propagate_deletes=True, out=io.StringIO()))
+    try:
+        os.unlink(src / "dir 01" / "inner" / "file 0.txt")
+        (src / "dir 00" / "later.txt").write_bytes(b"after the deletion")
+        assert wait_for(lambda: (dst / "dir 00" / "later.txt").exists())
+    finally:
+        assert runner.stop() == 0
+    assert not [path for outcome, path in outcomes(db) if path.startswith("dir 01")]
 
 
 def test_a_destination_removed_and_made_again_while_watching_gets_the_new_copies(tmp_path):
