@@ -183,9 +183,13 @@ class Migration:
         with self._lock:
             if self.running:
                 return
+            if isinstance(self.src, LocalAdapter) and isinstance(self.dst, LocalAdapter):
+                # The roots as they are now (a resume, a retry: the destination may have been replaced since,
+                # by a symlink into the source, say), and taken afresh by the adapters, which keep them open.
+                check_roots(self.src_root, self.dst_root, None)
+                for adapter in (self.src, self.dst):
+                    adapter.recheck_root()
             self._stop = self._force = False  # a stopped run may be started again: that is a resume
-            for adapter in (self.src, self.dst):  # nothing runs now: a root replaced since is taken afresh
-                getattr(adapter, "recheck_root", lambda: None)()
             self._file_views = None  # the run is about to change the file
             self.fatal, self.stopped_resumable = None, False
             if self.phase in FINISHED_PHASES and not self._retry_requested \
@@ -204,10 +208,8 @@ class Migration:
             self._thread.start()
 
     def resume_from_db(self) -> None:
-        if self.interrupted and isinstance(self.src, LocalAdapter):
-            check_roots(self.src_root, self.dst_root, None)
         self.message = "resuming from the run file"
-        self.start()
+        self.start()  # which checks the roots again
 
     def pause(self) -> None:
         with self._lock:
@@ -232,7 +234,12 @@ class Migration:
             "retry mode requested: starts when the current phase ends"
         if not running:
             self.summary = None
-            self.start()
+            try:
+                self.start()
+            except UserError:
+                with self._lock:
+                    self._retry_requested = False
+                raise
 
     def stop(self, force: bool = False) -> None:
         with self._lock:
@@ -392,6 +399,7 @@ class Migration:
                 pass  # not ours to fail the run for: it stays, as it would have
         self._stray_temporaries = []
         if isinstance(self.dst, LocalAdapter):
+            check_roots(self.src_root, self.dst_root, None)  # as they are now, after a traversal of hours, say
             os.makedirs(self.dst_root, exist_ok=True)
         self._set_attributes(self.store.folders_to_open() + self._root_to_open())
         self.copy_totals = (self.store.count(SRC, "copy_status IN ('pending', 'in_progress') AND depth > 0"),

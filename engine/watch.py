@@ -44,6 +44,7 @@ from watchfiles._rust_notify import RustNotify
 
 from engine.adapters.local import LocalAdapter
 from engine.errors import UserError
+from engine.validate import check_roots
 from engine.excludes import compile_excludes
 from engine.model import (
     ACTION_COPY, FOLDER, IDENTICAL, DST_NEWER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, Task, display,
@@ -234,8 +235,15 @@ class Mirror:
 
     def _begin(self) -> BatchResult:
         self._t0 = time.perf_counter()
+        # The pair as it is now (a destination replaced by a symlink into the source would have the watch copy
+        # the source into itself, its copies feeding it events): a few system calls per batch. The adapters
+        # keep their roots open: one replaced since is taken afresh.
+        try:
+            check_roots(self.src.root, self.dst.root, None)
+        except UserError as exc:
+            raise UserError(f"{exc}; stopped watching") from None
         for adapter in (self.src, self.dst):
-            adapter.recheck_root()  # the adapters keep their roots open: one replaced since is taken afresh
+            adapter.recheck_root()
         self.batches += 1
         self._result = BatchResult()
         self._rows: list[tuple] = []

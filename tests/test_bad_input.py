@@ -67,6 +67,29 @@ def test_nested_or_equal_roots(capsys, trees, tmp_path, case):
     assert not db.exists() and not (src / "sub" / "copy").exists()
 
 
+@pytest.mark.parametrize("command", ["retry", "resume"])
+def test_a_destination_replaced_by_a_symlink_into_the_source_is_refused_when_taken_up_again(capsys, tmp_path,
+                                                                                            command):
+    """A retry (or a resume) checks the pair as it is now: a destination made a symlink into the source since
+    would have the run copy the source into itself."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    for folder in ("a", "b"):
+        (src / folder).mkdir(parents=True)
+        (src / folder / "f").write_text(folder)
+    dst.mkdir()
+    (dst / "b").write_text("in the way")  # a file where the source has a folder: failures to retry
+    code, _, _ = run_cli(capsys, "run", str(src), str(dst), "--db", str(db))
+    assert code == 1
+    if command == "resume":
+        with duckdb.connect(str(db)) as con:
+            con.execute("UPDATE run SET phase = 'copy'")  # as a run killed in its copy leaves it
+    dst.rename(tmp_path / "old dst")
+    os.symlink(src / "a", dst)
+    before = sorted(p for p, _, _ in os.walk(src))
+    assert_refused(capsys, [command, "--db", str(db)], "inside the source")
+    assert sorted(p for p, _, _ in os.walk(src)) == before and os.listdir(src / "a") == ["f"]
+
+
 def test_corrupt_db_is_refused_and_left_alone(capsys, trees, tmp_path):
     src, dst = trees
     db = tmp_path / "run.duckdb"

@@ -375,6 +375,25 @@ def test_a_deletion_under_a_destination_folder_removed_by_hand_records_nothing(t
     assert not [path for outcome, path in outcomes(db) if path.startswith("dir 01")]
 
 
+def test_a_destination_swapped_for_a_symlink_into_the_source_stops_the_watch(tmp_path):
+    """The watch would copy the source into itself, its own copies feeding it new events, until the names
+    grew too long (thousands of nested folders in the source): the pair is checked again, the watch stops."""
+    src, dst, db = migrated(tmp_path)
+    proc = Proc("watch", str(src), str(dst), "--db", str(db))
+    try:
+        assert wait_for(lambda: proc.said("watching ") or proc.p.poll() is not None, 60), (proc.out, proc.err)
+        before = tree_state(src)
+        dst.rename(tmp_path / "old dst")
+        os.symlink(src / "dir 00", dst)
+        (src / "dir 01" / "new.txt").write_bytes(b"new")
+        assert wait_for(lambda: proc.p.poll() is not None, 30)
+    finally:
+        code = proc.stop()
+    assert code == 2 and any("inside the source" in line and "stopped watching" in line for line in proc.err), \
+        proc.err
+    assert set(tree_state(src)) == set(before) | {"dir 01/new.txt"}  # nothing copied into the source
+
+
 def test_a_destination_removed_and_made_again_while_watching_gets_the_new_copies(tmp_path):
     """The adapters keep their roots open (nothing below a root is reached through a symlink): a destination
     root replaced under a running watch is taken afresh at the next batch, not written into as it was."""

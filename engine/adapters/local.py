@@ -101,20 +101,22 @@ class LocalAdapter:
                 fd = self._root_fd
         return fd
 
-    def recheck_root(self) -> None:
+    def recheck_root(self) -> bool:
         """Take the root path afresh when it names another folder than the kept descriptor does (a
-        destination removed and made again under a long-lived process). Only while no call is under way."""
+        destination removed and made again under a long-lived process); True when it did. Only while no call
+        is under way. The caller validates the pair again: the path may lead somewhere else now."""
         kept = self._root_fd
         if kept is None:
-            return
+            return False
         try:
             now, then = os.stat(self.root), os.fstat(kept)
             if (now.st_dev, now.st_ino) == (then.st_dev, then.st_ino):
-                return
+                return False
         except OSError:
             pass
         self._root_fd = None
         os.close(kept)
+        return True
 
     def _open(self, path: str, flags: int, mode: int = 0) -> int:
         try:
