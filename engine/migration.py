@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import gc
 import os
+import stat
 import threading
 import time
 from collections import deque
@@ -135,6 +136,8 @@ class Migration:
                     store.reset_nodes()
                 store.create_run(src, dst, settings.model_dump(), dry_run)
                 seed(store)
+                if dst_adapter is None:
+                    store.set_destination_identity(folder_identity(dst))
             else:
                 if stored_exclude != settings.exclude:
                     raise UserError(exclude_changed(db_path, stored_exclude, settings.exclude))
@@ -187,6 +190,12 @@ class Migration:
                 # The roots as they are now (a resume, a retry: the destination may have been replaced since,
                 # by a symlink into the source, say), and taken afresh by the adapters, which keep them open.
                 check_roots(self.src_root, self.dst_root, None)
+                known = self.store.destination_identity()
+                if known is not None and known != folder_identity(self.dst_root):
+                    raise UserError(f"the destination '{self.dst_root}' is not the folder this run compared and "
+                                    "copied into (it was replaced or removed since), so what the run file knows "
+                                    "of it no longer holds; run `migrate run` with a new --db to compare the "
+                                    "trees again")
                 for adapter in (self.src, self.dst):
                     adapter.recheck_root()
             self._stop = self._force = False  # a stopped run may be started again: that is a resume
@@ -401,6 +410,7 @@ class Migration:
         if isinstance(self.dst, LocalAdapter):
             check_roots(self.src_root, self.dst_root, None)  # as they are now, after a traversal of hours, say
             os.makedirs(self.dst_root, exist_ok=True)
+            self.store.set_destination_identity(folder_identity(self.dst_root))  # the folder copied into
         self._set_attributes(self.store.folders_to_open() + self._root_to_open())
         self.copy_totals = (self.store.count(SRC, "copy_status IN ('pending', 'in_progress') AND depth > 0"),
                             self.store.sum_size("copy_status IN ('pending', 'in_progress') AND type = 'file'"))
@@ -612,6 +622,15 @@ def relax_garbage_collector() -> None:
     gen0, gen1, gen2 = gc.get_threshold()
     if 0 < gen0 < GC_GEN0_THRESHOLD:
         gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+def folder_identity(path: str) -> str | None:
+    """'device:inode' of the folder a path names now (None: no folder there), to know it again."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return f"{st.st_dev}:{st.st_ino}" if stat.S_ISDIR(st.st_mode) else None
 
 
 def seed(store: Store) -> None:

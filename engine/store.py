@@ -269,6 +269,19 @@ class Store:
             self._log("run")
             self._con.execute("UPDATE run SET settings = ?", [json.dumps(settings)])
 
+    def set_destination_identity(self, identity: str | None) -> None:
+        """The destination root this run compares with and copies into, as 'device:inode' (None: none yet)."""
+        with self._lock:
+            self._con.execute("BEGIN")
+            self._con.execute("DELETE FROM meta WHERE key = 'dst_root_identity'")
+            if identity is not None:
+                self._con.execute("INSERT INTO meta VALUES ('dst_root_identity', ?)", [identity])
+            self._con.execute("COMMIT")
+
+    def destination_identity(self) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = 'dst_root_identity'", [])
+        return rows[0][0] if rows else None
+
     def reset_nodes(self) -> None:
         """Forget a finished run's nodes so the same file can compare the trees again."""
         with self._lock:

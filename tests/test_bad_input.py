@@ -90,6 +90,28 @@ def test_a_destination_replaced_by_a_symlink_into_the_source_is_refused_when_tak
     assert sorted(p for p, _, _ in os.walk(src)) == before and os.listdir(src / "a") == ["f"]
 
 
+@pytest.mark.parametrize("command", ["retry", "resume"])
+def test_a_destination_replaced_since_the_run_is_not_taken_for_the_one_it_copied_into(capsys, tmp_path, command):
+    """Sealed as copied means copied into that folder: a destination replaced since (emptied, restored from
+    elsewhere) would be left incomplete by a retry or a resume that reported success."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    for folder in ("a", "b"):
+        (src / folder).mkdir(parents=True)
+        (src / folder / "f").write_text(folder)
+    dst.mkdir()
+    (dst / "b").write_text("in the way")
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db))[0] == 1
+    if command == "resume":
+        with duckdb.connect(str(db)) as con:
+            con.execute("UPDATE run SET phase = 'copy'")  # as a run killed in its copy leaves it
+    dst.rename(tmp_path / "old dst")
+    dst.mkdir()
+    assert_refused(capsys, [command, "--db", str(db)], "is not the folder this run compared and copied into")
+    assert os.listdir(dst) == []
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "new.duckdb"))[0] == 0
+    assert sorted(os.listdir(dst)) == ["a", "b"] and (dst / "a" / "f").read_text() == "a"
+
+
 def test_corrupt_db_is_refused_and_left_alone(capsys, trees, tmp_path):
     src, dst = trees
     db = tmp_path / "run.duckdb"

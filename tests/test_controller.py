@@ -4,6 +4,7 @@ queue_stats, and snapshots are immutable values."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import pytest
@@ -12,6 +13,7 @@ from support import CannotListLocked
 
 from engine.adapters.local import LocalAdapter
 from engine.adapters.memory import Faults, MemoryAdapter
+from engine.errors import UserError
 from engine.migration import Migration
 from engine.settings import Settings
 
@@ -151,9 +153,10 @@ def test_a_retry_shows_what_it_finds_on_top_of_what_the_run_found(tmp_path):
     m.close()
 
 
-def test_a_destination_replaced_before_a_retry_gets_the_retry_copies(tmp_path):
-    """The local adapters keep their roots open (nothing below them is reached through a symlink): a run
-    started again (a retry, a resume) takes a destination root removed and made again since afresh."""
+def test_a_destination_replaced_before_a_retry_is_refused_with_its_reason(tmp_path):
+    """The console's t (a retry in the same process): what the run file knows of the destination (copied,
+    identical) holds for the folder it copied into only; a folder put in its place since is refused, and
+    nothing is written to either."""
     src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "run.duckdb")
     (src / "locked").mkdir(parents=True)
     (src / "locked" / "f").write_bytes(b"x")
@@ -166,7 +169,7 @@ def test_a_destination_replaced_before_a_retry_gets_the_retry_copies(tmp_path):
     dst.rename(tmp_path / "old dst")
     dst.mkdir()
     m.src.list = LocalAdapter(src).list  # the folder can be listed now
-    m.retry()
-    assert m.wait(60) and m.summary.failed == 0
-    assert (dst / "locked" / "f").read_bytes() == b"x" and not (tmp_path / "old dst" / "locked").exists()
+    with pytest.raises(UserError, match="is not the folder this run compared and copied into"):
+        m.retry()
+    assert not m.running and os.listdir(dst) == [] and sorted(os.listdir(tmp_path / "old dst")) == ["g"]
     m.close()
