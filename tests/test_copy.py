@@ -154,6 +154,24 @@ def test_folders_and_identical_files_end_with_the_source_modes_and_times(capsys,
     assert (dst / "ro" / "deep" / "z").read_text() == "z"
 
 
+def test_roots_given_through_symlinks_get_the_source_root_mode_and_time(capsys, tmp_path):
+    """rsync -a src/ link/ gives the source root's mode and mtime to the folder link leads to: the roots are
+    the operator's paths, followed (nothing below them is)."""
+    real_src, real_dst = tmp_path / "real src", tmp_path / "real dst"
+    (real_src / "sub").mkdir(parents=True)
+    (real_src / "sub" / "f").write_text("f")
+    real_dst.mkdir()
+    real_src.chmod(0o750)
+    os.utime(real_src, (1_100_000_000, 1_100_000_000))
+    os.symlink(real_src, tmp_path / "src")
+    os.symlink(real_dst, tmp_path / "dst")
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "src"), str(tmp_path / "dst"), "--db",
+                           str(tmp_path / "r.duckdb"))
+    assert code == 0, err
+    assert _mode_and_time(real_dst) == _mode_and_time(real_src)
+    assert (real_dst / "sub" / "f").read_text() == "f" and os.path.islink(tmp_path / "dst")
+
+
 @pytest.mark.parametrize("list_processes", [True, False])
 def test_special_files_are_named_and_left_out(capsys, tmp_path, list_processes):
     """FIFOs and sockets are not migrated (as rclone): each is named in a note, counted in the summary,

@@ -181,7 +181,8 @@ class LocalAdapter:
 
     def stat(self, path: str) -> Entry | None:
         try:
-            st = self._in_folder(path, os.lstat) if path else os.lstat(self.root)
+            # the root is the operator's path: followed when it is a symlink, as every open below it does
+            st = self._in_folder(path, os.lstat) if path else os.stat(self.root)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
@@ -326,5 +327,8 @@ class LocalAdapter:
 
         if path:
             self._in_folder(path, set_them)
-        else:
-            set_them(self.root, None)
+        else:  # the root: the folder the operator's path leads to (as rsync gives its mode to dst/ itself)
+            if mtime_ns is not None:
+                os.utime(self.root, ns=(mtime_ns, mtime_ns))
+            if mode is not None:
+                os.chmod(self.root, mode)
