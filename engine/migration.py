@@ -6,7 +6,6 @@ import dataclasses
 import functools
 import gc
 import os
-import stat
 import threading
 import time
 from collections import deque
@@ -37,7 +36,7 @@ from engine.snapshot import (
 )
 from engine.store import RunInfo, Store
 from engine.summary import summarize
-from engine.validate import check_roots, same_folders
+from engine.validate import changed_roots, check_roots, folder_identity, same_folders
 from engine.workers import BandwidthLimiter
 
 FINISHED_PHASES = ("planned", "done")
@@ -136,8 +135,8 @@ class Migration:
                     store.reset_nodes()
                 store.create_run(src, dst, settings.model_dump(), dry_run)
                 seed(store)
-                if dst_adapter is None:
-                    store.set_destination_identity(folder_identity(dst))
+                if all(a is None or isinstance(a, LocalAdapter) for a in (src_adapter, dst_adapter)):
+                    store.set_root_identities({SRC: folder_identity(src), DST: folder_identity(dst)})
             else:
                 if stored_exclude != settings.exclude:
                     raise UserError(exclude_changed(db_path, stored_exclude, settings.exclude))
@@ -189,13 +188,7 @@ class Migration:
             if isinstance(self.src, LocalAdapter) and isinstance(self.dst, LocalAdapter):
                 # The roots as they are now (a resume, a retry: the destination may have been replaced since,
                 # by a symlink into the source, say), and taken afresh by the adapters, which keep them open.
-                check_roots(self.src_root, self.dst_root, None)
-                known = self.store.destination_identity()
-                if known is not None and known != folder_identity(self.dst_root):
-                    raise UserError(f"the destination '{self.dst_root}' is not the folder this run compared and "
-                                    "copied into (it was replaced or removed since), so what the run file knows "
-                                    "of it no longer holds; run `migrate run` with a new --db to compare the "
-                                    "trees again")
+                self._check_roots()
                 for adapter in (self.src, self.dst):
                     adapter.recheck_root()
             self._stop = self._force = False  # a stopped run may be started again: that is a resume
@@ -245,9 +238,10 @@ class Migration:
             self.summary = None
             try:
                 self.start()
-            except UserError:
+            except UserError as exc:
                 with self._lock:
                     self._retry_requested = False
+                self.message = f"retry refused: {exc}"
                 raise
 
     def stop(self, force: bool = False) -> None:
@@ -398,7 +392,18 @@ class Migration:
                 listers.close(wait=False)  # they exit on their own once their pipes close (~35 ms saved here)
             sealer.close()  # every completed round committed before the phase moves on (raises a failed seal)
 
+    def _check_roots(self) -> None:
+        """The pair as it is now, as a new run checks it, and each root the folder the run file describes:
+        a resume or retry (or a copy after a long traversal, paused maybe) must not take a destination moved
+        away and made anew for the one it copied into, nor one made a symlink into the source."""
+        check_roots(self.src_root, self.dst_root, None)
+        refusal = changed_roots(self.store.root_identities(), {SRC: self.src_root, DST: self.dst_root})
+        if refusal is not None:
+            raise UserError(refusal)
+
     def _run_copy(self, resuming: bool) -> None:
+        if isinstance(self.src, LocalAdapter) and isinstance(self.dst, LocalAdapter):
+            self._check_roots()
         if resuming:
             self._sweep_temporary_files()
         for path in self._not_on_source(self._stray_temporaries):  # e.g. a run killed mid-file, started over
@@ -408,9 +413,9 @@ class Migration:
                 pass  # not ours to fail the run for: it stays, as it would have
         self._stray_temporaries = []
         if isinstance(self.dst, LocalAdapter):
-            check_roots(self.src_root, self.dst_root, None)  # as they are now, after a traversal of hours, say
             os.makedirs(self.dst_root, exist_ok=True)
-            self.store.set_destination_identity(folder_identity(self.dst_root))  # the folder copied into
+            if DST not in self.store.root_identities():  # made now, or there since the comparison began
+                self.store.set_root_identities({DST: folder_identity(self.dst_root)})
         self._set_attributes(self.store.folders_to_open() + self._root_to_open())
         self.copy_totals = (self.store.count(SRC, "copy_status IN ('pending', 'in_progress') AND depth > 0"),
                             self.store.sum_size("copy_status IN ('pending', 'in_progress') AND type = 'file'"))
@@ -622,15 +627,6 @@ def relax_garbage_collector() -> None:
     gen0, gen1, gen2 = gc.get_threshold()
     if 0 < gen0 < GC_GEN0_THRESHOLD:
         gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
-def folder_identity(path: str) -> str | None:
-    """'device:inode' of the folder a path names now (None: no folder there), to know it again."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return f"{st.st_dev}:{st.st_ino}" if stat.S_ISDIR(st.st_mode) else None
 
 
 def seed(store: Store) -> None:

@@ -269,18 +269,20 @@ class Store:
             self._log("run")
             self._con.execute("UPDATE run SET settings = ?", [json.dumps(settings)])
 
-    def set_destination_identity(self, identity: str | None) -> None:
-        """The destination root this run compares with and copies into, as 'device:inode' (None: none yet)."""
+    def set_root_identities(self, identities: dict[str, str | None]) -> None:
+        """The root folders this run compares (and copies into), per side, as engine.validate.folder_identity
+        gives them (None: no folder there yet)."""
         with self._lock:
             self._con.execute("BEGIN")
-            self._con.execute("DELETE FROM meta WHERE key = 'dst_root_identity'")
-            if identity is not None:
-                self._con.execute("INSERT INTO meta VALUES ('dst_root_identity', ?)", [identity])
+            for side, identity in identities.items():
+                self._con.execute("DELETE FROM meta WHERE key = ?", [f"{side}_root_identity"])
+                if identity is not None:
+                    self._con.execute("INSERT INTO meta VALUES (?, ?)", [f"{side}_root_identity", identity])
             self._con.execute("COMMIT")
 
-    def destination_identity(self) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = 'dst_root_identity'", [])
-        return rows[0][0] if rows else None
+    def root_identities(self) -> dict[str, str]:
+        rows = self._read("SELECT key, value FROM meta WHERE key IN ('src_root_identity', 'dst_root_identity')", [])
+        return {key.partition("_")[0]: value for key, value in rows}
 
     def reset_nodes(self) -> None:
         """Forget a finished run's nodes so the same file can compare the trees again."""

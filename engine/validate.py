@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
+import stat
 
 from engine.errors import UserError
 
@@ -43,6 +46,44 @@ def check_roots(src: str, dst: str, db_path: str | None) -> tuple[str, str]:
     if db_path is not None and _inside(os.path.realpath(os.path.abspath(db_path)), src_real):
         raise UserError(f"the run file '{db_path}' is inside the source; put it outside the tree being migrated")
     return src_abs, dst_abs
+
+
+FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long): the inode's generation (ext4, xfs, btrfs...)
+
+
+def folder_identity(path: str) -> str | None:
+    """What tells the folder a path names now from one made there later: its inode number and generation
+    (ext4 hands a new folder the number of one just removed, never its generation); device and inode
+    where the filesystem keeps no generation. None: no folder there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return f"{st.st_dev}:{st.st_ino}" if stat.S_ISDIR(st.st_mode) else None
+    try:
+        st = os.fstat(fd)
+        generation = array.array("l", [0])
+        try:
+            fcntl.ioctl(fd, FS_IOC_GETVERSION, generation, True)
+        except OSError:
+            return f"{st.st_dev}:{st.st_ino}"
+        return f"{st.st_ino}:{generation[0]}"
+    finally:
+        os.close(fd)
+
+
+def changed_roots(known: dict[str, str], roots: dict[str, str]) -> str | None:
+    """The refusal when a root is not the folder the run file describes (known: side -> identity)."""
+    for side, path in roots.items():
+        if side in known and known[side] != folder_identity(path):
+            what = "compared" if side == "src" else "compared and copied into"
+            return (f"the {'source' if side == 'src' else 'destination'} '{path}' is not the folder this run "
+                    f"{what} (it was replaced or removed since), so what the run file knows of it no longer "
+                    "holds; run `migrate run` with a new --db to compare the trees again")
+    return None
 
 
 def same_folders(stored: tuple[str, ...], given: tuple[str, ...]) -> bool:

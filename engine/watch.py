@@ -44,10 +44,10 @@ from watchfiles._rust_notify import RustNotify
 
 from engine.adapters.local import LocalAdapter
 from engine.errors import UserError
-from engine.validate import check_roots
+from engine.validate import changed_roots, check_roots
 from engine.excludes import compile_excludes
 from engine.model import (
-    ACTION_COPY, FOLDER, IDENTICAL, DST_NEWER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, Task, display,
+    ACTION_COPY, DST, FOLDER, IDENTICAL, DST_NEWER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, Task, display,
     folders_above, join, node_id, parent_of, unambiguous,
 )
 from engine.settings import Settings
@@ -186,6 +186,7 @@ class Mirror:
         self.src, self.dst = LocalAdapter(src_root), LocalAdapter(dst_root)
         self.settings = settings
         self.store = store
+        self._known_roots: dict[str, str] | None = None  # read from the store once
         self.propagate_deletes = propagate_deletes
         self.stop = stop or threading.Event()
         self.limiter = BandwidthLimiter(settings.bwlimit)
@@ -233,17 +234,27 @@ class Mirror:
 
     # the batch -------------------------------------------------------------------------------------
 
-    def _begin(self) -> BatchResult:
-        self._t0 = time.perf_counter()
-        # The pair as it is now (a destination replaced by a symlink into the source would have the watch copy
-        # the source into itself, its copies feeding it events): a few system calls per batch. The adapters
-        # keep their roots open: one replaced since is taken afresh.
+    def check_roots(self) -> None:
+        """The pair as it is now (a destination replaced by a symlink into the source would have the watch
+        copy the source into itself, its copies feeding it events), and the roots the run file describes (one
+        replaced since makes its rows lie): before each batch, a few system calls. The adapters keep their
+        roots open: one replaced since, and still valid, is taken afresh."""
         try:
             check_roots(self.src.root, self.dst.root, None)
+            if self.store is not None:
+                if self._known_roots is None:
+                    self._known_roots = self.store.root_identities()
+                refusal = changed_roots(self._known_roots, {SRC: self.src.root, DST: self.dst.root})
+                if refusal is not None:
+                    raise UserError(refusal)
         except UserError as exc:
             raise UserError(f"{exc}; stopped watching") from None
         for adapter in (self.src, self.dst):
             adapter.recheck_root()
+
+    def _begin(self) -> BatchResult:
+        self._t0 = time.perf_counter()
+        self.check_roots()
         self.batches += 1
         self._result = BatchResult()
         self._rows: list[tuple] = []
@@ -748,6 +759,7 @@ class LiveMirror:
         self._last_recovery = 0.0
         try:
             store.ensure_mirror_table()
+            mirror.check_roots()  # a destination replaced since the run: refused before anything is compared
             mirror.batches = store.last_mirror_batch()  # batch numbers go on from an earlier session's
             deletes = "propagated (copies only)" if mirror.propagate_deletes else "reported, not propagated"
             self._print(f"watching {self.src_root} -> {self.dst_root}; deletions {deletes}; Ctrl+C stops")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -91,9 +92,11 @@ def test_a_destination_replaced_by_a_symlink_into_the_source_is_refused_when_tak
 
 
 @pytest.mark.parametrize("command", ["retry", "resume"])
-def test_a_destination_replaced_since_the_run_is_not_taken_for_the_one_it_copied_into(capsys, tmp_path, command):
-    """Sealed as copied means copied into that folder: a destination replaced since (emptied, restored from
-    elsewhere) would be left incomplete by a retry or a resume that reported success."""
+@pytest.mark.parametrize("how", ["moved away", "removed and made again", "source replaced"])
+def test_a_root_replaced_since_the_run_is_not_taken_for_the_one_it_compared(capsys, tmp_path, command, how):
+    """Sealed as copied means copied into that folder: a destination replaced since (moved away and made
+    anew, or removed and made again: ext4 then hands the new folder the same inode number) would be left
+    incomplete by a retry or a resume that reported success; a source replaced, its new files unseen."""
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
     for folder in ("a", "b"):
         (src / folder).mkdir(parents=True)
@@ -104,12 +107,18 @@ def test_a_destination_replaced_since_the_run_is_not_taken_for_the_one_it_copied
     if command == "resume":
         with duckdb.connect(str(db)) as con:
             con.execute("UPDATE run SET phase = 'copy'")  # as a run killed in its copy leaves it
-    dst.rename(tmp_path / "old dst")
-    dst.mkdir()
-    assert_refused(capsys, [command, "--db", str(db)], "is not the folder this run compared and copied into")
-    assert os.listdir(dst) == []
-    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "new.duckdb"))[0] == 0
-    assert sorted(os.listdir(dst)) == ["a", "b"] and (dst / "a" / "f").read_text() == "a"
+    root = src if how == "source replaced" else dst
+    if how == "removed and made again":
+        shutil.rmtree(root)
+    else:
+        root.rename(tmp_path / "old")
+    root.mkdir()
+    side = "source" if root == src else "destination"
+    assert_refused(capsys, [command, "--db", str(db)], f"the {side} '{root}' is not the folder this run compared")
+    assert sorted(os.listdir(dst if root == dst else tmp_path / "old")) == ([] if root == dst else ["a", "b"])
+    if root == dst:
+        assert run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "new.duckdb"))[0] == 0
+        assert sorted(os.listdir(dst)) == ["a", "b"] and (dst / "a" / "f").read_text() == "a"
 
 
 def test_corrupt_db_is_refused_and_left_alone(capsys, trees, tmp_path):

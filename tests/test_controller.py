@@ -173,3 +173,35 @@ def test_a_destination_replaced_before_a_retry_is_refused_with_its_reason(tmp_pa
         m.retry()
     assert not m.running and os.listdir(dst) == [] and sorted(os.listdir(tmp_path / "old dst")) == ["g"]
     m.close()
+
+
+class ReplacesTheDestination(LocalAdapter):
+    """A source whose listing of 'a' coincides with the destination being moved away and made anew (the
+    operator, during a pause of a long traversal, say)."""
+
+    def __init__(self, root, dst):
+        super().__init__(root)
+        self.dst, self.done = dst, False
+
+    def list(self, path, *args, **kwargs):
+        if path == "a" and not self.done:
+            self.done = True
+            self.dst.rename(self.dst.parent / "old dst")
+            self.dst.mkdir()
+        return super().list(path, *args, **kwargs)
+
+
+def test_a_destination_replaced_during_the_traversal_stops_the_run_before_its_copy(tmp_path):
+    """The comparison found the destination's files identical; the folder now there is empty: the copy
+    would report success and copy nothing. It stops, resumable once the right folder is back."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "run.duckdb")
+    for root in (src, dst):
+        (root / "a").mkdir(parents=True)
+        (root / "a" / "f").write_bytes(b"x")
+        os.utime(root / "a" / "f", ns=(1_600_000_000_000_000_000,) * 2)
+    m = Migration.create(db, str(src), str(dst), Settings(list_processes=False, copy_processes=False),
+                         src_adapter=ReplacesTheDestination(src, dst))
+    m.start()
+    assert m.wait(60) and m.fatal is not None and "is not the folder this run compared" in m.fatal
+    assert os.listdir(dst) == [] and m.phase != "done"
+    m.close()

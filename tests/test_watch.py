@@ -394,21 +394,30 @@ def test_a_destination_swapped_for_a_symlink_into_the_source_stops_the_watch(tmp
     assert set(tree_state(src)) == set(before) | {"dir 01/new.txt"}  # nothing copied into the source
 
 
-def test_a_destination_removed_and_made_again_while_watching_gets_the_new_copies(tmp_path):
-    """The adapters keep their roots open (nothing below a root is reached through a symlink): a destination
-    root replaced under a running watch is taken afresh at the next batch, not written into as it was."""
+def test_a_destination_removed_and_made_again_while_watching_stops_the_watch(tmp_path):
+    """What the run file holds of the destination (copied, identical) is true of the folder it copied into:
+    a folder made anew at that path (ext4 may even give it the old inode number) would get the new changes
+    only, and the watch would say all is well. It stops instead, naming the reason; so does a new watch."""
     src, dst, db = migrated(tmp_path)
-    runner = InThread(LiveMirror(str(src), str(dst), str(db), Settings(), out=io.StringIO()))
+    proc = Proc("watch", str(src), str(dst), "--db", str(db))
     try:
+        assert wait_for(lambda: proc.said("watching ") or proc.p.poll() is not None, 60), (proc.out, proc.err)
         (src / "first.txt").write_bytes(b"1")
         assert wait_for(lambda: (dst / "first.txt").exists())
         shutil.move(dst, tmp_path / "old dst")
         dst.mkdir()
         (src / "second.txt").write_bytes(b"2")
-        assert wait_for(lambda: (dst / "second.txt").exists())
+        assert wait_for(lambda: proc.p.poll() is not None, 30)
     finally:
-        assert runner.stop() == 0
-    assert (dst / "second.txt").read_bytes() == b"2" and not (tmp_path / "old dst" / "second.txt").exists()
+        code = proc.stop()
+    assert code == 2 and any("is not the folder this run compared and copied into" in line
+                             and "stopped watching" in line for line in proc.err), proc.err
+    assert os.listdir(dst) == [] and not (tmp_path / "old dst" / "second.txt").exists()
+    again = Proc("watch", str(src), str(dst), "--db", str(db))
+    try:
+        assert wait_for(lambda: again.p.poll() is not None, 60)
+    finally:
+        assert again.stop() == 2 and os.listdir(dst) == []
 
 
 def test_excluded_entries_are_recorded_not_copied(tmp_path):
