@@ -30,6 +30,7 @@ from textual.widgets import Footer
 from textual.worker import get_current_worker
 
 from engine.controller import Controller
+from engine.errors import UserError
 from engine.snapshot import MigrationSnapshot
 from tui.help import HelpScreen
 from tui.panels import (
@@ -90,6 +91,9 @@ class RunEnded(Message):
     the next poll."""
 
 
+# the commands that start the engine: a refusal of one (the roots changed since) is how the console ends
+TAKING_UP = ("start", "retry", "resume from the DuckDB file")
+
 class MigrationConsole(App[int]):
     CSS_PATH = "console.tcss"
     TITLE = "migrate-tui"
@@ -120,6 +124,7 @@ class MigrationConsole(App[int]):
         self._now = now
         self._start_run = start_run
         self.drove_run = False  # this console started or resumed the run (its exit code says how it ended)
+        self.refused: str | None = None  # why the last start, resume or retry was refused (the pair, say)
         self._refresh_seconds = refresh_seconds
         self._commands: queue.Queue[tuple[str, Callable[[], None]]] = queue.Queue()
         self._force = threading.Event()
@@ -269,6 +274,8 @@ class MigrationConsole(App[int]):
             self._commands.put((label, command))
 
     def on_command_done(self, message: CommandDone) -> None:
+        if message.label in TAKING_UP:
+            self.refused = None
         self.refresh_view(force=True)
 
     def on_run_ended(self, message: RunEnded) -> None:
@@ -277,6 +284,8 @@ class MigrationConsole(App[int]):
     def on_command_failed(self, message: CommandFailed) -> None:
         if message.label == "resume from the DuckDB file":
             self._resume_requested = False
+        if message.label in TAKING_UP and isinstance(message.error, UserError):
+            self.refused = str(message.error)
         self.notify(f"{message.label} failed: {message.error}", severity="error", timeout=10)
         self.refresh_view(force=True)
 

@@ -155,8 +155,18 @@ def run(argv: Sequence[str] | None = None) -> int:
             _quietly(close)
     if launched.farewell:
         print(launched.farewell)
-    if unfinished is not None:  # as `migrate` says it: a script can tell a stopped run from a finished one
-        print(f"{PROG}: stopped; resume with: migrate-tui --db {unfinished} (R), or migrate resume --db {unfinished}",
-              file=sys.stderr)
-        return app.return_code or 130
-    return app.return_code or 0
+    last_words, code = ending(app, unfinished)
+    if last_words:
+        print(last_words, file=sys.stderr)
+    return code
+
+
+def ending(app, unfinished: str | None) -> tuple[str | None, int]:
+    """What the console says on stderr as it ends, and its exit code (as `migrate` would end: a script can tell
+    a stopped run from a finished one, and a refused one from both)."""
+    if unfinished is not None and app.refused:  # taking it up was refused: resuming would be too
+        return f"{PROG}: error: {app.refused}", 2
+    if unfinished is not None:
+        return (f"{PROG}: stopped; resume with: migrate-tui --db {unfinished} (R), or migrate resume --db "
+                f"{unfinished}", app.return_code or 130)
+    return None, app.return_code or 0

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -147,9 +148,17 @@ def test_help_exits_0_and_names_the_program(capsys):
 
 def test_a_run_the_console_drove_and_left_unfinished_is_named_for_the_exit_code():
     """migrate-tui exits 130 with a resume hint when the run it started or resumed did not finish."""
-    from types import SimpleNamespace
 
     from tui.samples import FakeController
     assert cli.unfinished_run(SimpleNamespace(drove_run=True), FakeController("copy")) is not None
     assert cli.unfinished_run(SimpleNamespace(drove_run=True), FakeController("finished")) is None
     assert cli.unfinished_run(SimpleNamespace(drove_run=False), FakeController("interrupted")) is None
+
+
+def test_a_console_whose_resume_was_refused_ends_with_the_reason_and_exit_2():
+    refused = SimpleNamespace(refused="the destination '/d' is not the folder this run compared", return_code=0)
+    assert cli.ending(refused, "run.duckdb") == (
+        "migrate-tui: error: the destination '/d' is not the folder this run compared", 2)
+    stopped = SimpleNamespace(refused=None, return_code=0)
+    assert cli.ending(stopped, "run.duckdb")[1] == 130 and "resume with" in cli.ending(stopped, "run.duckdb")[0]
+    assert cli.ending(stopped, None) == (None, 0)

@@ -136,6 +136,24 @@ def test_a_finished_run_file_lists_its_failures_and_where_each_side_ended(trees)
     open_in_console(db, scenario, SIZE)
 
 
+def test_a_retry_into_a_destination_replaced_since_is_refused_with_its_reason(trees):
+    """t on a run file whose destination was moved away and made anew: what the file holds of the old one
+    does not hold for the new one. Refused, said, nothing written; the console says why when it ends."""
+    src, dst, db, _ = trees
+    run_to_the_end(Migration.create(str(db), str(src), str(dst), Settings(**FAST)))
+    dst.rename(dst.parent / "old dst")
+    dst.mkdir()
+
+    async def scenario(app, pilot, migration):
+        await pilot.press("t")
+        await wait_until(pilot, lambda: app.refused is not None, timeout=30)
+        assert "is not the folder this run compared and copied into" in app.refused
+        assert not migration.running and os.listdir(dst) == []
+        assert "retry refused" in static_text(app, "#status")
+
+    open_in_console(db, scenario, SIZE)
+
+
 def test_the_summary_counts_the_entries_the_exclude_patterns_left_out(tmp_path):
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
     make_source(src, 60, seed=9, max_depth=3, symlinks=0)
