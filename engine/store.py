@@ -275,13 +275,13 @@ class Store:
         with self._lock:
             self._con.execute("BEGIN")
             for side, identity in identities.items():
-                self._con.execute("DELETE FROM meta WHERE key = ?", [f"{side}_root_identity"])
+                self._con.execute("DELETE FROM meta WHERE key = ?", [f"{side}_root_folder"])
                 if identity is not None:
-                    self._con.execute("INSERT INTO meta VALUES (?, ?)", [f"{side}_root_identity", identity])
+                    self._con.execute("INSERT INTO meta VALUES (?, ?)", [f"{side}_root_folder", identity])
             self._con.execute("COMMIT")
 
     def root_identities(self) -> dict[str, str]:
-        rows = self._read("SELECT key, value FROM meta WHERE key IN ('src_root_identity', 'dst_root_identity')", [])
+        rows = self._read("SELECT key, value FROM meta WHERE key IN ('src_root_folder', 'dst_root_folder')", [])
         return {key.partition("_")[0]: value for key, value in rows}
 
     def reset_nodes(self) -> None:

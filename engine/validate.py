@@ -52,37 +52,46 @@ FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long): the inode's generation (ex
 
 
 def folder_identity(path: str) -> str | None:
-    """What tells the folder a path names now from one made there later: its inode number and generation
-    (ext4 hands a new folder the number of one just removed, never its generation); device and inode
-    where the filesystem keeps no generation. None: no folder there."""
+    """What tells the folder a path names now from one made there later, as 'inode' or 'inode:generation':
+    ext4 hands a new folder the number of one just removed, never its generation. The device number is left
+    out (a remount of NFS or overlayfs changes it); so is the generation where the filesystem keeps none or
+    the folder cannot be opened for reading. None: no folder there."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode):
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        try:
-            st = os.stat(path)
-        except OSError:
-            return None
-        return f"{st.st_dev}:{st.st_ino}" if stat.S_ISDIR(st.st_mode) else None
+        return str(st.st_ino)
     try:
-        st = os.fstat(fd)
         generation = array.array("l", [0])
-        try:
-            fcntl.ioctl(fd, FS_IOC_GETVERSION, generation, True)
-        except OSError:
-            return f"{st.st_dev}:{st.st_ino}"
-        return f"{st.st_ino}:{generation[0]}"
+        fcntl.ioctl(fd, FS_IOC_GETVERSION, generation, True)
+        return f"{os.fstat(fd).st_ino}:{generation[0]}"
+    except OSError:
+        return str(st.st_ino)
     finally:
         os.close(fd)
+
+
+def same_folder(known: str, now: str | None) -> bool:
+    """Does the identity `now` name the folder recorded as `known` (the generation compared where both
+    have one)?"""
+    if now is None:
+        return False
+    (known_ino, _, known_gen), (now_ino, _, now_gen) = known.partition(":"), now.partition(":")
+    return known_ino == now_ino and (not known_gen or not now_gen or known_gen == now_gen)
 
 
 def changed_roots(known: dict[str, str], roots: dict[str, str]) -> str | None:
     """The refusal when a root is not the folder the run file describes (known: side -> identity)."""
     for side, path in roots.items():
-        if side in known and known[side] != folder_identity(path):
-            what = "compared" if side == "src" else "compared and copied into"
+        if side in known and not same_folder(known[side], folder_identity(path)):
             return (f"the {'source' if side == 'src' else 'destination'} '{path}' is not the folder this run "
-                    f"{what} (it was replaced or removed since), so what the run file knows of it no longer "
-                    "holds; run `migrate run` with a new --db to compare the trees again")
+                    "compared (it was replaced or removed since), so what the run file knows of it no longer "
+                    "holds; `migrate run` compares the trees again (with a new --db if this run is unfinished)")
     return None
 
 

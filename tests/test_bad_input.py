@@ -12,6 +12,8 @@ import pytest
 
 from support import run_cli
 
+from engine.validate import folder_identity, same_folder
+
 
 @pytest.fixture
 def trees(tmp_path):
@@ -119,6 +121,21 @@ def test_a_root_replaced_since_the_run_is_not_taken_for_the_one_it_compared(caps
     if root == dst:
         assert run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "new.duckdb"))[0] == 0
         assert sorted(os.listdir(dst)) == ["a", "b"] and (dst / "a" / "f").read_text() == "a"
+
+
+def test_a_root_is_known_again_by_inode_and_generation_whatever_else_changed(tmp_path):
+    """A remount gives the device another number; a folder its owner cannot read shows no generation: the
+    same folder still. A new folder at the path is not, even with the old one's inode number."""
+    folder = tmp_path / "dst"
+    folder.mkdir()
+    known = folder_identity(str(folder))
+    ino = str(folder.stat().st_ino)
+    assert known.split(":")[0] == ino and same_folder(known, folder_identity(str(folder)))
+    assert same_folder(known, ino) and same_folder(ino, known)  # no generation on one side: the inode decides
+    assert not same_folder(known, None) and not same_folder(known, str(int(ino) + 1))
+    if ":" in known:  # the filesystem keeps generations (ext4, xfs, btrfs)
+        assert not same_folder(known, f"{ino}:{int(known.split(':')[1]) + 1}")
+    assert folder_identity(str(tmp_path / "nothing")) is None
 
 
 def test_corrupt_db_is_refused_and_left_alone(capsys, trees, tmp_path):

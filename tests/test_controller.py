@@ -169,7 +169,7 @@ def test_a_destination_replaced_before_a_retry_is_refused_with_its_reason(tmp_pa
     dst.rename(tmp_path / "old dst")
     dst.mkdir()
     m.src.list = LocalAdapter(src).list  # the folder can be listed now
-    with pytest.raises(UserError, match="is not the folder this run compared and copied into"):
+    with pytest.raises(UserError, match="is not the folder this run compared"):
         m.retry()
     assert not m.running and os.listdir(dst) == [] and sorted(os.listdir(tmp_path / "old dst")) == ["g"]
     m.close()
