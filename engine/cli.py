@@ -178,7 +178,7 @@ def print_summary(migration, out=None) -> None:
     print(f"  elapsed      {s.elapsed_s:.1f} s", file=out)
 
 
-def _drive(migration, quiet: bool = False) -> int:
+def _drive(migration, quiet: bool = False, notes: Sequence[str] = ()) -> int:
     """Run to the end, printing progress; SIGINT/SIGTERM stop gracefully, a second one at once."""
     signals = {"count": 0}
 
@@ -200,7 +200,13 @@ def _drive(migration, quiet: bool = False) -> int:
     migration.on_notice = functools.partial(say, kind="note: ")
     last_line = 0.0
     try:
-        migration.start()
+        try:
+            migration.start()
+        except UserError:
+            migration.close()  # refused (the roots changed since): the run file as it was, and closed
+            raise
+        for note in notes:  # once it started: a start refused (the roots changed) says only why
+            _note(note)
         while not migration.wait(0.5 if tty else 1.0):
             if signals["count"] > 1:
                 break
@@ -244,9 +250,7 @@ def cmd_run(args) -> int:
     from engine.migration import Migration
     settings = load_settings(args)
     migration = Migration.create(args.db, args.src, args.dst, settings, dry_run=args.dry_run, use_plan=args.use_plan)
-    for note in migration.start_notes:
-        _note(note)
-    return _drive(migration)
+    return _drive(migration, notes=migration.start_notes)
 
 
 def cmd_resume(args, retry: bool = False) -> int:
@@ -255,14 +259,15 @@ def cmd_resume(args, retry: bool = False) -> int:
     loaded = _load_layers(args)  # validated before the run file is opened
     migration = Migration.open(args.db)
     apply_to_resumed_run(migration, loaded, _note)
-    if retry:
-        migration.retry()
-    elif not migration.interrupted:
+    if not retry and not migration.interrupted:
         migration.close()
         print(f"the run in '{args.db}' is not interrupted ({migration.phase}); nothing to resume")
         return 0
-    else:
-        migration.resume_from_db()
+    try:
+        migration.retry() if retry else migration.resume_from_db()
+    except UserError:
+        migration.close()  # refused (the roots changed since): the run file as it was, and closed
+        raise
     return _drive(migration)
 
 

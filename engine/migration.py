@@ -211,7 +211,11 @@ class Migration:
 
     def resume_from_db(self) -> None:
         self.message = "resuming from the run file"
-        self.start()  # which checks the roots again
+        try:
+            self.start()  # which checks the roots again
+        except UserError as exc:
+            self.message = f"resume refused: {exc}"  # the console's status line keeps it
+            raise
 
     def pause(self) -> None:
         with self._lock:

@@ -85,13 +85,15 @@ def same_folder(known: str, now: str | None) -> bool:
     return known_ino == now_ino and (not known_gen or not now_gen or known_gen == now_gen)
 
 
-def changed_roots(known: dict[str, str], roots: dict[str, str]) -> str | None:
+def changed_roots(known: dict[str, str], roots: dict[str, str],
+                  remedy: str = "`migrate run` compares the trees again (with a new --db if this run is "
+                                "unfinished)") -> str | None:
     """The refusal when a root is not the folder the run file describes (known: side -> identity)."""
     for side, path in roots.items():
         if side in known and not same_folder(known[side], folder_identity(path)):
             return (f"the {'source' if side == 'src' else 'destination'} '{path}' is not the folder this run "
-                    "compared (it was replaced or removed since), so what the run file knows of it no longer "
-                    "holds; `migrate run` compares the trees again (with a new --db if this run is unfinished)")
+                    f"compared (it was replaced or removed since), so what the run file knows of it no longer "
+                    f"holds; {remedy}")
     return None
 
 

@@ -234,7 +234,7 @@ class Mirror:
 
     # the batch -------------------------------------------------------------------------------------
 
-    def check_roots(self) -> None:
+    def check_roots(self, watching: bool = True) -> None:
         """The pair as it is now (a destination replaced by a symlink into the source would have the watch
         copy the source into itself, its copies feeding it events), and the roots the run file describes (one
         replaced since makes its rows lie): before each batch, a few system calls. The adapters keep their
@@ -244,11 +244,12 @@ class Mirror:
             if self.store is not None:
                 if self._known_roots is None:
                     self._known_roots = self.store.root_identities()
-                refusal = changed_roots(self._known_roots, {SRC: self.src.root, DST: self.dst.root})
+                refusal = changed_roots(self._known_roots, {SRC: self.src.root, DST: self.dst.root},
+                                        "`migrate watch --rescan` compares the trees again first")
                 if refusal is not None:
                     raise UserError(refusal)
         except UserError as exc:
-            raise UserError(f"{exc}; stopped watching") from None
+            raise UserError(f"{exc}; {'stopped watching' if watching else 'not watching'}") from None
         for adapter in (self.src, self.dst):
             adapter.recheck_root()
 
@@ -759,7 +760,7 @@ class LiveMirror:
         self._last_recovery = 0.0
         try:
             store.ensure_mirror_table()
-            mirror.check_roots()  # a destination replaced since the run: refused before anything is compared
+            mirror.check_roots(watching=False)  # a destination replaced since the run: refused before anything
             mirror.batches = store.last_mirror_batch()  # batch numbers go on from an earlier session's
             deletes = "propagated (copies only)" if mirror.propagate_deletes else "reported, not propagated"
             self._print(f"watching {self.src_root} -> {self.dst_root}; deletions {deletes}; Ctrl+C stops")

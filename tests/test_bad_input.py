@@ -117,6 +117,8 @@ def test_a_root_replaced_since_the_run_is_not_taken_for_the_one_it_compared(caps
     root.mkdir()
     side = "source" if root == src else "destination"
     assert_refused(capsys, [command, "--db", str(db)], f"the {side} '{root}' is not the folder this run compared")
+    if command == "resume":  # `migrate run` on the unfinished run continues it: refused alike, with no note first
+        assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], "is not the folder this run compared")
     assert sorted(os.listdir(dst if root == dst else tmp_path / "old")) == ([] if root == dst else ["a", "b"])
     if root == dst:
         assert run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "new.duckdb"))[0] == 0

@@ -418,6 +418,8 @@ def test_a_destination_removed_and_made_again_while_watching_stops_the_watch(tmp
         assert wait_for(lambda: again.p.poll() is not None, 60)
     finally:
         assert again.stop() == 2 and os.listdir(dst) == []
+    assert any("`migrate watch --rescan` compares the trees again first; not watching" in line
+               for line in again.err), again.err
 
 
 def test_excluded_entries_are_recorded_not_copied(tmp_path):

@@ -94,6 +94,7 @@ class RunEnded(Message):
 # the commands that start the engine: a refusal of one (the roots changed since) is how the console ends
 TAKING_UP = ("start", "retry", "resume from the DuckDB file")
 
+
 class MigrationConsole(App[int]):
     CSS_PATH = "console.tcss"
     TITLE = "migrate-tui"
