@@ -365,9 +365,11 @@ class Migration:
                 self.phase = phase
                 self.summary = summarize(self.store, self.elapsed())
                 self.store.set_phase(phase, elapsed_s=self.elapsed())
+                failed = self.summary.failed
                 self.message = "dry run complete: nothing was written" if phase == "planned" else \
-                    ("nothing to copy: destination already up to date" if not self.summary.copied
-                     and not self.summary.failed else "migration complete")
+                    (f"migration finished, {failed:,} entries failed: retry copies them once their cause is fixed"
+                     if failed else "nothing to copy: destination already up to date" if not self.summary.copied
+                     else "migration complete")
                 return
 
     def _reset_for_retry(self) -> None:
