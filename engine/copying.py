@@ -17,10 +17,10 @@ import errno
 import os
 from typing import Callable
 
-from engine.adapters.base import Entry, describe, is_disk_full, is_transient
+from engine.adapters.base import Entry, describe, is_disk_full, is_transient, not_a_folder_above
 from engine.adapters.local import mtime_ns
 from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
-from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, folders_above, parent_of, unambiguous
+from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
 
 CHUNK = 8 << 20  # per copy step: the unit of heartbeat, pause checks and bandwidth accounting
 # Files from this size on have their destination looked at before copying as well as just before the
@@ -192,13 +192,10 @@ def in_the_way(there: Entry | None, now: Entry) -> Result | None:
 
 def _changed(kind: str, now: Entry | None, src=None, path: str = "") -> Result:
     if now is None:  # deleted since it was listed: nothing to copy, nothing to retry (rsync warns, exit 24)
-        for above in folders_above(path) if src is not None else ():
-            entry = src.stat(above)  # unless a folder above it is something else now (a symlink to elsewhere):
-            if entry is None:        # refused, so that a retry copies it once the folder is back
-                break
-            if entry.type != FOLDER:
-                return refused(f"'{unambiguous(above)}' on the source is a {entry.type} now, not a folder")
-        return done("vanished")
+        # unless a folder above it is something else now (a symlink to elsewhere): refused, so that a retry
+        # copies it once the folder is back
+        blocked = not_a_folder_above(src, path, "source") if src is not None else None
+        return refused(blocked) if blocked else done("vanished")
     return refused(f"the source changed from {kind} to {now.type} since traversal")
 
 

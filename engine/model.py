@@ -98,6 +98,11 @@ def display(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def not_a_folder_now(path: str, side: str, kind: str) -> str:
+    """Why nothing goes through `path` on `side` ('source', 'destination'): a {kind} stands there now."""
+    return f"'{unambiguous(path)}' on the {side} is a {kind} now, not a folder"
+
+
 def unambiguous(path: str) -> str:
     """display(), with a backslash of the name written \\\\: then a name holding the text \\xe9 and one
     holding the byte 0xE9 read differently (the report names each file once)."""

@@ -42,13 +42,14 @@ from dataclasses import dataclass, field
 import humanize
 from watchfiles._rust_notify import RustNotify
 
+from engine.adapters.base import not_a_folder_above
 from engine.adapters.local import LocalAdapter
 from engine.errors import UserError
 from engine.validate import changed_roots, check_roots
 from engine.excludes import compile_excludes
 from engine.model import (
     ACTION_COPY, DST, FOLDER, IDENTICAL, DST_NEWER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, Task, display,
-    folders_above, join, node_id, parent_of, unambiguous,
+    join, node_id, parent_of,
 )
 from engine.settings import Settings
 from engine.store import Store
@@ -452,21 +453,17 @@ class Mirror:
         """A path reported but no longer on the source: deleted (or renamed away)."""
         if not rel:
             return
-        for above in folders_above(rel):
-            entry = self.dst.stat(above)
-            if entry is None:
-                return  # gone with its folder: nothing to say
-            if entry.type != FOLDER:
-                # a symlink now (a folder moved to another disk, say): what the path reaches is not the copy
-                # this run made, and a deletion would reach through to elsewhere. What is there is not looked
-                # at either (the adapter never goes through a symlink): said only for what this run copied.
-                if self.store is not None and rel in self.store.known_source_mtimes([rel]):
-                    self._rows.append((time.time(), self.batches, "deleted", os.fsencode(rel), None, None, None,
-                                       KEPT_ON_DST, f"'{unambiguous(above)}' on the destination is a "
-                                                    f"{entry.type} now, not a folder"))
-                    self._result.note(KEPT_ON_DST, rel)
-                return
-        there = self.dst.stat(rel)
+        blocked = not_a_folder_above(self.dst, rel, "destination")
+        if blocked:
+            # a symlink now (a folder moved to another disk, say): what the path reaches is not the copy this
+            # run made, and a deletion would reach through to elsewhere. What is there is not looked at either
+            # (the adapter never goes through a symlink): said only for what this run copied.
+            if self.store is not None and rel in self.store.known_source_mtimes([rel]):
+                self._rows.append((time.time(), self.batches, "deleted", os.fsencode(rel), None, None, None,
+                                   KEPT_ON_DST, blocked))
+                self._result.note(KEPT_ON_DST, rel)
+            return
+        there = self.dst.stat(rel)  # None too when a folder above it is gone: nothing to say then
         if there is None:
             return  # a short-lived file, or already gone: nothing to say
         if not self.propagate_deletes:

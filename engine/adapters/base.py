@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 from typing import BinaryIO, Callable, NamedTuple, Protocol
 
+from engine.model import FOLDER, folders_above, not_a_folder_now
+
 
 class Entry(NamedTuple):
     name: str
@@ -77,3 +79,16 @@ class FSAdapter(Protocol):
     def set_attributes(self, path: str, mtime_ns: int | None, mode: int | None) -> None:
         """Set the mtime and/or the permission bits of a folder or file (None: leave it). Never through a
         symlink: one that took the entry's place since is left as it is."""
+
+
+def not_a_folder_above(adapter: FSAdapter, path: str, side: str) -> str | None:
+    """Why path is out of the tree's reach on `side` now: the first folder above it, from the top, that is
+    something else (a symlink to elsewhere, a file), as not_a_folder_now says it. None when each is a
+    folder, or one is gone (then path is gone too)."""
+    for above in folders_above(path):
+        entry = adapter.stat(above)
+        if entry is None:
+            return None
+        if entry.type != FOLDER:
+            return not_a_folder_now(above, side, entry.type)
+    return None

@@ -60,16 +60,6 @@ def _entry(name: str, st: os.stat_result) -> Entry | None:
     return tuple.__new__(Entry, (name, kind, st.st_size, mtime_ns(st), mode & 0o7777))
 
 
-def _entry_type(st_mode: int) -> str | None:
-    if stat_mod.S_ISDIR(st_mode):
-        return FOLDER
-    if stat_mod.S_ISREG(st_mode):
-        return FILE
-    if stat_mod.S_ISLNK(st_mode):
-        return SYMLINK
-    return None  # sockets, fifos, devices: not migrated
-
-
 class LocalAdapter:
     kind = "local"
 

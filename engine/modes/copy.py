@@ -18,7 +18,7 @@ from engine.cache import NodeCache
 from engine.counters import CopyCounters
 from engine.model import (
     ACTION_KEEP_DST_NEWER, ACTION_VANISHED, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL,
-    Task, folders_above, is_temp_name, parent_of, temp_target, unambiguous,
+    Task, folders_above, is_temp_name, not_a_folder_now, parent_of, temp_target, unambiguous,
 )
 from engine.queue import Outcome
 from engine.settings import Settings
@@ -168,7 +168,7 @@ class CopyMode:
             there, here = self.dst.stat(above), self.src.stat(above)
             for side, entry in (("destination", there), ("source", here)):
                 if entry is not None and entry.type != FOLDER:
-                    self._blocking[above] = f"'{unambiguous(above)}' on the {side} is a {entry.type} now, not a folder"
+                    self._blocking[above] = not_a_folder_now(above, side, entry.type)
                     return
             if there is None and here is not None:  # gone from DST since it was made or found (space freed by
                 try:                                # hand after a full disk, say): made again, as rsync would
