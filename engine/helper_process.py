@@ -93,6 +93,10 @@ class Helper:
         except OSError as exc:
             raise self.Gone(f"cannot start a {self.WHAT} process: {exc.strerror}") from None
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def exchange(self, request, complete: Callable[[object], bool]):
         """Send a request, return its reply; Gone when the helper is not there (or the reply is cut short:
         complete(reply) is False)."""
@@ -181,6 +185,11 @@ class HelperPool:
         except HelperGone:
             self._local.helper = None
             raise
+
+    def pids(self) -> list[int]:
+        """The process ids of the helpers started so far (engine.governor watches their state)."""
+        with self._lock:
+            return [helper.pid for helper in self._all]
 
     def close(self, wait: bool = True) -> None:
         with self._lock:

@@ -19,6 +19,7 @@ from engine.counters import CopyCounters, SideCounters
 from engine.errors import UserError
 from engine.excludes import compile_excludes
 from engine.fileview import copy_view, recorded_errors, traversal_views
+from engine.governor import ListingGovernor
 from engine.hotreload import SettingsWatcher
 from engine.model import (
     ACTION_SKIP, DST, FOLDER, IN_PROGRESS, OUR_TEMPORARY, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name,
@@ -391,12 +392,29 @@ class Migration:
             mode = TraversalMode(side, self.store, adapter, self.counters[side], self._on_error, sealer, retry,
                                  self.excluded, listers, self._on_special)
             queues[side] = Queue(side, mode, self.coordinator, s, workers, self._on_stop_run)
+        governor = None
+        if pools and s.max_listing_workers > min(s.src_workers, s.dst_workers):
+            governor = ListingGovernor(lambda: [pid for listers in pools for pid in listers.pids()],
+                                       functools.partial(self._widen_listing, queues, s.max_listing_workers))
+            governor.start()
         try:
             self._run_queues(queues)
         finally:
+            if governor is not None:
+                governor.stop()
             for listers in pools:
                 listers.close(wait=False)  # they exit on their own once their pipes close (~35 ms saved here)
             sealer.close()  # every completed round committed before the phase moves on (raises a failed seal)
+
+    def _widen_listing(self, queues: dict[str, Queue], workers: int) -> None:
+        """The listings wait on storage (engine.governor): more of them in flight from now on."""
+        widened = [q for q in queues.values() if q.target_workers < workers and not q.finished]
+        for q in widened:
+            q.set_workers(workers)
+        if widened and not self._paused:  # "paused" stays on the status line until resumed
+            self.message = f"listings wait on storage: {workers} listing workers per side now (max_listing_workers)"
+            if self.on_notice is not None:
+                self.on_notice(self.message)
 
     def _check_roots(self) -> None:
         """The pair as it is now, as a new run checks it, and each root the folder the run file describes:

@@ -1,0 +1,182 @@
+"""The listing governor: traversal workers are raised to max_listing_workers once the listing processes
+are seen blocked on storage, never on a warm cache's running or idle ones; and a widened traversal
+records exactly what a narrow one does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine import governor
+from engine.governor import BLOCKED, IDLE, WORKING, ListingGovernor, listing_wait, process_state
+from engine.listing import Lister
+from engine.migration import Migration
+from engine.settings import Settings
+
+
+def scripted(states: list[str]):
+    """A state function that answers from `states` in turn, whatever the pid."""
+    answers = iter(states)
+    return lambda pid: next(answers)
+
+
+def feed(gov: ListingGovernor, samples: int) -> list[bool]:
+    return [gov.observe() for _ in range(samples)]
+
+
+# what the kernel says of real processes ---------------------------------------------------------------
+
+def wait_for(predicate, what: str):
+    deadline = time.monotonic() + 20
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def test_process_state_of_real_processes(tmp_path):
+    assert process_state(os.getpid()) == "R"  # reading its own stat, it is running
+    # a command name with ") D (" in it must not be taken for the state field
+    odd = tmp_path / "a) D (b"
+    odd.symlink_to("/bin/sleep")
+    sleeper = subprocess.Popen([str(odd), "30"])
+    try:
+        wait_for(lambda: process_state(sleeper.pid) == "S", "sleep never seen sleeping")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert process_state(sleeper.pid) is None  # reaped: gone
+
+
+def test_a_listing_process_waiting_for_a_request_is_idle_and_one_stuck_in_a_filesystem_call_blocked(tmp_path):
+    assert listing_wait(os.getpid()) == WORKING
+    lister = Lister()  # a real listing process, waiting for its first request on its stdin
+    try:
+        wait_for(lambda: listing_wait(lister.pid) == IDLE, f"an idle lister seen {listing_wait(lister.pid)}")
+    finally:
+        lister.close()
+    # asleep in a filesystem call as on a FUSE mount (interruptibly): opening a FIFO nobody writes to
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    stuck = subprocess.Popen([sys.executable, "-c", f"open({str(fifo)!r}, 'rb')"])
+    try:
+        wait_for(lambda: listing_wait(stuck.pid) == BLOCKED, f"the opener seen {listing_wait(stuck.pid)}")
+    finally:
+        stuck.kill()
+        stuck.wait()
+    assert listing_wait(stuck.pid) is None
+
+
+# the decision, sample by sample --------------------------------------------------------------------
+
+def test_running_and_idle_processes_never_widen():
+    widened = []
+    gov = ListingGovernor(lambda: [1, 2, 3, 4], lambda: widened.append(1), scripted([WORKING, IDLE] * 1000))
+    assert not any(feed(gov, 400)) and not widened and not gov.widened
+
+
+def test_blocked_processes_widen_once():
+    widened = []
+    # 4 processes, one of them blocked in each sample: 1 in 4 of the working samples
+    gov = ListingGovernor(lambda: [1, 2, 3, 4], lambda: widened.append(1), scripted([BLOCKED, WORKING, WORKING, WORKING] * 100))
+    decisions = feed(gov, governor.MIN_WORKING // 4 + 1)
+    assert decisions[-1] and not any(decisions[:-1]), "widened as soon as the window held enough samples"
+    assert widened == [1] and gov.widened
+
+
+def test_a_few_blocked_samples_among_many_do_not_widen():
+    widened = []
+    few = ([BLOCKED] + [WORKING] * 19) * 100  # 5% of the working samples: under BLOCKED_SHARE
+    gov = ListingGovernor(lambda: [1], lambda: widened.append(1), scripted(few))
+    assert not any(feed(gov, 1000)) and not widened
+
+
+def test_too_few_working_samples_say_nothing():
+    widened = []
+    # blocked whenever at work, but mostly idle: MIN_WORKING working samples never fit in one window
+    sparse = ([BLOCKED] + [IDLE] * (governor.WINDOW // (governor.MIN_WORKING - 1))) * 100
+    gov = ListingGovernor(lambda: [1], lambda: widened.append(1), scripted(sparse))
+    assert not any(feed(gov, len(sparse))) and not widened
+
+
+def test_waits_that_left_the_window_no_longer_count():
+    widened = []
+    # blocked a few times while nothing else went on, then idle for a window, then at work on the CPU: the
+    # waits would make 5 in 35 of the working samples if they still counted
+    gov = ListingGovernor(lambda: [1], lambda: widened.append(1),
+                          scripted([BLOCKED] * 5 + [IDLE] * governor.WINDOW + [WORKING] * 10 * governor.WINDOW))
+    assert not any(feed(gov, 5 + governor.WINDOW + 10 * governor.WINDOW)) and not widened
+
+
+def test_no_processes_no_decision():
+    widened = []
+    gov = ListingGovernor(lambda: [], lambda: widened.append(1), scripted([]))
+    assert not any(feed(gov, 500)) and not widened
+
+
+# the engine: a real tree, real listing processes, their state as the kernel would say it ----------------
+
+def make_trees(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(12):
+        for k in range(3):
+            folder = src / f"d{i}" / f"s{k}" / "deep"
+            folder.mkdir(parents=True)
+            for n in range(4):
+                (folder.parent / f"f{n}").write_bytes(b"x" * (i + n))
+            (folder / "leaf").write_bytes(b"y" * k)
+    (dst / "d0" / "s0").mkdir(parents=True)
+    (dst / "d0" / "s0" / "f1").write_bytes(b"changed")
+    (dst / "only-here").write_bytes(b"z")
+    return src, dst
+
+
+def traverse(tmp_path, name: str, settings: Settings):
+    src, dst = make_trees(tmp_path / name)
+    m = Migration.create(str(tmp_path / f"{name}.duckdb"), str(src), str(dst), settings, dry_run=True)
+    notices = []
+    m.on_notice = notices.append
+    m.start()
+    assert m.wait(120) and m.summary is not None and m.summary.failed == 0
+    workers = {q.side: q.target_workers for q in m.finished_queues if q.mode.name == "traversal"}
+    rows = {side: m.store._read(f"SELECT path, type, size, traversal_status, "
+                                f"{'copy_status, action' if side == 'src' else 'match, src_id IS NULL'} "
+                                f"FROM {side}_nodes ORDER BY path", []) for side in ("src", "dst")}
+    m.close()
+    return workers, notices, rows
+
+
+@pytest.fixture
+def kernel_says(monkeypatch):
+    """Every listing process in the given state, and the governor deciding from the first sample, so the
+    decision comes while the first listing process still boots (not racing the traversal's end)."""
+    monkeypatch.setattr(governor, "SAMPLE_INTERVAL_S", 0.001)
+    monkeypatch.setattr(governor, "MIN_WORKING", 1)
+
+    def say(wait: str):
+        monkeypatch.setattr(governor, "listing_wait", lambda pid: wait)
+    return say
+
+
+def test_listings_blocked_on_storage_widen_the_traversal(tmp_path, kernel_says):
+    _, _, narrow_rows = traverse(tmp_path, "narrow", Settings(max_listing_workers=2))
+    kernel_says(BLOCKED)
+    workers, notices, rows = traverse(tmp_path, "wide", Settings(max_listing_workers=5))
+    assert workers == {"src": 5, "dst": 5}
+    assert notices == ["listings wait on storage: 5 listing workers per side now (max_listing_workers)"]
+    assert rows == narrow_rows and len(rows["src"]) == 12 * (1 + 3 * 7) + 1
+
+
+def test_listings_at_work_on_the_cpu_keep_their_workers(tmp_path, kernel_says):
+    kernel_says(WORKING)
+    workers, notices, _ = traverse(tmp_path, "warm", Settings(max_listing_workers=5))
+    assert workers == {"src": 2, "dst": 2} and notices == []
+
+
+def test_operator_workers_at_or_above_the_ceiling_are_left_alone(tmp_path, kernel_says):
+    kernel_says(BLOCKED)
+    workers, notices, _ = traverse(tmp_path, "many", Settings(src_workers=3, dst_workers=3, max_listing_workers=3))
+    assert workers == {"src": 3, "dst": 3} and notices == []
