@@ -42,8 +42,8 @@ from engine.workers import BandwidthLimiter
 
 FINISHED_PHASES = ("planned", "done")
 ERRORS_KEPT = 200  # the latest failures a snapshot lists; the run file keeps them all
-LIVE_SETTINGS = ("src_workers", "dst_workers", "copy_workers", "bwlimit", "max_src_ahead", "max_retries",
-                 "lease_timeout", "backoff_base", "backoff_cap")
+LIVE_SETTINGS = ("src_workers", "dst_workers", "copy_workers", "max_listing_workers", "bwlimit", "max_src_ahead",
+                 "max_retries", "lease_timeout", "backoff_base", "backoff_cap")
 
 
 class Migration:
@@ -277,9 +277,11 @@ class Migration:
         s = self.settings
         self.limiter.rate = s.bwlimit
         self.coordinator.set_max_src_ahead(s.max_src_ahead)
-        with self._lock:
+        with self._lock:  # only the counts given: another setting's change keeps a widened traversal wide
             for name, q in self.queues.items():
-                q.set_workers({"src": s.src_workers, "dst": s.dst_workers, "copy": s.copy_workers}[name])
+                key = f"{name}_workers"
+                if key in live:
+                    q.set_workers(getattr(s, key))
         if live:
             self.message = "settings applied: " + ", ".join(f"{k}={readable(k, getattr(s, k))}" for k in live)
             self.store.set_settings(s.model_dump())
@@ -395,7 +397,7 @@ class Migration:
         governor = None
         if pools and s.max_listing_workers > min(s.src_workers, s.dst_workers):
             governor = ListingGovernor(lambda: [pid for listers in pools for pid in listers.pids()],
-                                       functools.partial(self._widen_listing, queues, s.max_listing_workers))
+                                       functools.partial(self._widen_listing, queues))
             governor.start()
         try:
             self._run_queues(queues)
@@ -406,8 +408,9 @@ class Migration:
                 listers.close(wait=False)  # they exit on their own once their pipes close (~35 ms saved here)
             sealer.close()  # every completed round committed before the phase moves on (raises a failed seal)
 
-    def _widen_listing(self, queues: dict[str, Queue], workers: int) -> None:
+    def _widen_listing(self, queues: dict[str, Queue]) -> None:
         """The listings wait on storage (engine.governor): more of them in flight from now on."""
+        workers = self.settings.max_listing_workers  # as it is now: it may be changed while the run is live
         widened = [q for q in queues.values() if q.target_workers < workers and not q.finished]
         for q in widened:
             q.set_workers(workers)

@@ -134,14 +134,20 @@ def make_trees(tmp_path):
     return src, dst
 
 
-def traverse(tmp_path, name: str, settings: Settings):
+def traversal_workers(m: Migration) -> dict[str, int]:
+    return {q.side: q.target_workers for q in m.finished_queues if q.mode.name == "traversal"}
+
+
+def traverse(tmp_path, name: str, settings: Settings, then=None):
     src, dst = make_trees(tmp_path / name)
     m = Migration.create(str(tmp_path / f"{name}.duckdb"), str(src), str(dst), settings, dry_run=True)
     notices = []
     m.on_notice = notices.append
     m.start()
     assert m.wait(120) and m.summary is not None and m.summary.failed == 0
-    workers = {q.side: q.target_workers for q in m.finished_queues if q.mode.name == "traversal"}
+    if then is not None:
+        then(m)
+    workers = traversal_workers(m)
     rows = {side: m.store._read(f"SELECT path, type, size, traversal_status, "
                                 f"{'copy_status, action' if side == 'src' else 'match, src_id IS NULL'} "
                                 f"FROM {side}_nodes ORDER BY path", []) for side in ("src", "dst")}
@@ -180,3 +186,20 @@ def test_operator_workers_at_or_above_the_ceiling_are_left_alone(tmp_path, kerne
     kernel_says(BLOCKED)
     workers, notices, _ = traverse(tmp_path, "many", Settings(src_workers=3, dst_workers=3, max_listing_workers=3))
     assert workers == {"src": 3, "dst": 3} and notices == []
+
+
+def test_another_live_setting_keeps_a_widened_traversal_wide(tmp_path, kernel_says):
+    """A live edit of bwlimit (migrate.toml, the console) used to set every queue back to its configured
+    worker count; only a change of the count itself does that now."""
+    seen = {}
+
+    def edit_live(m):
+        seen["widened"] = traversal_workers(m)
+        assert m.apply_settings({"bwlimit": 1 << 20}) == []
+        seen["after bwlimit"] = traversal_workers(m)
+        assert m.apply_settings({"src_workers": 3}) == []
+
+    kernel_says(BLOCKED)
+    workers, _, _ = traverse(tmp_path, "live", Settings(max_listing_workers=6), then=edit_live)
+    assert seen == {"widened": {"src": 6, "dst": 6}, "after bwlimit": {"src": 6, "dst": 6}}
+    assert workers == {"src": 3, "dst": 6}
