@@ -81,7 +81,8 @@ def test_running_and_idle_processes_never_widen():
 def test_blocked_processes_widen_once():
     widened = []
     # 4 processes, one of them blocked in each sample: 1 in 4 of the working samples
-    gov = ListingGovernor(lambda: [1, 2, 3, 4], lambda: widened.append(1), scripted([BLOCKED, WORKING, WORKING, WORKING] * 100))
+    gov = ListingGovernor(lambda: [1, 2, 3, 4], lambda: widened.append(1),
+                          scripted([BLOCKED, WORKING, WORKING, WORKING] * 100))
     decisions = feed(gov, governor.MIN_WORKING // 4 + 1)
     assert decisions[-1] and not any(decisions[:-1]), "widened as soon as the window held enough samples"
     assert widened == [1] and gov.widened
