@@ -64,6 +64,7 @@ class Migration:
         self._stop = False
         self._force = False
         self._paused = False
+        self._listing_widened = False  # this traversal's listings were seen waiting on storage (engine.governor)
         self._retry_requested = False
         self.coordinator = QueueCoordinator(settings.max_src_ahead)
         self.counters = {SRC: SideCounters(), DST: SideCounters()}
@@ -277,11 +278,12 @@ class Migration:
         s = self.settings
         self.limiter.rate = s.bwlimit
         self.coordinator.set_max_src_ahead(s.max_src_ahead)
-        with self._lock:  # only the counts given: another setting's change keeps a widened traversal wide
+        with self._lock:  # only a change of a count sets it: a bwlimit edit keeps a widened traversal wide
             for name, q in self.queues.items():
-                key = f"{name}_workers"
-                if key in live:
-                    q.set_workers(getattr(s, key))
+                if name == "copy" and "copy_workers" in live:
+                    q.set_workers(s.copy_workers)
+                elif name != "copy" and live.keys() & {f"{name}_workers", "max_listing_workers"}:
+                    q.set_workers(self._traversal_workers(name))
         if live:
             self.message = "settings applied: " + ", ".join(f"{k}={readable(k, getattr(s, k))}" for k in live)
             self.store.set_settings(s.model_dump())
@@ -394,8 +396,9 @@ class Migration:
             mode = TraversalMode(side, self.store, adapter, self.counters[side], self._on_error, sealer, retry,
                                  self.excluded, listers, self._on_special)
             queues[side] = Queue(side, mode, self.coordinator, s, workers, self._on_stop_run)
+        self._listing_widened = False
         governor = None
-        if pools and s.max_listing_workers > min(s.src_workers, s.dst_workers):
+        if pools:  # even when max_listing_workers is at the worker counts now: it may be raised live
             governor = ListingGovernor(lambda: [pid for listers in pools for pid in listers.pids()],
                                        functools.partial(self._widen_listing, queues))
             governor.start()
@@ -408,16 +411,31 @@ class Migration:
                 listers.close(wait=False)  # they exit on their own once their pipes close (~35 ms saved here)
             sealer.close()  # every completed round committed before the phase moves on (raises a failed seal)
 
+    def _traversal_workers(self, side: str) -> int:
+        """A traversal queue's worker count: the side's own, or max_listing_workers once the listings were
+        seen waiting on storage (whichever is more)."""
+        s = self.settings
+        own = s.src_workers if side == SRC else s.dst_workers
+        return max(own, s.max_listing_workers) if self._listing_widened else own
+
     def _widen_listing(self, queues: dict[str, Queue]) -> None:
         """The listings wait on storage (engine.governor): more of them in flight from now on."""
-        workers = self.settings.max_listing_workers  # as it is now: it may be changed while the run is live
-        widened = [q for q in queues.values() if q.target_workers < workers and not q.finished]
-        for q in widened:
-            q.set_workers(workers)
-        if widened and not self._paused:  # "paused" stays on the status line until resumed
-            self.message = f"listings wait on storage: {workers} listing workers per side now (max_listing_workers)"
-            if self.on_notice is not None:
-                self.on_notice(self.message)
+        with self._lock:  # as apply_settings: a live edit of a count is not overwritten half-way
+            if self._stop:
+                return
+            self._listing_widened = True
+            widened = [q for q in queues.values()
+                       if not q.finished and q.target_workers < self._traversal_workers(q.side)]
+            for q in widened:
+                q.set_workers(self._traversal_workers(q.side))
+            if not widened:
+                return
+            notice = f"listings wait on storage: {self.settings.max_listing_workers} listing workers per side now " \
+                     "(max_listing_workers)"
+            if not self._paused:  # "paused" stays on the status line until resumed
+                self.message = notice
+        if self.on_notice is not None:
+            self.on_notice(notice)
 
     def _check_roots(self) -> None:
         """The pair as it is now, as a new run checks it, and each root the folder the run file describes:

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     # Raised to this once the listing processes are seen waiting on storage (engine.governor): more listings
     # in flight keep a cold disk or a network mount busy, where on a warm cache they only compete for cores.
     max_listing_workers: int = Field(8, ge=1, le=256, description="traversal workers per side once listings "
-                                     "wait on storage (never raised when at or below src_workers/dst_workers)")
+                                     "wait on storage (each side: the larger of its own count and this)")
     list_processes: bool = Field(True, description="list local folders in helper processes, one per "
                                  "traversal worker: off this process's GIL, on another core")
     copy_processes: bool = Field(True, description="copy small files between local disks in helper "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -189,18 +190,57 @@ def test_operator_workers_at_or_above_the_ceiling_are_left_alone(tmp_path, kerne
     assert workers == {"src": 3, "dst": 3} and notices == []
 
 
-def test_another_live_setting_keeps_a_widened_traversal_wide(tmp_path, kernel_says):
-    """A live edit of bwlimit (migrate.toml, the console) used to set every queue back to its configured
-    worker count; only a change of the count itself does that now."""
+def test_live_edits_after_widening_keep_it_and_max_listing_workers_moves_it(tmp_path, kernel_says):
+    """A live edit of bwlimit (migrate.toml, the console) used to set every queue back to its own worker
+    count. Once widened a side lists with the larger of its own count and max_listing_workers, whichever of
+    them is edited."""
     seen = {}
 
     def edit_live(m):
-        seen["widened"] = traversal_workers(m)
-        assert m.apply_settings({"bwlimit": 1 << 20}) == []
-        seen["after bwlimit"] = traversal_workers(m)
-        assert m.apply_settings({"src_workers": 3}) == []
+        for change in ({"bwlimit": 1 << 20}, {"src_workers": 3}, {"max_listing_workers": 4}, {"dst_workers": 5}):
+            assert m.apply_settings(change) == []
+            seen[next(iter(change))] = traversal_workers(m)
 
     kernel_says(BLOCKED)
-    workers, _, _ = traverse(tmp_path, "live", Settings(max_listing_workers=6), then=edit_live)
-    assert seen == {"widened": {"src": 6, "dst": 6}, "after bwlimit": {"src": 6, "dst": 6}}
-    assert workers == {"src": 3, "dst": 6}
+    traverse(tmp_path, "live", Settings(max_listing_workers=6), then=edit_live)
+    assert seen == {"bwlimit": {"src": 6, "dst": 6}, "src_workers": {"src": 6, "dst": 6},
+                    "max_listing_workers": {"src": 4, "dst": 4}, "dst_workers": {"src": 4, "dst": 5}}
+
+
+def test_max_listing_workers_raised_live_applies_once_listings_were_seen_waiting(tmp_path, kernel_says):
+    """At the worker counts the governor still watches: waits seen, a live raise widens at once."""
+    seen = {}
+
+    def raise_it(m):
+        seen["before"] = traversal_workers(m)
+        assert m.apply_settings({"max_listing_workers": 7}) == []
+        seen["after"] = traversal_workers(m)
+
+    kernel_says(BLOCKED)
+    _, notices, _ = traverse(tmp_path, "raise", Settings(max_listing_workers=2), then=raise_it)
+    assert seen == {"before": {"src": 2, "dst": 2}, "after": {"src": 7, "dst": 7}} and notices == []
+
+
+def test_no_widening_once_the_run_is_stopping(tmp_path, monkeypatch):
+    """Stopped (Ctrl-C) while the governor was deciding: no workers started, no note under 'stopping'."""
+    monkeypatch.setattr(governor, "SAMPLE_INTERVAL_S", 0.001)
+    monkeypatch.setattr(governor, "MIN_WORKING", 1)
+    sampling, go = threading.Event(), threading.Event()
+
+    def held_then_blocked(pid):
+        sampling.set()
+        go.wait(60)
+        return BLOCKED
+
+    monkeypatch.setattr(governor, "listing_wait", held_then_blocked)
+    src, dst = make_trees(tmp_path)
+    m = Migration.create(str(tmp_path / "run.duckdb"), str(src), str(dst), Settings(), dry_run=True)
+    notices = []
+    m.on_notice = notices.append
+    m.start()
+    assert sampling.wait(60)
+    m.stop()
+    go.set()
+    assert m.wait(120) and m.summary is None  # stopped, resumable
+    assert traversal_workers(m) == {"src": 2, "dst": 2} and notices == [] and "stopping" in m.message
+    m.close()
