@@ -75,7 +75,7 @@ class Loaded:
         try:
             settings = Settings(**values)
         except ValidationError as exc:
-            raise UserError(f"the settings stored in '{run_file}' are invalid: {_one_line(exc, origins, None)}"
+            raise UserError(f"the settings stored in '{run_file}' are invalid: {validation_line(exc, origins, None)}"
                             ) from None
         return Loaded(settings, self.file, origins, run_file)
 
@@ -117,7 +117,7 @@ def _shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _one_line(exc: ValidationError, origins: dict[str, str], file: str | None) -> str:
+def validation_line(exc: ValidationError, origins: dict[str, str], file: str | None) -> str:
     errors = exc.errors()
     err = errors[0]
     key = ".".join(str(p) for p in err["loc"]) or "settings"
@@ -147,7 +147,7 @@ def load(config: str | None = None, db_path: str | None = None, overrides: dict 
     try:
         settings = Settings.load(file, **flags)
     except ValidationError as exc:
-        raise UserError(_one_line(exc, origins, file)) from None
+        raise UserError(validation_line(exc, origins, file)) from None
     except tomllib.TOMLDecodeError as exc:  # the file changed between the two reads
         raise UserError(f"settings file '{file}' is not valid TOML: {exc}") from None
     except SettingsError as exc:

@@ -11,9 +11,11 @@ import time
 from collections import deque
 from typing import Callable
 
+from pydantic import ValidationError
+
 from engine.adapters.base import FSAdapter
 from engine.adapters.local import LocalAdapter
-from engine.config import readable
+from engine.config import readable, validation_line
 from engine.coordinator import QueueCoordinator
 from engine.counters import CopyCounters, SideCounters
 from engine.errors import UserError
@@ -166,12 +168,25 @@ class Migration:
             store.close()
             raise UserError(f"'{db_path}' holds no run yet; start one with SRC and DST")
         if settings is None:
-            try:
-                settings = Settings(**info.settings)
-            except Exception as exc:  # noqa: BLE001 - pydantic's message, made one line
-                store.close()
-                raise UserError(f"the settings stored in '{db_path}' are invalid: {exc}") from None
+            settings = cls._stored_settings(store, db_path, info.settings)
         return cls(store, info, settings, LocalAdapter(info.src_root), LocalAdapter(info.dst_root), info.dry_run)
+
+    @staticmethod
+    def _stored_settings(store: Store, db_path: str, stored: dict) -> Settings:
+        """The run's settings as its file stores them; one line, and the file closed, when they cannot be."""
+        unknown = sorted(set(stored) - set(Settings.model_fields))
+        try:
+            if unknown:
+                raise UserError(f"'{db_path}' was written by another version of migrate (its setting "
+                                f"'{unknown[0]}' is unknown here): go on with the version that wrote it")
+            try:
+                return Settings(**stored)
+            except ValidationError as exc:
+                reason = validation_line(exc, dict.fromkeys(stored, f"run file {db_path}"), None)
+                raise UserError(f"the settings stored in '{db_path}' are invalid: {reason}") from None
+        except UserError:
+            store.close()
+            raise
 
     # commands --------------------------------------------------------------------------------------
 

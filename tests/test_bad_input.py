@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -210,6 +211,27 @@ def test_db_of_a_newer_schema_is_refused(capsys, trees, tmp_path):
     con.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
     con.close()
     assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], "newer migrate-tui")
+
+
+@pytest.mark.parametrize("command", ["status", "resume", "retry"])
+def test_stored_settings_this_version_cannot_take_are_one_line(capsys, trees, tmp_path, command):
+    """A run file written by another version (a setting unknown here) or holding a value out of range: one
+    line naming the setting, from the run file, and the file as it was."""
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    con = duckdb.connect(str(db))
+    stored = json.loads(con.execute("SELECT settings FROM run").fetchone()[0])
+    con.close()
+    for tampered, says in (({**stored, "future_knob": 1}, "(its setting 'future_knob' is unknown here)"),
+                           ({**stored, "max_listing_workers": 0},
+                            f"invalid setting 'max_listing_workers' from run file {db}")):
+        con = duckdb.connect(str(db))
+        con.execute("UPDATE run SET settings = ?", [json.dumps(tampered)])
+        con.close()
+        before = db.read_bytes()
+        assert_refused(capsys, [command, "--db", str(db)], says)
+        assert db.read_bytes() == before
 
 
 def test_db_locked_by_another_process_is_refused(capsys, trees, tmp_path):
