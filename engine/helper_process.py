@@ -186,6 +186,15 @@ class HelperPool:
             self._local.helper = None
             raise
 
+    def release(self) -> None:
+        """This thread's helper back to the spares, for the next worker started to take: its worker leaves
+        (fewer workers now), and would otherwise leave a helper idle until the pool closes."""
+        helper = getattr(self._local, "helper", None)
+        if helper is not None:
+            self._local.helper = None
+            with self._lock:
+                self._spare.append(helper)
+
     def pids(self) -> list[int]:
         """The process ids of the helpers started so far (engine.governor watches their state)."""
         with self._lock:

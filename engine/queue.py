@@ -190,6 +190,14 @@ class Queue:
                 lease[1] = time.monotonic() + self.settings.lease_timeout
 
     def _worker(self) -> None:
+        try:
+            self._work()
+        finally:
+            leaving = getattr(self.mode, "worker_leaves", None)
+            if leaving is not None:
+                leaving()  # its helper process goes back to the pool (a live resize down, the queue's end)
+
+    def _work(self) -> None:
         execute_batch = getattr(self.mode, "execute_batch", None)
         limit = getattr(self.mode, "batch_size", 1) if execute_batch else 1
         while True:

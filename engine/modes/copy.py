@@ -113,6 +113,11 @@ class CopyMode:
         self._close_copiers()  # the last round is sealed: no worker copies any more
         return None
 
+    def worker_leaves(self) -> None:
+        """A worker thread ends: its copy process serves the next worker started instead."""
+        if self.copiers is not None:
+            self.copiers.release()
+
     def _close_copiers(self) -> None:
         if self._own_copiers:
             self.copiers.close(wait=False)  # they exit on their own once their pipes close

@@ -97,6 +97,11 @@ class TraversalMode:
                 self._src_not_listed.add(node.path)
         return level.count(PENDING)
 
+    def worker_leaves(self) -> None:
+        """A worker thread ends: its listing process serves the next worker started instead."""
+        if self.listers is not None:
+            self.listers.release()
+
     def ends_when_empty(self, r: int) -> bool:
         return not self.retry or r >= self.max_known_depth
 
