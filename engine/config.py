@@ -70,6 +70,9 @@ class Loaded:
         """What a resume of the run in run_file would use: its stored settings, except what is set now."""
         origins = {k: f"run file {run_file}" if origin == DEFAULT and k in stored else origin
                    for k, origin in self.origins.items()}
+        refusal = another_version(stored, run_file)
+        if refusal is not None:
+            raise UserError(refusal)
         values = {k: stored[k] if origin.startswith("run file ") else getattr(self.settings, k)
                   for k, origin in origins.items()}
         try:
@@ -115,6 +118,16 @@ def _origins(file: str | None, file_values: dict, env_values: dict, flags: dict)
 def _shown(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def another_version(stored: dict, run_file: str) -> str | None:
+    """Why a run file's stored settings come from another version of migrate (a setting unknown here), or
+    None: such a file is gone on with by the version that wrote it, whatever command opens it."""
+    unknown = sorted(set(stored) - set(Settings.model_fields))
+    if not unknown:
+        return None
+    return (f"'{run_file}' was written by another version of migrate (its setting '{unknown[0]}' is unknown "
+            "here): go on with the version that wrote it")
 
 
 def validation_line(exc: ValidationError, origins: dict[str, str], file: str | None) -> str:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from engine.adapters.base import FSAdapter
 from engine.adapters.local import LocalAdapter
-from engine.config import readable, validation_line
+from engine.config import another_version, readable, validation_line
 from engine.coordinator import QueueCoordinator
 from engine.counters import CopyCounters, SideCounters
 from engine.errors import UserError
@@ -142,6 +142,9 @@ class Migration:
                 if all(a is None or isinstance(a, LocalAdapter) for a in (src_adapter, dst_adapter)):
                     store.set_root_identities({SRC: folder_identity(src), DST: folder_identity(dst)})
             else:
+                refusal = another_version(info.settings, db_path)
+                if refusal is not None:  # an unfinished run of another version: not taken up by this one
+                    raise UserError(refusal)
                 if stored_exclude != settings.exclude:
                     raise UserError(exclude_changed(db_path, stored_exclude, settings.exclude))
                 store.set_settings(settings.model_dump())  # what this session runs with, as config show says
@@ -168,25 +171,24 @@ class Migration:
             store.close()
             raise UserError(f"'{db_path}' holds no run yet; start one with SRC and DST")
         if settings is None:
-            settings = cls._stored_settings(store, db_path, info.settings)
+            try:
+                settings = cls._stored_settings(db_path, info.settings)
+            except UserError:
+                store.close()
+                raise
         return cls(store, info, settings, LocalAdapter(info.src_root), LocalAdapter(info.dst_root), info.dry_run)
 
     @staticmethod
-    def _stored_settings(store: Store, db_path: str, stored: dict) -> Settings:
-        """The run's settings as its file stores them; one line, and the file closed, when they cannot be."""
-        unknown = sorted(set(stored) - set(Settings.model_fields))
+    def _stored_settings(db_path: str, stored: dict) -> Settings:
+        """The run's settings as its file stores them; UserError (one line) when this version cannot take them."""
+        refusal = another_version(stored, db_path)
+        if refusal is not None:
+            raise UserError(refusal)
         try:
-            if unknown:
-                raise UserError(f"'{db_path}' was written by another version of migrate (its setting "
-                                f"'{unknown[0]}' is unknown here): go on with the version that wrote it")
-            try:
-                return Settings(**stored)
-            except ValidationError as exc:
-                reason = validation_line(exc, dict.fromkeys(stored, f"run file {db_path}"), None)
-                raise UserError(f"the settings stored in '{db_path}' are invalid: {reason}") from None
-        except UserError:
-            store.close()
-            raise
+            return Settings(**stored)
+        except ValidationError as exc:
+            reason = validation_line(exc, dict.fromkeys(stored, f"run file {db_path}"), None)
+            raise UserError(f"the settings stored in '{db_path}' are invalid: {reason}") from None
 
     # commands --------------------------------------------------------------------------------------
 
@@ -445,8 +447,10 @@ class Migration:
                 q.set_workers(self._traversal_workers(q.side))
             if not widened:
                 return
-            notice = f"listings wait on storage: {self.settings.max_listing_workers} listing workers per side now " \
-                     "(max_listing_workers)"
+            counts = {q.side: q.target_workers for q in queues.values()}
+            now = f"{counts[SRC]} listing workers per side" if counts[SRC] == counts[DST] else \
+                f"{counts[SRC]} SRC and {counts[DST]} DST listing workers"
+            notice = f"listings wait on storage: {now} now (max_listing_workers)"
             if not self._paused:  # "paused" stays on the status line until resumed
                 self.message = notice
         if self.on_notice is not None:
