@@ -8,8 +8,9 @@ cache, a slow disk, a network or FUSE mount), more listings in flight keep it bu
 its listing processes do: one asleep in the kernel in a filesystem call waits on storage (state D on a
 disk or an NFS server, in /proc/PID/stat; asleep in the call /proc/PID/syscall names on a FUSE daemon); on
 a warm cache none is ever found so. The governor samples them every 20 ms; once the last second's samples
-find them blocked often enough, it widens the traversal to `max_listing_workers` per side, once, and ends:
-the waits get rarer once the device is kept busy, which is no reason to stop keeping it busy.
+find them blocked often enough, it widens the traversal, once, and ends: from then on each side lists with
+the larger of its own count and `max_listing_workers` (engine.migration). The waits get rarer once the
+device is kept busy, which is no reason to stop keeping it busy.
 """
 
 from __future__ import annotations

@@ -213,25 +213,41 @@ def test_db_of_a_newer_schema_is_refused(capsys, trees, tmp_path):
     assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], "newer migrate-tui")
 
 
-@pytest.mark.parametrize("command", ["status", "resume", "retry"])
+def tamper_stored_settings(db, drop: tuple = (), **changes):
+    con = duckdb.connect(str(db))
+    stored = {**json.loads(con.execute("SELECT settings FROM run").fetchone()[0]), **changes}
+    con.execute("UPDATE run SET settings = ?", [json.dumps({k: v for k, v in stored.items() if k not in drop})])
+    con.close()
+
+
+@pytest.mark.parametrize("command", [["status"], ["resume"], ["retry"], ["config", "show"]])
 def test_stored_settings_this_version_cannot_take_are_one_line(capsys, trees, tmp_path, command):
     """A run file written by another version (a setting unknown here) or holding a value out of range: one
     line naming the setting, from the run file, and the file as it was."""
     src, dst = trees
     db = tmp_path / "run.duckdb"
     assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
-    con = duckdb.connect(str(db))
-    stored = json.loads(con.execute("SELECT settings FROM run").fetchone()[0])
-    con.close()
-    for tampered, says in (({**stored, "future_knob": 1}, "(its setting 'future_knob' is unknown here)"),
-                           ({**stored, "max_listing_workers": 0},
-                            f"invalid setting 'max_listing_workers' from run file {db}")):
-        con = duckdb.connect(str(db))
-        con.execute("UPDATE run SET settings = ?", [json.dumps(tampered)])
-        con.close()
+    for drop, changes, says in (((), {"future_knob": 1}, "(its setting 'future_knob' is unknown here)"),
+                                (("future_knob",), {"max_listing_workers": 0},
+                                 f"invalid setting 'max_listing_workers' from run file {db}")):
+        tamper_stored_settings(db, drop, **changes)
         before = db.read_bytes()
-        assert_refused(capsys, [command, "--db", str(db)], says)
+        assert_refused(capsys, [*command, "--db", str(db)], says)
         assert db.read_bytes() == before
+
+
+def test_an_unfinished_run_of_another_version_is_not_taken_up_by_run(capsys, trees, tmp_path):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    tamper_stored_settings(db, future_knob=1)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE run SET phase = 'traversal'")  # as if interrupted during it
+    con.close()
+    before = db.read_bytes()
+    assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db), "--dry-run"],
+                   "was written by another version of migrate (its setting 'future_knob' is unknown here)")
+    assert db.read_bytes() == before
 
 
 def test_db_locked_by_another_process_is_refused(capsys, trees, tmp_path):

@@ -14,8 +14,10 @@ import pytest
 
 from engine import governor
 from engine.governor import BLOCKED, IDLE, WORKING, ListingGovernor, listing_wait, process_state
-from engine.listing import Lister
+from engine.coordinator import QueueCoordinator
+from engine.listing import Lister, ListerPool
 from engine.migration import Migration
+from engine.queue import Queue
 from engine.settings import Settings
 
 
@@ -184,6 +186,13 @@ def test_listings_at_work_on_the_cpu_keep_their_workers(tmp_path, kernel_says):
     assert workers == {"src": 2, "dst": 2} and notices == []
 
 
+def test_the_note_says_each_side_when_they_differ(tmp_path, kernel_says):
+    kernel_says(BLOCKED)
+    workers, notices, _ = traverse(tmp_path, "uneven", Settings(src_workers=5, max_listing_workers=3))
+    assert workers == {"src": 5, "dst": 3}
+    assert notices == ["listings wait on storage: 5 SRC and 3 DST listing workers now (max_listing_workers)"]
+
+
 def test_operator_workers_at_or_above_the_ceiling_are_left_alone(tmp_path, kernel_says):
     kernel_says(BLOCKED)
     workers, notices, _ = traverse(tmp_path, "many", Settings(src_workers=3, dst_workers=3, max_listing_workers=3))
@@ -244,3 +253,61 @@ def test_no_widening_once_the_run_is_stopping(tmp_path, monkeypatch):
     assert m.wait(120) and m.summary is None  # stopped, resumable
     assert traversal_workers(m) == {"src": 2, "dst": 2} and notices == [] and "stopping" in m.message
     m.close()
+
+
+# a worker that leaves hands its helper process on -----------------------------------------------------
+
+def test_a_leaving_worker_hands_its_listing_process_to_the_next(tmp_path):
+    """Lowering a count live, then raising it, started a new listing process per new worker while the old
+    ones idled until the traversal's end (86 processes after a few edits)."""
+    (tmp_path / "f").write_bytes(b"x")
+    pool = ListerPool()
+
+    def list_once_and_leave():
+        results, _ = pool.list(str(tmp_path), "src", [""])
+        assert results[0][5] == 1  # one file listed
+        pool.release()
+
+    try:
+        for _ in range(3):
+            worker = threading.Thread(target=list_once_and_leave)
+            worker.start()
+            worker.join()
+        assert len(pool.pids()) == 1
+    finally:
+        pool.close()
+
+
+class HeldMode:
+    """The least a queue runs: one round that stays open until `done` is set, then nothing to do."""
+
+    gated = False
+    name = "held"
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.left = []
+
+    def first_round(self):
+        return 0
+
+    def begin_round(self, r):
+        self.done.wait(60)
+        return 0
+
+    def ends_when_empty(self, r):
+        return True
+
+    def worker_leaves(self):
+        self.left.append(threading.current_thread().name)
+
+
+def test_every_worker_that_leaves_a_queue_says_so():
+    mode = HeldMode()
+    q = Queue("src", mode, QueueCoordinator(3), Settings(), workers=4)
+    q.start()
+    q.set_workers(1)  # three leave now, at their next lease
+    wait_for(lambda: len(mode.left) == 3, f"workers left: {mode.left}")
+    mode.done.set()  # the queue ends: the last one leaves too
+    assert q.join(60)
+    wait_for(lambda: len(mode.left) == 4, f"workers left: {mode.left}")
