@@ -145,6 +145,7 @@ class HelperPool:
         self._spare: list[Helper] = []
         self._all: list[Helper] = []
         self._lock = threading.Lock()
+        self._closed = False
         self.usable = True
 
     def start(self, n: int) -> None:
@@ -190,9 +191,11 @@ class HelperPool:
         """This thread's helper back to the spares, for the next worker started to take: its worker leaves
         (fewer workers now), and would otherwise leave a helper idle until the pool closes."""
         helper = getattr(self._local, "helper", None)
-        if helper is not None:
-            self._local.helper = None
-            with self._lock:
+        if helper is None:
+            return
+        self._local.helper = None
+        with self._lock:
+            if not self._closed:  # closed while this worker finished: its helper was closed with the others
                 self._spare.append(helper)
 
     def pids(self) -> list[int]:
@@ -202,6 +205,7 @@ class HelperPool:
 
     def close(self, wait: bool = True) -> None:
         with self._lock:
+            self._closed = True
             helpers, self._all, self._spare = self._all, [], []
         for helper in helpers:
             helper.close(wait)

@@ -175,11 +175,14 @@ class ListerPool(HelperPool):
     Helper = Lister
 
     def _take_spare(self) -> Lister | None:
+        """One a leaving worker handed back, else one started early, else none."""
+        spare = super()._take_spare()
+        if spare is not None:
+            return spare
         early = _take_early()
-        if early is None:
-            return super()._take_spare()
-        with self._lock:
-            self._all.append(early)
+        if early is not None:
+            with self._lock:
+                self._all.append(early)
         return early
 
     def list(self, root: str, side: str, folders: list[str]) -> tuple[list[FolderResult | OSError], FileBuffers]:
