@@ -44,6 +44,7 @@ from watchfiles._rust_notify import RustNotify
 
 from engine.adapters.base import not_a_folder_above
 from engine.adapters.local import LocalAdapter
+from engine.config import another_version
 from engine.errors import UserError
 from engine.validate import changed_roots, check_roots
 from engine.excludes import compile_excludes
@@ -82,6 +83,9 @@ def run_phase(db_path: str, src_root: str, dst_root: str) -> str | None:
     if (info.src_root, info.dst_root) != (src_root, dst_root):
         raise UserError(f"'{db_path}' holds the run {info.src_root} -> {info.dst_root}, not this pair; "
                         "give a new --db path for a different pair")
+    refusal = another_version(info.settings, db_path)
+    if refusal is not None:  # it would write its events into a file of another version
+        raise UserError(refusal)
     return info.phase
 
 
