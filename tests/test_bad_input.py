@@ -236,7 +236,9 @@ def test_stored_settings_this_version_cannot_take_are_one_line(capsys, trees, tm
         assert db.read_bytes() == before
 
 
-def test_an_unfinished_run_of_another_version_is_not_taken_up_by_run(capsys, trees, tmp_path):
+@pytest.mark.parametrize("command", ["run", "watch"])
+def test_an_unfinished_run_of_another_version_is_not_taken_up(capsys, trees, tmp_path, command):
+    """Not continued by run, not finished nor written to by watch."""
     src, dst = trees
     db = tmp_path / "run.duckdb"
     assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
@@ -245,7 +247,7 @@ def test_an_unfinished_run_of_another_version_is_not_taken_up_by_run(capsys, tre
     con.execute("UPDATE run SET phase = 'traversal'")  # as if interrupted during it
     con.close()
     before = db.read_bytes()
-    assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db), "--dry-run"],
+    assert_refused(capsys, [command, str(src), str(dst), "--db", str(db)],
                    "was written by another version of migrate (its setting 'future_knob' is unknown here)")
     assert db.read_bytes() == before
 

@@ -311,3 +311,41 @@ def test_every_worker_that_leaves_a_queue_says_so():
     mode.done.set()  # the queue ends: the last one leaves too
     assert q.join(60)
     wait_for(lambda: len(mode.left) == 4, f"workers left: {mode.left}")
+
+
+def test_a_helper_handed_back_after_its_pool_closed_is_not_handed_out_again(tmp_path):
+    """A worker can finish after its phase closed the pool (the copy closes it at its last round): the helper
+    it hands back was closed with the others and must never serve a later request."""
+    (tmp_path / "f").write_bytes(b"x")
+    pool = ListerPool()
+    listed, closed = threading.Event(), threading.Event()
+
+    def list_then_leave_late():
+        pool.list(str(tmp_path), "src", [""])
+        listed.set()
+        closed.wait(60)
+        pool.release()
+
+    worker = threading.Thread(target=list_then_leave_late)
+    worker.start()
+    assert listed.wait(60)
+    pool.close()
+    closed.set()
+    worker.join()
+    results, _ = pool.list(str(tmp_path), "src", [""])  # a fresh helper, not the closed one (ListerGone)
+    assert results[0][5] == 1
+    pool.close()
+
+
+def test_listing_processes_started_early_end_with_the_traversal(tmp_path):
+    """The CLI starts listing processes before it knows the run; those no worker took must not idle through
+    the copy (or a whole copy resumed without a traversal)."""
+    from engine import listing
+    listing.start_early(6)
+    early = [lister.pid for lister in listing._early]
+    try:
+        traverse(tmp_path, "early", Settings())  # 2 workers per side take 4 of them at most
+        assert listing._early == []
+        wait_for(lambda: all(process_state(pid) in (None, "Z") for pid in early), "early listers still alive")
+    finally:
+        listing.close_early()
