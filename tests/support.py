@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from engine import cli
@@ -21,6 +22,14 @@ def report(capsys, db: Path, *extra: str) -> list[dict]:
     code, out, err = run_cli(capsys, "report", "--db", str(db), "--format", "jsonl", *extra)
     assert code == 0, err
     return [json.loads(line) for line in out.splitlines()]
+
+
+def wait_until(predicate, timeout: float = 20.0, what: str = "condition not reached") -> None:
+    """Poll until predicate() holds; fail with `what` after `timeout` seconds (a bound, not a timing)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
 
 
 def tree_state(root: Path) -> dict[str, tuple]:

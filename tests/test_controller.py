@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from support import CannotListLocked
+from support import CannotListLocked, wait_until
 
 from engine.adapters.local import LocalAdapter
 from engine.adapters.memory import Faults, MemoryAdapter
@@ -25,13 +25,6 @@ def slow_tree(folders=40, files=5, latency=0.01) -> MemoryAdapter:
         for k in range(files):
             src.add_file(f"d{i}/f{k}", b"x" * (k + 1))
     return src
-
-
-def wait_until(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.01)
 
 
 def test_pause_stops_progress_and_resume_continues(tmp_path):

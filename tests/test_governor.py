@@ -8,9 +8,10 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
+
+from support import wait_until
 
 from engine import governor
 from engine.governor import BLOCKED, IDLE, WORKING, ListingGovernor, listing_wait, process_state
@@ -33,13 +34,6 @@ def feed(gov: ListingGovernor, samples: int) -> list[bool]:
 
 # what the kernel says of real processes ---------------------------------------------------------------
 
-def wait_for(predicate, what: str):
-    deadline = time.monotonic() + 20
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.01)
-
-
 def test_process_state_of_real_processes(tmp_path):
     assert process_state(os.getpid()) == "R"  # reading its own stat, it is running
     # a command name with ") D (" in it must not be taken for the state field
@@ -47,7 +41,7 @@ def test_process_state_of_real_processes(tmp_path):
     odd.symlink_to("/bin/sleep")
     sleeper = subprocess.Popen([str(odd), "30"])
     try:
-        wait_for(lambda: process_state(sleeper.pid) == "S", "sleep never seen sleeping")
+        wait_until(lambda: process_state(sleeper.pid) == "S", what="sleep never seen sleeping")
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -58,7 +52,8 @@ def test_a_listing_process_waiting_for_a_request_is_idle_and_one_stuck_in_a_file
     assert listing_wait(os.getpid()) == WORKING
     lister = Lister()  # a real listing process, waiting for its first request on its stdin
     try:
-        wait_for(lambda: listing_wait(lister.pid) == IDLE, f"an idle lister seen {listing_wait(lister.pid)}")
+        wait_until(lambda: listing_wait(lister.pid) == IDLE,
+                   what=f"an idle lister seen {listing_wait(lister.pid)}")
     finally:
         lister.close()
     # asleep in a filesystem call as on a FUSE mount (interruptibly): opening a FIFO nobody writes to
@@ -66,7 +61,8 @@ def test_a_listing_process_waiting_for_a_request_is_idle_and_one_stuck_in_a_file
     os.mkfifo(fifo)
     stuck = subprocess.Popen([sys.executable, "-c", f"open({str(fifo)!r}, 'rb')"])
     try:
-        wait_for(lambda: listing_wait(stuck.pid) == BLOCKED, f"the opener seen {listing_wait(stuck.pid)}")
+        wait_until(lambda: listing_wait(stuck.pid) == BLOCKED,
+                   what=f"the opener seen {listing_wait(stuck.pid)}")
     finally:
         stuck.kill()
         stuck.wait()
@@ -307,10 +303,10 @@ def test_every_worker_that_leaves_a_queue_says_so():
     q = Queue("src", mode, QueueCoordinator(3), Settings(), workers=4)
     q.start()
     q.set_workers(1)  # three leave now, at their next lease
-    wait_for(lambda: len(mode.left) == 3, f"workers left: {mode.left}")
+    wait_until(lambda: len(mode.left) == 3, what=f"workers left: {mode.left}")
     mode.done.set()  # the queue ends: the last one leaves too
     assert q.join(60)
-    wait_for(lambda: len(mode.left) == 4, f"workers left: {mode.left}")
+    wait_until(lambda: len(mode.left) == 4, what=f"workers left: {mode.left}")
 
 
 def test_a_helper_handed_back_after_its_pool_closed_is_not_handed_out_again(tmp_path):
@@ -346,6 +342,6 @@ def test_listing_processes_started_early_end_with_the_traversal(tmp_path):
     try:
         traverse(tmp_path, "early", Settings())  # 2 workers per side take 4 of them at most
         assert listing._early == []
-        wait_for(lambda: all(process_state(pid) in (None, "Z") for pid in early), "early listers still alive")
+        wait_until(lambda: all(process_state(pid) in (None, "Z") for pid in early), what="early listers still alive")
     finally:
         listing.close_early()
