@@ -3,6 +3,7 @@
 
     python bench/dry_run.py                         # 20k and 100k, warm cache, 5 runs each, alternating
     python bench/dry_run.py --trees 100k --reps 7 --cold
+    python bench/dry_run.py --trees 500k --reps 5 --tools migrate,rsync,rclone   # generates 500k first (~55 s)
     python bench/dry_run.py --migrate-flag=--src-workers=2 --label w2   # extra flags for migrate
     python bench/dry_run.py --trees 20k --fuse --tools migrate,migrate-narrow,rclone --reps 3
 
