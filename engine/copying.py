@@ -357,6 +357,7 @@ class CopierPool(HelperPool):
     start-up overlaps the folder pass instead of delaying the first files."""
 
     Helper = Copier
+    FALLBACK = "copying in this process instead, slower (one core for every copy)"
 
     def run(self, src_root: str, dst_root: str, items: list[tuple[str, str, int]]) -> list[Result]:
         return self.exchange((src_root, dst_root, items), lambda reply: len(reply) == len(items))

@@ -136,17 +136,25 @@ class Helper:
 class HelperPool:
     """A helper per calling thread (each worker has its own), taken from those started ahead (`spare`)
     or started on first use. `usable` turns False once one could not even start: the work is then done
-    in this process."""
+    in this process, and on_unusable(why) is told so, once."""
 
     Helper = Helper
+    FALLBACK = "working in this process instead"  # what happens then, for the operator
 
-    def __init__(self):
+    def __init__(self, on_unusable: Callable[[str], None] | None = None):
         self._local = threading.local()
         self._spare: list[Helper] = []
         self._all: list[Helper] = []
         self._lock = threading.Lock()
         self._closed = False
         self.usable = True
+        self._on_unusable = on_unusable
+
+    def _cannot_start(self, exc: HelperGone) -> None:
+        with self._lock:
+            told, self.usable = not self.usable, False
+        if not told and self._on_unusable is not None:
+            self._on_unusable(f"{exc.strerror}; {self.FALLBACK}")
 
     def start(self, n: int) -> None:
         """Start n helpers ahead of use, so that their start-up overlaps other work."""
@@ -154,8 +162,8 @@ class HelperPool:
         try:
             for _ in range(n):
                 started.append(self.Helper())
-        except HelperGone:
-            self.usable = False
+        except HelperGone as exc:
+            self._cannot_start(exc)
         self._add_spare(started)
 
     def _add_spare(self, helpers: list[Helper]) -> None:
@@ -175,8 +183,8 @@ class HelperPool:
             if helper is None:
                 try:
                     helper = self.Helper()
-                except HelperGone:
-                    self.usable = False
+                except HelperGone as exc:
+                    self._cannot_start(exc)
                     raise
                 with self._lock:
                     self._all.append(helper)

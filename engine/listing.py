@@ -173,6 +173,7 @@ class ListerPool(HelperPool):
     early."""
 
     Helper = Lister
+    FALLBACK = "listing in this process instead, slower (one core for every listing)"
 
     def _take_spare(self) -> Lister | None:
         """One a leaving worker handed back, else one started early, else none."""

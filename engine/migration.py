@@ -89,6 +89,7 @@ class Migration:
         self.specials_skipped = 0
         self._stray_temporaries: list[str] = []  # left by an interrupted copy, found by this DST traversal
         self.on_notice: Callable[[str], None] | None = None
+        self._told: set[str] = set()  # the notices _notify_once told already
         self.summary: Summary | None = summarize(store, info.elapsed_s) if info.phase in FINISHED_PHASES else None
         self.observer = Observer(store, settings.observer_interval, self._metrics)
         self.excluded = compile_excludes(settings.exclude)
@@ -407,7 +408,7 @@ class Migration:
         s = self.settings
         queues, pools = {}, []
         for side, adapter, workers in ((SRC, self.src, s.src_workers), (DST, self.dst, s.dst_workers)):
-            listers = ListerPool() if s.list_processes and isinstance(adapter, LocalAdapter) else None
+            listers = ListerPool(self._notify_once) if s.list_processes and isinstance(adapter, LocalAdapter) else None
             if listers is not None:
                 pools.append(listers)
             mode = TraversalMode(side, self.store, adapter, self.counters[side], self._on_error, sealer, retry,
@@ -451,8 +452,20 @@ class Migration:
             counts = {q.side: q.target_workers for q in queues.values()}
             now = f"{counts[SRC]} listing workers per side" if counts[SRC] == counts[DST] else \
                 f"{counts[SRC]} SRC and {counts[DST]} DST listing workers"
-            notice = f"listings wait on storage: {now} now (max_listing_workers)"
-            if not self._paused:  # "paused" stays on the status line until resumed
+        self._notify(f"listings wait on storage: {now} now (max_listing_workers)")
+
+    def _notify_once(self, notice: str) -> None:
+        """_notify, unless told already (both sides' listing pools have the same to say)."""
+        with self._lock:
+            if notice in self._told:
+                return
+            self._told.add(notice)
+        self._notify(notice)
+
+    def _notify(self, notice: str) -> None:
+        """Tell the operator: the CLI prints it (on_notice), the console shows it on the message line."""
+        with self._lock:
+            if not self._paused and not self._stop:  # "paused" and "stopping" stay on the line
                 self.message = notice
         if self.on_notice is not None:
             self.on_notice(notice)
@@ -487,7 +500,7 @@ class Migration:
                             self.store.sum_size("copy_status IN ('pending', 'in_progress') AND type = 'file'"))
         self._copy_before = copy_view(self.store, "copy") if resuming else CopyView()
         mode = CopyMode(self.store, self.src, self.dst, self.settings, self.copy_counters, self.limiter,
-                        self._on_error)
+                        self._on_error, on_notice=self._notify_once)
         self._run_queues({"copy": Queue(SRC, mode, self.coordinator, self.settings, self.settings.copy_workers,
                                         self._on_stop_run)})
         if not self._stop:

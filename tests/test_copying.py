@@ -23,6 +23,7 @@ from engine.migration import Migration
 from engine.model import FILE, FOLDER, MTIME_WINDOW_NS, SYMLINK, TEMP_SUFFIX, Node, Task
 from engine.modes.copy import CopyMode
 from engine.settings import Settings
+from engine.treegen import make_source
 from engine.workers import BandwidthLimiter
 
 OLD, NEW = 1_600_000_000_000_000_000, 1_700_000_000_000_000_000
@@ -415,3 +416,20 @@ def test_a_kernel_or_filter_that_refuses_openat2_gets_the_walk(tmp_path, monkeyp
         assert through.value.errno == errno.ELOOP
     finally:
         os.close(root)
+
+
+def test_copy_processes_that_cannot_start_leave_the_copy_to_this_process_which_says_so(tmp_path, monkeypatch):
+    src = make_source(tmp_path / "src", 300, seed=5).root
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-such-python"))
+    m = Migration.create(str(tmp_path / "run.duckdb"), str(src), str(tmp_path / "dst"),
+                         Settings(copy_processes=True, list_processes=True, backoff_base=0.01))
+    told = []
+    m.on_notice = told.append
+    m.start()
+    assert m.wait(120) and m.phase == "done" and m.summary.failed == 0
+    m.close()
+    assert tree_state(tmp_path / "dst") == tree_state(src)
+    assert no_temporaries(tmp_path / "dst")
+    assert [t for t in told if "copy" in t] == [
+        "cannot start a copy process: No such file or directory; copying in this process instead, slower "
+        "(one core for every copy)"]

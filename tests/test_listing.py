@@ -129,12 +129,20 @@ def test_no_listing_process_outlives_its_traversal(tree_20k_read_only, tmp_path)
     assert helpers_of_this_process("engine.listing") == set()
 
 
-def test_a_listing_process_that_cannot_start_falls_back_to_listing_here(tree_20k_read_only, tmp_path,
-                                                                         monkeypatch):
+def test_a_listing_process_that_cannot_start_falls_back_to_listing_here_and_says_so(tree_20k_read_only, tmp_path,
+                                                                                      monkeypatch):
     tree, _, dst = tree_20k_read_only
     monkeypatch.setattr("sys.executable", str(tmp_path / "no-such-python"))
-    m = dry_run(tmp_path / "run.duckdb", tree.root, dst, list_processes=True, backoff_base=0.01)
+    m = Migration.create(str(tmp_path / "run.duckdb"), str(tree.root), str(dst),
+                         Settings(list_processes=True, backoff_base=0.01), dry_run=True)
+    told = []
+    m.on_notice = told.append
+    m.start()
+    assert m.wait(300)
     assert m.summary.failed == 0 and m.summary.src_files > 20_000
+    # once for both sides' pools, with the reason and what happens instead
+    assert told == ["cannot start a listing process: No such file or directory; listing in this process "
+                    "instead, slower (one core for every listing)"]
     m.close()
 
 

@@ -52,7 +52,7 @@ class CopyMode:
 
     def __init__(self, store: Store, src: FSAdapter, dst: FSAdapter, settings: Settings, counters: CopyCounters,
                  limiter: BandwidthLimiter, on_error: Callable[[str, str, str, str, int], None],
-                 copiers: copying.CopierPool | None = None):
+                 copiers: copying.CopierPool | None = None, on_notice: Callable[[str], None] | None = None):
         self.store = store
         self.src, self.dst = src, dst
         self.settings = settings
@@ -73,7 +73,7 @@ class CopyMode:
         self.copiers, self._own_copiers = copiers, False
         if copiers is None and settings.copy_processes \
                 and isinstance(src, LocalAdapter) and isinstance(dst, LocalAdapter):
-            self.copiers, self._own_copiers = copying.CopierPool(), True
+            self.copiers, self._own_copiers = copying.CopierPool(on_notice), True
         if self.copiers is not None:
             self.execute_batch = self._execute_batch  # the queue looks for it when its workers start
 
