@@ -18,6 +18,7 @@ import humanize
 from engine import listing
 from engine.errors import UserError
 from engine.model import display, unambiguous
+from engine.threads import ThreadLimit
 
 PROG = "migrate"
 
@@ -202,6 +203,8 @@ def _drive(migration, quiet: bool = False, notes: Sequence[str] = ()) -> int:
     try:
         try:
             migration.start()
+        except ThreadLimit:
+            pass  # nothing ran; told below as a run that stopped, resumable
         except UserError:
             migration.close()  # refused (the roots changed since): the run file as it was, and closed
             raise
@@ -265,6 +268,8 @@ def cmd_resume(args, retry: bool = False) -> int:
         return 0
     try:
         migration.retry() if retry else migration.resume_from_db()
+    except ThreadLimit:
+        pass  # _drive tries once more, and tells it as a run that stopped, resumable
     except UserError:
         migration.close()  # refused (the roots changed since): the run file as it was, and closed
         raise

@@ -19,6 +19,8 @@ import threading
 from collections import deque
 from typing import Callable, Iterable
 
+from engine.threads import start_thread
+
 SAMPLE_INTERVAL_S = 0.02
 WINDOW = 50  # samples: the last second
 MIN_WORKING = 30  # samples of a process at work (working or blocked) in the window: fewer say nothing
@@ -79,7 +81,7 @@ class ListingGovernor:
         self._thread = threading.Thread(target=self._loop, name="listing-governor", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        start_thread(self._thread)
 
     def stop(self) -> None:
         self._stop.set()

@@ -14,6 +14,8 @@ import sys
 import threading
 from typing import Callable
 
+from engine.threads import ThreadLimit, start_thread
+
 _HEADER = struct.Struct("<Q")
 
 
@@ -119,10 +121,13 @@ class Helper:
                 pipe.close()
             except OSError:
                 pass
-        if wait:
-            self._reap()
-        else:
-            threading.Thread(target=self._reap, name=f"{self.WHAT}-process-reaper", daemon=True).start()
+        if not wait:
+            try:
+                start_thread(threading.Thread(target=self._reap, name=f"{self.WHAT}-process-reaper", daemon=True))
+                return
+            except ThreadLimit:
+                pass  # reaped here then: it exits as its pipes close
+        self._reap()
 
     def _reap(self) -> None:
         proc = self._proc

@@ -16,6 +16,7 @@ from watchfiles._rust_notify import RustNotify
 
 from engine.config import load, readable
 from engine.errors import UserError
+from engine.threads import ThreadLimit, start_thread
 
 DEBOUNCE_MS = 300  # group the writes of one save
 STEP_MS = 50
@@ -63,8 +64,13 @@ class SettingsWatcher:
         if self._thread is None:
             # created here, not in the thread, so that nothing saved after start() returns is missed
             notify = RustNotify([os.path.dirname(self.path)], False, False, 300, False, True)
-            self._thread = threading.Thread(target=self._run, args=(notify,), name="settings-watch", daemon=True)
-            self._thread.start()
+            thread = threading.Thread(target=self._run, args=(notify,), name="settings-watch", daemon=True)
+            try:
+                start_thread(thread)
+            except ThreadLimit:  # not followed then (for_migration says so)
+                notify.close()
+                raise
+            self._thread = thread
         return self
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -39,6 +39,7 @@ from engine.snapshot import (
 )
 from engine.store import RunInfo, Store
 from engine.summary import summarize
+from engine.threads import ThreadLimit, start_thread
 from engine.validate import changed_roots, check_roots, folder_identity, same_folders
 from engine.workers import BandwidthLimiter
 
@@ -61,7 +62,7 @@ class Migration:
         self.phase = info.phase
         self._stored_elapsed = info.elapsed_s
         self._started_at: float | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # reentrant: a queue started under it may have a notice to tell
         self._thread: threading.Thread | None = None
         self._stop = False
         self._force = False
@@ -223,11 +224,17 @@ class Migration:
                     v.side: (v.files_discovered - self.counters[v.side].files_discovered,
                              v.folders_discovered - self.counters[v.side].folders_discovered)
                     for v in (src_found, dst_found)}
+            thread = threading.Thread(target=self._drive_guarded, name="migration", daemon=True)
             self._started_at = time.monotonic()
             self.store.elapsed_clock = self.elapsed
             relax_garbage_collector()
-            self._thread = threading.Thread(target=self._drive_guarded, name="migration", daemon=True)
-            self._thread.start()
+            try:
+                start_thread(thread)
+            except ThreadLimit as exc:  # nothing ran: the file as it was, resumable once the limit allows
+                self._started_at, self.store.elapsed_clock = None, None
+                self._stopped_resumable(str(exc))
+                raise
+            self._thread = thread
 
     def resume_from_db(self) -> None:
         self.message = "resuming from the run file"
@@ -328,16 +335,22 @@ class Migration:
 
     def _on_stop_run(self, reason: str | None) -> None:
         """A task met what stops the whole run (the destination is full): stop and seal, resumable."""
-        self.fatal, self.stopped_resumable = reason, True
-        self.message = f"stopped: {reason}; fix it and resume"
+        self._stopped_resumable(reason)
         self.stop()
 
+    def _stopped_resumable(self, reason: str | None) -> None:
+        self.fatal, self.stopped_resumable = reason, True
+        self.message = f"stopped: {reason}; fix it and resume"
+
     def _drive_guarded(self) -> None:
-        self.observer.start()
-        # follows migrate.toml while the run is active
-        watcher = SettingsWatcher.for_migration(self, on_message=self.on_settings_message)
+        watcher = None
         try:
+            self.observer.start()
+            # follows migrate.toml while the run is active
+            watcher = SettingsWatcher.for_migration(self, on_message=self.on_settings_message)
             self._drive()
+        except ThreadLimit as exc:  # what ran was stopped and sealed on the way out
+            self._stopped_resumable(str(exc))
         except UserError as exc:
             self.fatal = str(exc)
             self.message = str(exc)
@@ -419,7 +432,10 @@ class Migration:
         if pools:  # even when max_listing_workers is at the worker counts now: it may be raised live
             governor = ListingGovernor(lambda: [pid for listers in pools for pid in listers.pids()],
                                        functools.partial(self._widen_listing, queues))
-            governor.start()
+            try:
+                governor.start()
+            except ThreadLimit:  # no thread to watch the listings with: they keep their counts
+                governor = None
         try:
             self._run_queues(queues)
         finally:
@@ -511,17 +527,28 @@ class Migration:
                                  + self._root_attributes())
 
     def _run_queues(self, queues: dict[str, Queue]) -> None:
+        refused = None
         with self._lock:
             if self._stop:
                 return
             self.queues = queues
             self.finished_queues.extend(queues.values())
-            for q in queues.values():
-                if self._paused:
-                    q.pause()
-                q.start()
+            try:  # a loop and a worker for each queue before the rest: the last must not find no thread left
+                for q in queues.values():
+                    q.on_notice = self._notify_once
+                    if self._paused:
+                        q.pause()
+                    q.start(workers=1)
+                for q in queues.values():
+                    q.start_workers()
+            except ThreadLimit as exc:  # the queues started already stop and seal, as on Ctrl-C
+                refused = exc
+                for started in queues.values():
+                    started.stop()
         for q in queues.values():
             q.join()
+        if refused is not None:
+            raise refused
         self.observer.tick()  # each queue's final numbers reach queue_stats before the next phase replaces it
         for q in queues.values():
             if q.error is not None:
@@ -684,7 +711,7 @@ class Migration:
             dry_run=self.dry_run, taken_at=time.time(), elapsed_s=self.elapsed(),
             src=src_view, dst=dst_view, gate=gate, copy=copy,
             errors=tuple(self.errors), failed_count=self.failed_count, history=tuple(self.observer.history),
-            summary=self.summary, message=self.message,
+            summary=self.summary, message=self.message, stop_reason=self.fatal,
             settings=tuple((k, readable(k, getattr(s, k))) for k in LIVE_SETTINGS))
 
 

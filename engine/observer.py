@@ -10,6 +10,7 @@ from typing import Callable
 
 from engine.snapshot import RatePoint
 from engine.store import Store
+from engine.threads import start_thread
 
 RATE_WINDOW_S = 3.0  # EMA time constant: rates follow changes within a few seconds, not per tick
 HISTORY_POINTS = 300  # one point a second: the last five minutes
@@ -51,8 +52,9 @@ class Observer:
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="observer", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._loop, name="observer", daemon=True)
+        start_thread(thread)
+        self._thread = thread
 
     def stop(self) -> None:
         self._stop.set()

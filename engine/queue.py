@@ -17,6 +17,7 @@ from typing import Callable, Protocol
 from engine.coordinator import QueueCoordinator
 from engine.model import Task, display
 from engine.settings import Settings
+from engine.threads import ThreadLimit, start_thread
 
 
 class Outcome:
@@ -102,22 +103,53 @@ class Queue:
         self.expired_leases = 0
         self.stale_reports = 0
         self.error: BaseException | None = None  # an engine bug that ended the run loop
+        self.on_notice: Callable[[str], None] | None = None  # told when it runs with fewer workers than asked
+        self._untold: list[str] = []
 
     # lifecycle -------------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, workers: int | None = None) -> None:
+        """Start the run loop and the workers (only `workers` of them for now: start_workers starts the rest);
+        ThreadLimit when not even one worker could start (the loop is then stopping, as on a stop)."""
         loop = threading.Thread(target=self._run_guarded, name=f"{self.side}-{self.mode.name}-loop", daemon=True)
+        start_thread(loop)
         self._threads.append(loop)
-        loop.start()
-        with self.lock:
-            self._spawn_workers_locked()
+        try:
+            with self.lock:
+                self._spawn_workers_locked(workers)
+        except ThreadLimit:
+            self.stop()
+            raise
+        self._tell()
 
-    def _spawn_workers_locked(self) -> None:
-        while self._live_workers < self.target_workers:
-            self._live_workers += 1
+    def start_workers(self) -> None:
+        """The workers start() left for later (queues started together each get one first)."""
+        self.set_workers(self.target_workers)
+
+    def _spawn_workers_locked(self, up_to: int | None = None) -> None:
+        """Start workers up to target_workers (or up_to). Past the limit on threads the queue goes on with
+        the ones it has, and says so; ThreadLimit only when it has none."""
+        while self._live_workers < min(self.target_workers, up_to or self.target_workers):
             t = threading.Thread(target=self._worker, name=f"{self.side}-{self.mode.name}-w", daemon=True)
+            self._live_workers += 1
+            try:
+                start_thread(t)
+            except ThreadLimit as exc:
+                self._live_workers -= 1
+                if not self._live_workers:
+                    raise
+                self.target_workers = self._live_workers
+                self._untold.append(f"{exc}; {self.side} {self.mode.name} goes on with {self._live_workers} "
+                                    f"worker{'s' if self._live_workers > 1 else ''}")
+                return
             self._threads.append(t)
-            t.start()
+
+    def _tell(self) -> None:
+        """Pass on what _spawn_workers_locked had to say, outside the queue lock (the listener takes its own)."""
+        while self._untold:
+            notice = self._untold.pop(0)
+            if self.on_notice is not None:
+                self.on_notice(notice)
 
     def set_workers(self, n: int) -> None:
         """Live resize: extra workers exit after their current task; missing ones are started."""
@@ -126,6 +158,7 @@ class Queue:
             if self.state not in ("completed", "stopped"):
                 self._spawn_workers_locked()
             self._work_ready.notify_all()
+        self._tell()
 
     def pause(self) -> None:
         with self.lock:
@@ -288,7 +321,8 @@ class Queue:
                 self.state = "stopped"
                 self._work_ready.notify_all()
             if self._on_stop_run:
-                self._on_stop_run(f"{self.side} {self.mode.name} failed: {exc!r}")
+                self._on_stop_run(str(exc) if isinstance(exc, ThreadLimit) else
+                                  f"{self.side} {self.mode.name} failed: {exc!r}")
 
     def _run(self) -> None:
         r = self.mode.first_round()
@@ -342,6 +376,7 @@ class Queue:
         s = self.settings
         self._level_drained = False
         while True:
+            self._tell()  # a worker that replaced a hung one may not have started
             batch = None
             with self.lock:
                 now = time.monotonic()

@@ -20,6 +20,8 @@ import threading
 from collections import deque
 from typing import Callable
 
+from engine.threads import start_thread
+
 
 class Sealer:
     def __init__(self, on_sealed: Callable[[str, int], None] | None = None, max_pending: int = 2):
@@ -30,7 +32,7 @@ class Sealer:
         self._closed = False
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._commit_in_order, name="sealer", daemon=True)
-        self._thread.start()
+        start_thread(self._thread)
 
     def submit(self, side: str, depth: int, commit: Callable[[], None]) -> None:
         """Hand over the seal of `side`'s round `depth`; raises the error of an earlier seal that failed."""

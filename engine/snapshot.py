@@ -121,4 +121,5 @@ class MigrationSnapshot:
     history: tuple[RatePoint, ...] = field(default_factory=tuple)  # last minutes, for sparklines
     summary: Summary | None = None
     message: str | None = None  # one line for the operator: what just happened
+    stop_reason: str | None = None  # why the run stopped on its own (a full disk, no thread left), if it did
     settings: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # live-tunable values

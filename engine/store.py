@@ -17,7 +17,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import duckdb
-import pyarrow as pa
+
+# pyarrow's own jemalloc (not used: the system pool below) starts a background thread; where no thread can
+# start (a limit on processes and threads) it printed a line on stderr each time it tried, thousands a run
+os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
+import pyarrow as pa  # noqa: E402
 
 from engine import crashpoints
 from engine.errors import UserError

@@ -54,6 +54,7 @@ from engine.model import (
 )
 from engine.settings import Settings
 from engine.store import Store
+from engine.threads import ThreadLimit, start_thread
 from engine.workers import BandwidthLimiter, classify, copy_entry, create_folder
 
 DEBOUNCE_MS = 1000  # longest a burst is grouped before it is handled
@@ -551,7 +552,11 @@ class _Listener:
         self.debounce_ms, self.step_ms = debounce_ms, step_ms
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"watch-{role}", daemon=True)
-        self.thread.start()
+        try:
+            start_thread(self.thread)
+        except ThreadLimit:
+            self.notify.close()
+            raise
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -81,3 +83,25 @@ class CannotListLocked(LocalAdapter):
         if path == "locked":
             raise PermissionError(13, "Permission denied", self.abs(path))
         return super().list(path, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def threads_refused(refuse):
+    """Every Python thread whose name refuse(name, started_so_far) says True for fails to start, as the
+    system refuses it past the limit."""
+    original = threading._start_new_thread
+    started = []
+
+    def start_new_thread(function, args, *rest):
+        thread = getattr(function, "__self__", None)
+        name = thread.name if isinstance(thread, threading.Thread) else ""
+        if refuse(name, started):
+            raise RuntimeError("can't start new thread")
+        started.append(name)
+        return original(function, args, *rest)
+
+    threading._start_new_thread = start_new_thread
+    try:
+        yield started
+    finally:
+        threading._start_new_thread = original

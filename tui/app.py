@@ -32,6 +32,7 @@ from textual.worker import get_current_worker
 from engine.controller import Controller
 from engine.errors import UserError
 from engine.snapshot import MigrationSnapshot
+from engine.threads import ThreadLimit, is_thread_limit
 from tui.help import HelpScreen
 from tui.panels import (
     Cell,
@@ -126,6 +127,7 @@ class MigrationConsole(App[int]):
         self._start_run = start_run
         self.drove_run = False  # this console started or resumed the run (its exit code says how it ended)
         self.refused: str | None = None  # why the last start, resume or retry was refused (the pair, say)
+        self.thread_limited = False  # the console could not start a thread of its own (tui.cli says so)
         self._refresh_seconds = refresh_seconds
         self._commands: queue.Queue[tuple[str, Callable[[], None]]] = queue.Queue()
         self._force = threading.Event()
@@ -139,6 +141,16 @@ class MigrationConsole(App[int]):
         self._gc_frozen = False  # see on_mount
 
     # -- layout -----------------------------------------------------------
+
+    def _handle_exception(self, error: Exception) -> None:
+        """Past the limit on threads, Textual's own (keys, the command worker) cannot start: tui.cli ends with
+        one line for that instead of a traceback. Anything else: Textual's handling."""
+        if not is_thread_limit(error):
+            super()._handle_exception(error)
+            return
+        self.thread_limited = True
+        self._return_code = ThreadLimit.exit_code
+        self._close_messages_no_wait()
 
     def compose(self) -> ComposeResult:
         yield TitleBar(id="title")
@@ -217,6 +229,8 @@ class MigrationConsole(App[int]):
         stale_s = self._now() - snapshot.taken_at
         if self._quitting:
             self._set_status(STOPPING_TEXT, "-stopping")
+        elif snapshot.phase == "interrupted" and snapshot.stop_reason:  # why first: R would meet it again
+            self._set_status(f"stopped: {snapshot.stop_reason} · fix that, then press R to resume", "-hint")
         elif snapshot.phase == "interrupted":
             self._set_status(RESUME_HINT, "-hint")
         elif snapshot.state == "running" and stale_s > self.STALE_AFTER_S:
@@ -285,7 +299,8 @@ class MigrationConsole(App[int]):
     def on_command_failed(self, message: CommandFailed) -> None:
         if message.label == "resume from the DuckDB file":
             self._resume_requested = False
-        if message.label in TAKING_UP and isinstance(message.error, UserError):
+        if message.label in TAKING_UP and isinstance(message.error, UserError) \
+                and not isinstance(message.error, ThreadLimit):  # refused for good, not for want of a thread
             self.refused = str(message.error)
         self.notify(f"{message.label} failed: {message.error}", severity="error", timeout=10)
         self.refresh_view(force=True)

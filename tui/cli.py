@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from engine.threads import THREAD_LIMIT, ThreadLimit, is_thread_limit
+
 PROG = "migrate-tui"
 USAGE_ERROR = 2
 
@@ -140,6 +142,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     unfinished = None
     try:
         app.run()
+    except RuntimeError as exc:
+        # Textual's writer thread not started, then joined as the app shuts down: past the limit on threads too
+        if not (is_thread_limit(exc) or "thread before it is started" in str(exc)):
+            raise
+        app.thread_limited = True
     finally:
         if app.force_stop_thread is not None:
             app.force_stop_thread.join()
@@ -155,6 +162,10 @@ def run(argv: Sequence[str] | None = None) -> int:
             _quietly(close)
     if launched.farewell:
         print(launched.farewell)
+    if app.thread_limited:
+        print(f"{PROG}: error: {THREAD_LIMIT}" + (f"; then resume with: migrate-tui --db {unfinished}"
+                                                  if unfinished else ""), file=sys.stderr)
+        return ThreadLimit.exit_code
     last_words, code = ending(app, unfinished)
     if last_words:
         print(last_words, file=sys.stderr)

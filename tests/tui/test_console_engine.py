@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 from console_testing import open_in_console, static_text, wait_until
+from support import threads_refused
 
 from engine.adapters.local import LocalAdapter
 from engine.migration import Migration
 from engine.settings import Settings
+from engine.threads import THREAD_LIMIT
 from engine.treegen import make_source
 from tui.app import RESUME_HINT, MigrationConsole
 
@@ -107,6 +109,42 @@ def test_an_interrupted_run_file_shows_the_hint_and_R_resumes_it(trees):
 
     open_in_console(db, scenario, SIZE)
     assert files_below(dst) == files_below(src)
+
+
+def test_a_run_stopped_by_the_thread_limit_says_why_and_R_resumes_it_once_it_is_lifted(trees):
+    src, dst, db = trees
+    migration = new_migration(src, dst, db)
+    refusing = {"dst-traversal-loop"}
+
+    async def scenario():
+        app = MigrationConsole(migration, start_run=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: migration.snapshot().phase == "interrupted", timeout=30)
+            await wait_until(pilot, lambda: "stopped" in static_text(app, "#status"))
+            assert static_text(app, "#status", width=400).strip() == (
+                f"stopped: {THREAD_LIMIT} · fix that, then press R to resume")
+            refusing.clear()
+            await pilot.press("R")
+            await wait_until(pilot, lambda: migration.snapshot().phase == "done", timeout=90)
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.return_code == 0, timeout=20)
+
+    try:
+        with threads_refused(lambda name, started: name in refusing):
+            asyncio.run(scenario())
+    finally:
+        migration.close()
+    assert files_below(dst) == files_below(src)
+
+
+def test_a_console_that_cannot_start_its_own_threads_ends_with_one_line_and_exit_3(trees, capsys):
+    from tui import cli
+
+    src, dst, db = trees
+    with threads_refused(lambda name, started: name == "textual-input"):
+        code = cli.run(["--db", str(db), str(src), str(dst)])
+    err = capsys.readouterr().err
+    assert code == 3 and err.strip() == f"migrate-tui: error: {THREAD_LIMIT}" and "Traceback" not in err
 
 
 def test_a_finished_run_file_opens_without_starting(trees):

@@ -1,0 +1,107 @@
+"""Past a limit on processes and threads (ulimit -u, a container's pids limit) CPython refuses new threads.
+The engine goes on with the threads it has where it can, else stops resumable with one line; never a
+traceback, never a finished copy reported as stopped. Root ignores ulimit -u, so the refusal is made where
+CPython makes it: threading._start_new_thread raises RuntimeError("can't start new thread")."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from support import run_cli, threads_refused, tree_state
+
+from engine.migration import Migration
+from engine.settings import Settings
+from engine.threads import THREAD_LIMIT, ThreadLimit
+from engine.treegen import make_source
+
+
+def only_first_worker(name, started):
+    """A traversal or copy worker, past the first of its queue."""
+    return name.endswith("-w") and name in started
+
+
+@pytest.fixture
+def small_tree(tmp_path):
+    return make_source(tmp_path / "src", 400, seed=11).root
+
+
+def test_workers_that_cannot_start_leave_the_run_to_those_that_did_and_it_says_so(small_tree, tmp_path):
+    dst = tmp_path / "dst"
+    m = Migration.create(str(tmp_path / "run.duckdb"), str(small_tree), str(dst),
+                         Settings(src_workers=4, dst_workers=4, copy_workers=4))
+    told = []
+    m.on_notice = told.append
+    with threads_refused(only_first_worker):
+        m.start()
+        assert m.wait(120)
+    assert m.phase == "done" and m.summary.failed == 0 and m.fatal is None
+    m.close()
+    assert tree_state(dst) == tree_state(small_tree)
+    assert sorted(t for t in told if "goes on with" in t) == [
+        f"{THREAD_LIMIT}; {side} {mode} goes on with 1 worker"
+        for side, mode in (("dst", "traversal"), ("src", "copy"), ("src", "traversal"))]
+
+
+def test_a_queue_that_cannot_start_stops_the_run_resumable_and_resume_finishes_it(small_tree, tmp_path, capsys):
+    db, dst = tmp_path / "run.duckdb", tmp_path / "dst"
+    with threads_refused(lambda name, started: name == "dst-traversal-loop"):
+        code, out, err = run_cli(capsys, "run", str(small_tree), str(dst), "--db", str(db))
+    assert code == 3 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"migrate: stopped: {THREAD_LIMIT}; the run file stays resumable: fix "
+                                            f"that, then migrate resume --db {db}")
+    code, out, err = run_cli(capsys, "resume", "--db", str(db))
+    assert code == 0, err
+    assert tree_state(dst) == tree_state(small_tree)
+
+
+def test_a_run_whose_own_thread_cannot_start_changes_nothing_and_says_how_to_go_on(small_tree, tmp_path, capsys):
+    db, dst = tmp_path / "run.duckdb", tmp_path / "dst"
+    m = Migration.create(str(db), str(small_tree), str(dst), Settings())
+    with threads_refused(lambda name, started: name == "migration"), pytest.raises(ThreadLimit):
+        m.start()
+    assert not m.running and m.stopped_resumable and m.snapshot().stop_reason == THREAD_LIMIT
+    m.close()
+    assert not dst.exists()
+    with threads_refused(lambda name, started: name == "migration"):
+        code, out, err = run_cli(capsys, "resume", "--db", str(db))
+    assert code == 3 and err.strip() == (f"migrate: stopped: {THREAD_LIMIT}; the run file stays resumable: fix "
+                                         f"that, then migrate resume --db {db}")
+    code, out, err = run_cli(capsys, "resume", "--db", str(db))
+    assert code == 0, err
+    assert tree_state(dst) == tree_state(small_tree)
+
+
+@pytest.mark.parametrize("helper_thread", ["observer", "sealer"])
+def test_a_run_without_its_observer_or_sealer_stops_resumable(small_tree, tmp_path, helper_thread):
+    m = Migration.create(str(tmp_path / "run.duckdb"), str(small_tree), str(tmp_path / "dst"), Settings())
+    with threads_refused(lambda name, started: name == helper_thread):
+        m.start()
+        assert m.wait(60)
+    assert m.fatal == THREAD_LIMIT and m.stopped_resumable and m.interrupted
+    m.close()
+
+
+@pytest.mark.parametrize("optional", ["listing-governor", "copy-process-reaper", "listing-process-reaper"])
+def test_threads_the_run_can_do_without_are_done_without(small_tree, tmp_path, optional):
+    """No listing governor: the counts stay; no reaper: the helpers are reaped here. A copy that finished
+    is reported finished (the copy's helpers were reaped after its last round)."""
+    dst = tmp_path / "dst"
+    m = Migration.create(str(tmp_path / "run.duckdb"), str(small_tree), str(dst), Settings())
+    with threads_refused(lambda name, started: name == optional):
+        m.start()
+        assert m.wait(120)
+    assert m.phase == "done" and m.fatal is None and m.summary.failed == 0
+    m.close()
+    assert tree_state(dst) == tree_state(small_tree)
+
+
+def test_pyarrow_starts_no_jemalloc_thread(tmp_path):
+    """pyarrow's jemalloc, unused here, would start a background thread, and past the thread limit print a
+    line on stderr at every failed try: thousands of lines over a run."""
+    code = ("import os, engine.store, pyarrow as pa; pa.jemalloc_memory_pool(); "
+            "print([open(f'/proc/self/task/{t}/comm').read().strip() for t in os.listdir('/proc/self/task')])")
+    names = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "jemalloc_bg_thd" not in names
