@@ -229,9 +229,7 @@ def _drive(migration, quiet: bool = False, notes: Sequence[str] = ()) -> int:
     if migration.fatal:
         migration.close()
         if migration.stopped_resumable:
-            print(f"{PROG}: stopped: {migration.fatal}; the run file stays resumable: fix that, then "
-                  f"{PROG} resume --db {migration.store.path}", file=sys.stderr)
-            return 3
+            return _stopped_resumable(migration.fatal, migration.store.path)
         raise UserError(migration.fatal)
     if migration.summary is None:
         migration.close()
@@ -245,6 +243,13 @@ def _drive(migration, quiet: bool = False, notes: Sequence[str] = ()) -> int:
               file=sys.stderr)
         return 1
     return 0
+
+
+def _stopped_resumable(reason: str, db: str, command: str = "resume") -> int:
+    """A run stopped by what must be fixed first: one line with the command that takes it up again; exit 3."""
+    print(f"{PROG}: stopped: {reason}; the run file stays resumable: fix that, then {PROG} {command} --db {db}",
+          file=sys.stderr)
+    return 3
 
 
 # commands -------------------------------------------------------------------------------------------
@@ -268,8 +273,9 @@ def cmd_resume(args, retry: bool = False) -> int:
         return 0
     try:
         migration.retry() if retry else migration.resume_from_db()
-    except ThreadLimit:
-        pass  # _drive tries once more, and tells it as a run that stopped, resumable
+    except ThreadLimit as exc:  # nothing ran
+        migration.close()
+        return _stopped_resumable(str(exc), args.db, "retry" if retry else "resume")
     except UserError:
         migration.close()  # refused (the roots changed since): the run file as it was, and closed
         raise

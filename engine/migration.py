@@ -340,6 +340,7 @@ class Migration:
 
     def _stopped_resumable(self, reason: str | None) -> None:
         self.fatal, self.stopped_resumable = reason, True
+        self.fresh = False  # an interrupted run now, not a new one: the console's R takes it up
         self.message = f"stopped: {reason}; fix it and resume"
 
     def _drive_guarded(self) -> None:

@@ -104,7 +104,8 @@ class Queue:
         self.stale_reports = 0
         self.error: BaseException | None = None  # an engine bug that ended the run loop
         self.on_notice: Callable[[str], None] | None = None  # told when it runs with fewer workers than asked
-        self._untold: list[str] = []
+        self._untold: deque[str] = deque()  # notes for on_notice, told outside the lock (_tell)
+        self._stop_run_reason: str | None = None  # a stop no thread could be started to request (_tell)
 
     # lifecycle -------------------------------------------------------------------------------------
 
@@ -145,11 +146,20 @@ class Queue:
             self._threads.append(t)
 
     def _tell(self) -> None:
-        """Pass on what _spawn_workers_locked had to say, outside the queue lock (the listener takes its own)."""
-        while self._untold:
-            notice = self._untold.pop(0)
+        """Pass on, outside the queue lock (the listeners take their own), what was noted under it: notes for
+        on_notice, and a stop of the run that report() could not start a thread to request."""
+        while True:
+            try:
+                notice = self._untold.popleft()  # atomic: the loop and a resize may tell at once
+            except IndexError:
+                break
             if self.on_notice is not None:
                 self.on_notice(notice)
+        if self._stop_run_reason is not None:
+            with self.lock:
+                reason, self._stop_run_reason = self._stop_run_reason, None
+            if reason is not None and self._on_stop_run:
+                self._on_stop_run(reason)
 
     def set_workers(self, n: int) -> None:
         """Live resize: extra workers exit after their current task; missing ones are started."""
@@ -263,7 +273,11 @@ class Queue:
                 self.mode.requeue(task)
                 if self._on_stop_run:
                     reason = f"{outcome.error}, at '{display(task.node.path)}'"
-                    threading.Thread(target=self._on_stop_run, args=(reason,), daemon=True).start()
+                    try:  # a thread of its own: the stop takes this queue's lock, held here
+                        start_thread(threading.Thread(target=self._on_stop_run, args=(reason,), daemon=True))
+                    except ThreadLimit:  # the run loop requests it instead, at its next turn
+                        self._stop_run_reason = reason
+                        self._loop_wake.notify()
             elif outcome.transient and task.attempts < self.settings.max_retries:
                 self._retry_later(task, outcome.error)
                 self._loop_wake.notify()  # the loop's next wake-up may now be sooner

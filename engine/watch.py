@@ -646,7 +646,7 @@ class LiveMirror:
         try:
             return _Listener(roots, [self.mirror.src.abs(f) for f in sorted(roots)], recursive, self._queue,
                              self._generation, role, self.debounce_ms, self.step_ms)
-        except FileNotFoundError:
+        except (FileNotFoundError, ThreadLimit):
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. inotify watch limit reached
             raise UserError(f"cannot watch '{self.src_root}': {exc} (on Linux, a tree with more folders "

@@ -63,6 +63,7 @@ def test_a_run_whose_own_thread_cannot_start_changes_nothing_and_says_how_to_go_
     with threads_refused(lambda name, started: name == "migration"), pytest.raises(ThreadLimit):
         m.start()
     assert not m.running and m.stopped_resumable and m.snapshot().stop_reason == THREAD_LIMIT
+    assert m.snapshot().phase == "interrupted"  # not "new": the console's R takes it up
     m.close()
     assert not dst.exists()
     with threads_refused(lambda name, started: name == "migration"):
@@ -96,6 +97,50 @@ def test_threads_the_run_can_do_without_are_done_without(small_tree, tmp_path, o
     assert m.phase == "done" and m.fatal is None and m.summary.failed == 0
     m.close()
     assert tree_state(dst) == tree_state(small_tree)
+
+
+def test_a_retry_that_cannot_start_says_so_and_is_still_there_to_retry(small_tree, tmp_path, capsys):
+    db, dst = tmp_path / "run.duckdb", tmp_path / "dst"
+    code, out, err = run_cli(capsys, "run", str(small_tree), str(dst), "--db", str(db))
+    assert code == 0, err
+    with threads_refused(lambda name, started: name == "migration"):
+        code, out, err = run_cli(capsys, "retry", "--db", str(db))
+    assert code == 3 and err.strip() == (f"migrate: stopped: {THREAD_LIMIT}; the run file stays resumable: fix "
+                                         f"that, then migrate retry --db {db}")
+    code, out, err = run_cli(capsys, "retry", "--db", str(db))
+    assert code == 0 and "migration complete" in out, err
+
+
+def test_a_full_disk_stops_the_run_when_no_thread_can_be_started_to_stop_it(tmp_path):
+    """The stop of a run that met a full disk is requested from a thread of its own; past the limit the
+    queue's run loop requests it instead: no worker dies, the run stops, resume finishes it."""
+    import errno
+
+    from test_faults import files_of, memory_tree
+
+    from engine.adapters.memory import Faults, MemoryAdapter
+
+    src = memory_tree(folders=12)
+    dst = MemoryAdapter(Faults(permanent={"d1/d7/f3": OSError(errno.ENOSPC, "No space left on device", "f3")}))
+    m = Migration.create(str(tmp_path / "run.duckdb"), "/mem/src", "/mem/dst", Settings(backoff_base=0.01),
+                         src_adapter=src, dst_adapter=dst)
+    with threads_refused(lambda name, started: "_on_stop_run" in name):
+        m.start()
+        assert m.wait(60)
+    assert m.phase == "copy" and m.summary is None and m.interrupted
+    assert m.stopped_resumable and "No space left" in m.fatal
+    dst.faults.permanent.clear()
+    m.resume_from_db()
+    assert m.wait(60)
+    assert m.phase == "done" and m.summary.failed == 0 and files_of(dst) == files_of(src)
+    m.close()
+
+
+def test_watch_past_the_thread_limit_is_one_line_and_exit_3(small_tree, tmp_path, capsys):
+    with threads_refused(lambda name, started: name.startswith("watch-")):
+        code, out, err = run_cli(capsys, "watch", str(small_tree), str(tmp_path / "dst"),
+                                 "--db", str(tmp_path / "run.duckdb"))
+    assert code == 3 and err.strip().splitlines()[-1] == f"migrate: error: {THREAD_LIMIT}"
 
 
 def test_pyarrow_starts_no_jemalloc_thread(tmp_path):

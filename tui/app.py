@@ -32,7 +32,7 @@ from textual.worker import get_current_worker
 from engine.controller import Controller
 from engine.errors import UserError
 from engine.snapshot import MigrationSnapshot
-from engine.threads import ThreadLimit, is_thread_limit
+from engine.threads import ThreadLimit, is_thread_limit, start_thread
 from tui.help import HelpScreen
 from tui.panels import (
     Cell,
@@ -230,7 +230,7 @@ class MigrationConsole(App[int]):
         if self._quitting:
             self._set_status(STOPPING_TEXT, "-stopping")
         elif snapshot.phase == "interrupted" and snapshot.stop_reason:  # why first: R would meet it again
-            self._set_status(f"stopped: {snapshot.stop_reason} · fix that, then press R to resume", "-hint")
+            self._set_status(f"stopped, press R to resume once fixed: {snapshot.stop_reason}", "-hint")
         elif snapshot.phase == "interrupted":
             self._set_status(RESUME_HINT, "-hint")
         elif snapshot.state == "running" and stale_s > self.STALE_AFTER_S:
@@ -347,10 +347,12 @@ class MigrationConsole(App[int]):
         self._force.set()
         # A plain, non-daemon thread: it must run even though the app exits now,
         # and the process waits for it so the DuckDB file is left resumable.
-        self.force_stop_thread = threading.Thread(
-            target=self._stop_forced, name="migrate-tui force stop"
-        )
-        self.force_stop_thread.start()
+        thread = threading.Thread(target=self._stop_forced, name="migrate-tui force stop")
+        try:
+            start_thread(thread)
+            self.force_stop_thread = thread
+        except ThreadLimit:  # no thread left for it: stop here, the screen waits that long
+            self._stop_forced()
         self.exit(0)
 
     def _stop_gracefully(self) -> None:

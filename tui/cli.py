@@ -150,12 +150,13 @@ def run(argv: Sequence[str] | None = None) -> int:
     finally:
         if app.force_stop_thread is not None:
             app.force_stop_thread.join()
-            if app.force_stop_error:
-                print(f"{PROG}: error: forced stop failed: {app.force_stop_error}", file=sys.stderr)
-        elif not app.engine_stopped:
+        if app.force_stop_error:  # in that thread, or here when it could not start
+            print(f"{PROG}: error: forced stop failed: {app.force_stop_error}", file=sys.stderr)
+        elif app.force_stop_thread is None and not app.engine_stopped:
             # The console ended some other way (a crash, a signal): leave the file resumable.
             _quietly(lambda: controller.stop(force=True))
         unfinished = unfinished_run(app, controller)
+        stop_reason = getattr(controller.snapshot(), "stop_reason", None) if unfinished else None
         # Not in the Controller protocol, but Migration has it: seal and close the DuckDB file.
         close = getattr(controller, "close", None)
         if callable(close):
@@ -166,17 +167,20 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {THREAD_LIMIT}" + (f"; then resume with: migrate-tui --db {unfinished}"
                                                   if unfinished else ""), file=sys.stderr)
         return ThreadLimit.exit_code
-    last_words, code = ending(app, unfinished)
+    last_words, code = ending(app, unfinished, stop_reason)
     if last_words:
         print(last_words, file=sys.stderr)
     return code
 
 
-def ending(app, unfinished: str | None) -> tuple[str | None, int]:
+def ending(app, unfinished: str | None, stop_reason: str | None = None) -> tuple[str | None, int]:
     """What the console says on stderr as it ends, and its exit code (as `migrate` would end: a script can tell
     a stopped run from a finished one, and a refused one from both)."""
     if unfinished is not None and app.refused:  # taking it up was refused: resuming would be too
         return f"{PROG}: error: {app.refused}", 2
+    if unfinished is not None and stop_reason:  # stopped on its own, by what must be fixed first (exit 3)
+        return (f"{PROG}: stopped: {stop_reason}; fix that, then resume with: migrate-tui --db {unfinished} (R), "
+                f"or migrate resume --db {unfinished}", 3)
     if unfinished is not None:
         return (f"{PROG}: stopped; resume with: migrate-tui --db {unfinished} (R), or migrate resume --db "
                 f"{unfinished}", app.return_code or 130)

@@ -162,3 +162,10 @@ def test_a_console_whose_resume_was_refused_ends_with_the_reason_and_exit_2():
     stopped = SimpleNamespace(refused=None, return_code=0)
     assert cli.ending(stopped, "run.duckdb")[1] == 130 and "resume with" in cli.ending(stopped, "run.duckdb")[0]
     assert cli.ending(stopped, None) == (None, 0)
+
+
+def test_a_console_whose_run_stopped_on_its_own_ends_with_the_reason_and_exit_3():
+    stopped = SimpleNamespace(refused=None, return_code=0)
+    assert cli.ending(stopped, "run.duckdb", "No space left on device (errno 28), at 'a/b'") == (
+        "migrate-tui: stopped: No space left on device (errno 28), at 'a/b'; fix that, then resume with: "
+        "migrate-tui --db run.duckdb (R), or migrate resume --db run.duckdb", 3)

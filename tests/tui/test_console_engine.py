@@ -122,7 +122,7 @@ def test_a_run_stopped_by_the_thread_limit_says_why_and_R_resumes_it_once_it_is_
             await wait_until(pilot, lambda: migration.snapshot().phase == "interrupted", timeout=30)
             await wait_until(pilot, lambda: "stopped" in static_text(app, "#status"))
             assert static_text(app, "#status", width=400).strip() == (
-                f"stopped: {THREAD_LIMIT} · fix that, then press R to resume")
+                f"stopped, press R to resume once fixed: {THREAD_LIMIT}")
             refusing.clear()
             await pilot.press("R")
             await wait_until(pilot, lambda: migration.snapshot().phase == "done", timeout=90)
@@ -135,6 +135,27 @@ def test_a_run_stopped_by_the_thread_limit_says_why_and_R_resumes_it_once_it_is_
     finally:
         migration.close()
     assert files_below(dst) == files_below(src)
+
+
+def test_a_forced_stop_with_no_thread_left_for_it_stops_the_run_there_and_then(trees):
+    src, dst, db = trees
+    migration = new_migration(src, dst, db)
+
+    async def scenario():
+        app = MigrationConsole(migration, start_run=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: migration.snapshot().state == "running", timeout=20)
+            await pilot.press("q")
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.return_code is not None, timeout=20)
+        assert app.force_stop_thread is None and app.engine_stopped and not app.thread_limited
+
+    try:
+        with threads_refused(lambda name, started: name == "migrate-tui force stop"):
+            asyncio.run(scenario())
+        assert not migration.running
+    finally:
+        migration.close()
 
 
 def test_a_console_that_cannot_start_its_own_threads_ends_with_one_line_and_exit_3(trees, capsys):
