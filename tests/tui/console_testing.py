@@ -54,3 +54,18 @@ def open_in_console(db, scenario, size: tuple[int, int]) -> None:
         asyncio.run(main())
     finally:
         migration.close()
+
+
+def start_in_console(migration, scenario, size: tuple[int, int]):
+    """Start the run in the console as ``migrate-tui --db FILE SRC DST`` does, wait until it runs, then run
+    ``scenario(app, pilot)``; returns the app once it has exited."""
+    from tui.app import MigrationConsole
+
+    async def main():
+        app = MigrationConsole(migration, start_run=True)
+        async with app.run_test(size=size) as pilot:
+            await wait_until(pilot, lambda: migration.snapshot().state == "running", timeout=20)
+            await scenario(app, pilot)
+        return app
+
+    return asyncio.run(main())

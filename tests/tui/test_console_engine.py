@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from console_testing import open_in_console, static_text, wait_until
+from console_testing import open_in_console, start_in_console, static_text, wait_until
 from support import threads_refused
 
 from engine.adapters.local import LocalAdapter
@@ -58,31 +58,27 @@ def test_pause_resume_and_finish_a_real_run(trees):
     src, dst, db = trees
     migration = new_migration(src, dst, db)
 
-    async def scenario():
-        app = MigrationConsole(migration, start_run=True)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: migration.snapshot().state == "running", timeout=20)
-            await pilot.press("p")
-            await wait_until(pilot, lambda: migration.snapshot().state == "paused")
-            await wait_until(pilot, lambda: migration.snapshot().src.in_flight == 0)
-            await pilot.pause(0.2)  # let the last in-flight results be counted
-            frozen = migration.snapshot().src.completed_total
-            await pilot.pause(0.4)
-            assert migration.snapshot().src.completed_total == frozen, "work went on while paused"
-            assert "paused" in static_text(app, "#title")
+    async def scenario(app, pilot):
+        await pilot.press("p")
+        await wait_until(pilot, lambda: migration.snapshot().state == "paused")
+        await wait_until(pilot, lambda: migration.snapshot().src.in_flight == 0)
+        await pilot.pause(0.2)  # let the last in-flight results be counted
+        frozen = migration.snapshot().src.completed_total
+        await pilot.pause(0.4)
+        assert migration.snapshot().src.completed_total == frozen, "work went on while paused"
+        assert "paused" in static_text(app, "#title")
 
-            await pilot.press("r")
-            await wait_until(pilot, lambda: migration.snapshot().state != "paused")
-            await wait_until(pilot, lambda: migration.snapshot().phase == "done", timeout=90)
-            await wait_until(pilot, lambda: "done" in static_text(app, "#title"))
-            assert "SRC files" in static_text(app, "#summary-text")
+        await pilot.press("r")
+        await wait_until(pilot, lambda: migration.snapshot().state != "paused")
+        await wait_until(pilot, lambda: migration.snapshot().phase == "done", timeout=90)
+        await wait_until(pilot, lambda: "done" in static_text(app, "#title"))
+        assert "SRC files" in static_text(app, "#summary-text")
 
-            await pilot.press("q")
-            await wait_until(pilot, lambda: app.return_code == 0, timeout=20)
-        assert app.engine_stopped
+        await pilot.press("q")
+        await wait_until(pilot, lambda: app.return_code == 0, timeout=20)
 
     try:
-        asyncio.run(scenario())
+        assert start_in_console(migration, scenario, SIZE).engine_stopped
     finally:
         migration.close()
     copied = files_below(dst)
@@ -141,18 +137,15 @@ def test_a_forced_stop_with_no_thread_left_for_it_stops_the_run_there_and_then(t
     src, dst, db = trees
     migration = new_migration(src, dst, db)
 
-    async def scenario():
-        app = MigrationConsole(migration, start_run=True)
-        async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: migration.snapshot().state == "running", timeout=20)
-            await pilot.press("q")
-            await pilot.press("q")
-            await wait_until(pilot, lambda: app.return_code is not None, timeout=20)
-        assert app.force_stop_thread is None and app.engine_stopped and not app.thread_limited
+    async def scenario(app, pilot):
+        await pilot.press("q")
+        await pilot.press("q")
+        await wait_until(pilot, lambda: app.return_code is not None, timeout=20)
 
     try:
         with threads_refused(lambda name, started: name == "migrate-tui force stop"):
-            asyncio.run(scenario())
+            app = start_in_console(migration, scenario, SIZE)
+        assert app.force_stop_thread is None and app.engine_stopped and not app.thread_limited
         assert not migration.running
     finally:
         migration.close()
