@@ -536,7 +536,7 @@ class Migration:
             self.finished_queues.extend(queues.values())
             try:  # a loop and a worker for each queue before the rest: the last must not find no thread left
                 for q in queues.values():
-                    q.on_notice = self._notify_once
+                    q.on_notice = self._notify  # each time: a later raise that falls short is news too
                     if self._paused:
                         q.pause()
                     q.start(workers=1)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 
-from support import run_cli, threads_refused, tree_state
+from support import run_cli, threads_refused, tree_state, wait_until
 
+from engine.adapters.local import LocalAdapter
 from engine.migration import Migration
 from engine.settings import Settings
 from engine.threads import THREAD_LIMIT, ThreadLimit
@@ -43,6 +45,30 @@ def test_workers_that_cannot_start_leave_the_run_to_those_that_did_and_it_says_s
     assert sorted(t for t in told if "goes on with" in t) == [
         f"{THREAD_LIMIT}; {side} {mode} goes on with 1 worker"
         for side, mode in (("dst", "traversal"), ("src", "copy"), ("src", "traversal"))]
+
+
+class SlowLocal(LocalAdapter):
+    """Listings that take a while, so that a live edit lands while the traversal runs."""
+
+    def list(self, path, specials=None):
+        time.sleep(0.02)
+        return super().list(path, specials)
+
+
+def test_a_live_raise_of_workers_past_the_limit_is_told_each_time(small_tree, tmp_path):
+    m = Migration.create(str(tmp_path / "run.duckdb"), str(small_tree), str(tmp_path / "dst"),
+                         Settings(src_workers=2, list_processes=False), dry_run=True,
+                         src_adapter=SlowLocal(small_tree), dst_adapter=LocalAdapter(tmp_path / "dst"))
+    told = []
+    m.on_notice = told.append
+    with threads_refused(lambda name, started: name == "src-traversal-w" and started.count(name) >= 2):
+        m.start()
+        wait_until(lambda: any(q.side == "src" and q.state == "running" for q in m.queues.values()))
+        for workers in (4, 5):
+            assert m.apply_settings({"src_workers": workers}) == []
+        assert m.wait(120)
+    m.close()
+    assert told == [f"{THREAD_LIMIT}; src traversal goes on with 2 workers"] * 2
 
 
 def test_a_queue_that_cannot_start_stops_the_run_resumable_and_resume_finishes_it(small_tree, tmp_path, capsys):
