@@ -64,13 +64,12 @@ class SettingsWatcher:
         if self._thread is None:
             # created here, not in the thread, so that nothing saved after start() returns is missed
             notify = RustNotify([os.path.dirname(self.path)], False, False, 300, False, True)
-            thread = threading.Thread(target=self._run, args=(notify,), name="settings-watch", daemon=True)
             try:
-                start_thread(thread)
+                self._thread = start_thread(threading.Thread(target=self._run, args=(notify,),
+                                                             name="settings-watch", daemon=True))
             except ThreadLimit:  # not followed then (for_migration says so)
                 notify.close()
                 raise
-            self._thread = thread
         return self
 
     def stop(self, timeout: float = 5.0) -> None:

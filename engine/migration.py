@@ -224,17 +224,16 @@ class Migration:
                     v.side: (v.files_discovered - self.counters[v.side].files_discovered,
                              v.folders_discovered - self.counters[v.side].folders_discovered)
                     for v in (src_found, dst_found)}
-            thread = threading.Thread(target=self._drive_guarded, name="migration", daemon=True)
             self._started_at = time.monotonic()
             self.store.elapsed_clock = self.elapsed
             relax_garbage_collector()
             try:
-                start_thread(thread)
+                self._thread = start_thread(threading.Thread(target=self._drive_guarded, name="migration",
+                                                             daemon=True))
             except ThreadLimit as exc:  # nothing ran: the file as it was, resumable once the limit allows
                 self._started_at, self.store.elapsed_clock = None, None
                 self._stopped_resumable(str(exc))
                 raise
-            self._thread = thread
 
     def resume_from_db(self) -> None:
         self.message = "resuming from the run file"

@@ -52,9 +52,7 @@ class Observer:
 
     def start(self) -> None:
         self._stop.clear()
-        thread = threading.Thread(target=self._loop, name="observer", daemon=True)
-        start_thread(thread)
-        self._thread = thread
+        self._thread = start_thread(threading.Thread(target=self._loop, name="observer", daemon=True))
 
     def stop(self) -> None:
         self._stop.set()

@@ -112,9 +112,8 @@ class Queue:
     def start(self, workers: int | None = None) -> None:
         """Start the run loop and the workers (only `workers` of them for now: start_workers starts the rest);
         ThreadLimit when not even one worker could start (the loop is then stopping, as on a stop)."""
-        loop = threading.Thread(target=self._run_guarded, name=f"{self.side}-{self.mode.name}-loop", daemon=True)
-        start_thread(loop)
-        self._threads.append(loop)
+        self._threads.append(start_thread(
+            threading.Thread(target=self._run_guarded, name=f"{self.side}-{self.mode.name}-loop", daemon=True)))
         try:
             with self.lock:
                 self._spawn_workers_locked(workers)

@@ -26,11 +26,12 @@ def is_thread_limit(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "new thread" in str(exc)  # "can't start new thread"
 
 
-def start_thread(thread: threading.Thread) -> None:
-    """thread.start(), or ThreadLimit when the system would not create it."""
+def start_thread(thread: threading.Thread) -> threading.Thread:
+    """thread, started; ThreadLimit when the system would not create it."""
     try:
         thread.start()
     except RuntimeError as exc:
         if not is_thread_limit(exc):
             raise
         raise ThreadLimit() from None
+    return thread

@@ -347,10 +347,9 @@ class MigrationConsole(App[int]):
         self._force.set()
         # A plain, non-daemon thread: it must run even though the app exits now,
         # and the process waits for it so the DuckDB file is left resumable.
-        thread = threading.Thread(target=self._stop_forced, name="migrate-tui force stop")
         try:
-            start_thread(thread)
-            self.force_stop_thread = thread
+            self.force_stop_thread = start_thread(threading.Thread(target=self._stop_forced,
+                                                                   name="migrate-tui force stop"))
         except ThreadLimit:  # no thread left for it: stop here, the screen waits that long
             self._stop_forced()
         self.exit(0)

@@ -156,7 +156,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             # The console ended some other way (a crash, a signal): leave the file resumable.
             _quietly(lambda: controller.stop(force=True))
         unfinished = unfinished_run(app, controller)
-        stop_reason = getattr(controller.snapshot(), "stop_reason", None) if unfinished else None
+        stop_reason = controller.snapshot().stop_reason if unfinished else None
         # Not in the Controller protocol, but Migration has it: seal and close the DuckDB file.
         close = getattr(controller, "close", None)
         if callable(close):
