@@ -19,6 +19,7 @@ from engine import listing
 from engine.errors import UserError
 from engine.model import display, unambiguous
 from engine.threads import ThreadLimit
+from engine.version import VersionAction
 
 PROG = "migrate"
 
@@ -71,13 +72,14 @@ def _note(text: str) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="Migrate a large file tree, round by round, resumably.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     run = sub.add_parser("run", help="compare SRC and DST, then copy what is missing or older on DST")
     run.add_argument("src", help="source folder")
     run.add_argument("dst", help="destination folder (created if missing)")
     run.add_argument("--db", required=True, help="the run file (DuckDB); an unfinished run in it is continued")
-    run.add_argument("--dry-run", action="store_true", help="compare only: write nothing to DST")
+    run.add_argument("-n", "--dry-run", action="store_true", help="compare only: write nothing to DST")
     run.add_argument("--use-plan", action="store_true",
                      help="after a dry run in the same --db: copy its plan as it stands, without comparing again")
     _settings_flags(run)

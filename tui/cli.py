@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from engine.threads import THREAD_LIMIT, ThreadLimit, is_thread_limit
+from engine.version import VersionAction
 
 PROG = "migrate-tui"
 USAGE_ERROR = 2
@@ -39,9 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
         "          migrate-tui --demo                               (try it on a sample tree)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=VersionAction)
     parser.add_argument("--db", metavar="FILE", help="the run's DuckDB file")
     parser.add_argument("paths", nargs="*", metavar="SRC DST", help="trees to migrate (new run only)")
-    parser.add_argument("--dry-run", action="store_true", help="plan the run, copy nothing")
+    parser.add_argument("-n", "--dry-run", action="store_true", help="plan the run, copy nothing")
     parser.add_argument(
         "--demo", action="store_true", help="migrate a generated sample tree in a temporary folder"
     )

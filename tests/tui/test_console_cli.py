@@ -169,3 +169,16 @@ def test_a_console_whose_run_stopped_on_its_own_ends_with_the_reason_and_exit_3(
     assert cli.ending(stopped, "run.duckdb", "No space left on device (errno 28), at 'a/b'") == (
         "migrate-tui: stopped: No space left on device (errno 28), at 'a/b'; fix that, then resume with: "
         "migrate-tui --db run.duckdb (R), or migrate resume --db run.duckdb", 3)
+
+
+def test_version_names_the_installed_package_and_exits_0(capsys):
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out == f"migrate-tui {version('migrate-tui')}\n"
+
+
+def test_n_is_dry_run(tmp_path):
+    args = cli.build_parser().parse_args(["--db", str(tmp_path / "r.duckdb"), "-n", "a", "b"])
+    assert args.dry_run is True and args.paths == ["a", "b"]
