@@ -23,6 +23,9 @@ class Controller(Protocol):
     def resume_from_db(self) -> None:
         """Rehydrate an interrupted run from its DuckDB file and continue it."""
 
+    def copy_plan(self) -> None:
+        """Copy a finished dry run's plan as it stands (migrate run --use-plan)."""
+
     def stop(self, force: bool = False) -> None:
         """Graceful: finish in-flight tasks, seal, close. force: stop at once, file stays resumable."""
 

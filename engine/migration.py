@@ -243,6 +243,27 @@ class Migration:
             self.message = f"resume refused: {exc}"  # the console's status line keeps it
             raise
 
+    def copy_plan(self) -> None:
+        """Copy a finished dry run's plan as it stands, what `migrate run --use-plan` does: what changed on
+        either side since the dry run is not seen (the copy still keeps a destination file newer than
+        its source). UserError when there is no such plan, or the roots refuse (the file as it was)."""
+        with self._lock:
+            if self.running or self.phase != "planned":
+                what = "the run is active" if self.running else f"this run's phase is {self.phase!r}"
+                raise UserError(f"only a finished dry run's plan can be copied; {what}")
+            self.store.set_phase("planned", dry_run=False)
+            self.dry_run = False
+        self.summary = None
+        self.message = "copying the dry run's plan as it stands (what changed since is not seen)"
+        try:
+            self.start()
+        except UserError as exc:
+            with self._lock:
+                self.store.set_phase("planned", dry_run=True)  # still the dry run it was
+                self.dry_run = True
+            self.message = f"copy refused: {exc}"
+            raise
+
     def pause(self) -> None:
         with self._lock:
             self._paused = True

@@ -13,6 +13,7 @@ import pytest
 from support import CannotListLocked, report, run_cli, tree_state
 
 from engine.adapters.local import LocalAdapter
+from engine.errors import UserError
 from engine.migration import Migration
 from engine.model import MTIME_WINDOW_NS, TEMP_SUFFIX
 from engine.settings import Settings
@@ -503,3 +504,46 @@ def test_a_file_dated_after_2262_is_migrated_with_its_folder(capsys, tmp_path, l
     assert sorted(tree_state(dst)) == ["future", "sub", "sub/x"]
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, flag)
     assert code == 0 and "nothing to copy" in out, err
+
+
+def test_a_dry_runs_plan_is_copied_on_request_as_it_stands(capsys, tmp_path):
+    """Migration.copy_plan (the console's c) copies what the dry run planned, like --use-plan: a source
+    file added since is not seen; a run that is no finished dry run is refused, its file left as it was."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "planned.txt").write_text("planned")
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "-n")[0] == 0
+    (src / "added since").write_text("added")
+
+    migration = Migration.open(str(db))
+    try:
+        migration.copy_plan()
+        assert migration.wait(60), "the copy hung"
+        assert migration.phase == "done" and migration.summary.copied == 2 and migration.summary.failed == 0
+        with pytest.raises(UserError, match="only a finished dry run's plan can be copied; this run's phase is 'done'"):
+            migration.copy_plan()
+    finally:
+        migration.close()
+    assert sorted(os.listdir(dst)) == ["sub"] and os.listdir(dst / "sub") == ["planned.txt"]
+    assert (dst / "sub" / "planned.txt").read_text() == "planned"
+
+
+def test_a_plan_whose_destination_was_replaced_is_not_copied_and_stays_a_plan(capsys, tmp_path):
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    src.mkdir()
+    dst.mkdir()
+    (src / "a").write_text("a")
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    dst.rename(tmp_path / "old dst")
+    dst.mkdir()
+
+    migration = Migration.open(str(db))
+    try:
+        with pytest.raises(UserError, match="is not the folder this run compared"):
+            migration.copy_plan()
+        assert migration.phase == "planned" and migration.dry_run and not migration.running
+    finally:
+        migration.close()
+    assert os.listdir(dst) == []
+    code, out, _ = run_cli(capsys, "status", "--db", str(db))
+    assert code == 0 and "phase    planned (dry run)" in out, out

@@ -49,6 +49,7 @@ from tui.panels import (
 FINISHED_PHASES = ("done", "planned")
 STOPPING_TEXT = "stopping: finishing in-flight tasks… (press q again to force)"
 RESUME_HINT = "Interrupted run: press R to resume it from the DuckDB file"
+PLAN_HINT = "Dry run done: press c to copy its plan as it stands"
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ KEYS = (
     ConsoleKey("r", "resume", "Resume", "resume after a pause"),
     ConsoleKey("t", "retry", "Retry", "retry mode: re-run failed and pending tasks, then copy (any run)"),
     ConsoleKey("R", "resume_db", "Resume run", "resume an interrupted run from its DuckDB file", "R"),
+    ConsoleKey("c", "copy_plan", "Copy plan",
+               "copy a finished dry run's plan as it stands (migrate run --use-plan)"),
     ConsoleKey("question_mark", "help", "Help", "show this help", "?"),
     ConsoleKey("q", "quit", "Quit", "quit: finish in-flight tasks, then exit (q again: force stop)"),
 )
@@ -93,7 +96,7 @@ class RunEnded(Message):
 
 
 # the commands that start the engine: a refusal of one (the roots changed since) is how the console ends
-TAKING_UP = ("start", "retry", "resume from the DuckDB file")
+TAKING_UP = ("start", "retry", "resume from the DuckDB file", "copy the plan")
 
 
 class MigrationConsole(App[int]):
@@ -233,6 +236,8 @@ class MigrationConsole(App[int]):
             self._set_status(f"stopped, press R to resume once fixed: {snapshot.stop_reason}", "-hint")
         elif snapshot.phase == "interrupted":
             self._set_status(RESUME_HINT, "-hint")
+        elif snapshot.phase == "planned" and snapshot.state != "running" and self.refused is None:
+            self._set_status(PLAN_HINT, "-hint")  # the next step; a refused copy says why instead
         elif snapshot.state == "running" and stale_s > self.STALE_AFTER_S:
             self._set_status(f"no news from the engine for {int(stale_s)}s", "-error")
         else:
@@ -330,6 +335,16 @@ class MigrationConsole(App[int]):
         else:
             self._resume_requested = self.drove_run = True
             self._commands.put(("resume from the DuckDB file", self.controller.resume_from_db))
+
+    def action_copy_plan(self) -> None:
+        snapshot = self.snapshot
+        if snapshot is not None and snapshot.phase != "planned":
+            self.notify(f"c copies a finished dry run's plan; this run's phase is {snapshot.phase!r}",
+                        severity="warning")
+            return
+        if not self._quitting:
+            self.drove_run = True  # the console takes the run up: its exit code says how the copy ended
+        self._send("copy the plan", self.controller.copy_plan, any_phase=True)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

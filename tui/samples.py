@@ -455,6 +455,9 @@ class FakeController:
     def resume_from_db(self) -> None:
         self._record("resume_from_db", "running")
 
+    def copy_plan(self) -> None:
+        self._record("copy_plan", "copy")
+
     def stop(self, force: bool = False) -> None:
         self._record("stop(force=True)" if force else "stop")
         with self._lock:

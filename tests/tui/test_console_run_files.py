@@ -20,7 +20,7 @@ from engine.migration import Migration
 from engine.settings import Settings
 from engine.treegen import make_source
 from tui import format as fmt
-from tui.app import RESUME_HINT
+from tui.app import PLAN_HINT, RESUME_HINT
 
 SIZE = (130, 44)
 REASON = "the destination has a folder where the source has a file"
@@ -253,3 +253,26 @@ def test_a_run_file_interrupted_during_its_traversal_shows_where_each_side_stopp
             assert f"{name} round {stop}  ✗ traversal interrupted: {sealed}" in gate
 
     open_in_console(db, scenario, SIZE)
+
+
+def test_a_dry_runs_plan_is_copied_with_c(tmp_path):
+    """A finished dry run opened in the console says how to go on; c copies its plan, and c on a run that
+    is no dry run's plan is refused with a warning, starting nothing."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    make_source(src, 80, seed=3, max_depth=3, symlinks=0)
+    run_to_the_end(Migration.create(str(db), str(src), str(dst), Settings(**FAST), dry_run=True))
+    assert not dst.exists()
+
+    async def scenario(app, pilot, migration):
+        assert static_text(app, "#status").strip() == PLAN_HINT
+        await pilot.press("c")
+        await wait_until(pilot, lambda: migration.phase == "done" and migration.wait(0), timeout=60)
+        assert app.drove_run and migration.summary.failed == 0
+        app.refresh_view(force=True)
+        await pilot.press("c")
+        await pilot.pause(0.2)
+        assert not migration.running and migration.phase == "done"
+        assert any("this run's phase is 'done'" in str(n.message) for n in app._notifications)
+
+    open_in_console(db, scenario, SIZE)
+    assert tree_counts(dst) == tree_counts(src)
