@@ -258,6 +258,8 @@ def _stopped_resumable(reason: str, db: str, command: str = "resume") -> int:
 
 def cmd_run(args) -> int:
     from engine.migration import Migration
+    if args.use_plan and args.dry_run:  # before anything is opened: nothing written
+        raise UserError("--use-plan copies a dry run's plan and --dry-run copies nothing: give one of them")
     settings = load_settings(args)
     migration = Migration.create(args.db, args.src, args.dst, settings, dry_run=args.dry_run, use_plan=args.use_plan)
     return _drive(migration, notes=migration.start_notes)

@@ -203,8 +203,10 @@ def apply_to_resumed_run(migration, loaded: Loaded, note: Callable[[str], None])
     from engine.migration import FINISHED_PHASES, exclude_changed
     changes = {k: v for k, v in loaded.explicit().items() if getattr(migration.settings, k) != v}
     if "exclude" in changes and migration.phase in FINISHED_PHASES:  # looked at, or retried: kept as it was
-        note(f"exclude {format_value(changes.pop('exclude'))} from {loaded.origins['exclude']} is not this "
+        now = changes.pop("exclude")
+        note(f"exclude {format_value(now)} from {loaded.origins['exclude']} is not this "
              f"finished run's ({format_value(migration.settings.exclude)}); a new run would use it")
+        migration.exclude_now = (now, loaded.origins["exclude"])
     if "exclude" in changes:  # what was listed so far was decided with the run's own excludes
         migration.close()
         raise UserError(exclude_changed(migration.store.path, migration.settings.exclude, changes["exclude"],

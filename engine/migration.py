@@ -98,6 +98,9 @@ class Migration:
         self.stopped_resumable = False  # fatal names what stopped a run that can be resumed once it is fixed
         self.fresh = False  # a run created now, not yet started
         self.start_notes: list[str] = []  # what create() decided that the operator should know
+        # (exclude, where it came from): another exclude than this finished run's, given when its file was
+        # opened (engine.config.apply_to_resumed_run); its plan would copy what that excludes
+        self.exclude_now: tuple[list, str] | None = None
 
     # construction ----------------------------------------------------------------------------------
 
@@ -251,6 +254,11 @@ class Migration:
             if self.running or self.phase != "planned":
                 what = "the run is active" if self.running else f"this run's phase is {self.phase!r}"
                 raise UserError(f"only a finished dry run's plan can be copied; {what}")
+            if self.exclude_now is not None:  # as --use-plan would not copy it either
+                now, origin = self.exclude_now
+                raise UserError(f"the dry run's plan was made with exclude {self.settings.exclude}, but {origin} "
+                                f"gives {now}: the plan would copy what that excludes; compare again with "
+                                f"migrate run SRC DST --db {self.store.path}, or drop that exclude")
             self.store.set_phase("planned", dry_run=False)
             self.dry_run = False
         self.summary = None

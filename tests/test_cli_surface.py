@@ -29,3 +29,13 @@ def test_version_names_the_installed_package_and_exits_0(capsys):
     captured = capsys.readouterr()
     assert captured.out == f"migrate (migrate-tui) {version('migrate-tui')}\n"
     assert captured.err == ""
+
+
+def test_n_with_use_plan_is_refused_before_anything_is_written(capsys, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    db = tmp_path / "run.duckdb"
+    code, out, err = run_cli(capsys, "run", "-n", "--use-plan", str(src), str(tmp_path / "dst"), "--db", str(db))
+    assert code == 2 and out == ""
+    assert err == "migrate: error: --use-plan copies a dry run's plan and --dry-run copies nothing: give one of them\n"
+    assert not db.exists() and not (tmp_path / "dst").exists()

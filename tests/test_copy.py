@@ -547,3 +547,26 @@ def test_a_plan_whose_destination_was_replaced_is_not_copied_and_stays_a_plan(ca
     assert os.listdir(dst) == []
     code, out, _ = run_cli(capsys, "status", "--db", str(db))
     assert code == 0 and "phase    planned (dry run)" in out, out
+
+
+def test_a_plan_opened_with_another_exclude_is_not_copied(capsys, tmp_path, monkeypatch):
+    """A finished dry run opened while MIGRATE_EXCLUDE (or migrate.toml) names another exclude keeps its
+    own, so its plan would copy what is excluded now: refused, as --use-plan would compare again."""
+    from engine.config import apply_to_resumed_run, load
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    (src / "cache").mkdir(parents=True)
+    (src / "cache" / "big").write_text("big")
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "-n")[0] == 0
+    monkeypatch.setenv("MIGRATE_EXCLUDE", "cache")
+
+    migration = Migration.open(str(db))
+    try:
+        notes = []
+        apply_to_resumed_run(migration, load(db_path=str(db)), notes.append)
+        assert len(notes) == 1 and "a new run would use it" in notes[0]
+        with pytest.raises(UserError, match=r"made with exclude \[\], but MIGRATE_EXCLUDE gives \['cache'\]"):
+            migration.copy_plan()
+        assert migration.phase == "planned" and migration.dry_run and not migration.running
+    finally:
+        migration.close()
+    assert not dst.exists()

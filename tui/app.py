@@ -136,6 +136,7 @@ class MigrationConsole(App[int]):
         self._force = threading.Event()
         self._quitting = False
         self._resume_requested = False
+        self._copy_requested = False  # c was pressed and its copy has not shown in a snapshot yet
         self.engine_stopped = False
         self.force_stop_thread: threading.Thread | None = None
         self.force_stop_error: str | None = None
@@ -219,6 +220,8 @@ class MigrationConsole(App[int]):
         previous, self.snapshot = self.snapshot, snapshot
         if snapshot.phase != "interrupted":
             self._resume_requested = False  # the resume took (or the run moved on)
+        if snapshot.phase != "planned":
+            self._copy_requested = False  # the copy took
         self._title.show(snapshot)
         now = monotonic()
         if (force or previous is None or now - self._panels_drawn_at >= self.PANELS_EVERY_S
@@ -236,8 +239,8 @@ class MigrationConsole(App[int]):
             self._set_status(f"stopped, press R to resume once fixed: {snapshot.stop_reason}", "-hint")
         elif snapshot.phase == "interrupted":
             self._set_status(RESUME_HINT, "-hint")
-        elif snapshot.phase == "planned" and snapshot.state != "running" and self.refused is None:
-            self._set_status(PLAN_HINT, "-hint")  # the next step; a refused copy says why instead
+        elif snapshot.phase == "planned" and snapshot.state != "running" and not snapshot.message:
+            self._set_status(PLAN_HINT, "-hint")  # the next step, unless there is news (a note, a refusal)
         elif snapshot.state == "running" and stale_s > self.STALE_AFTER_S:
             self._set_status(f"no news from the engine for {int(stale_s)}s", "-error")
         else:
@@ -304,6 +307,8 @@ class MigrationConsole(App[int]):
     def on_command_failed(self, message: CommandFailed) -> None:
         if message.label == "resume from the DuckDB file":
             self._resume_requested = False
+        if message.label == "copy the plan":
+            self._copy_requested = False
         if message.label in TAKING_UP and isinstance(message.error, UserError) \
                 and not isinstance(message.error, ThreadLimit):  # refused for good, not for want of a thread
             self.refused = str(message.error)
@@ -341,10 +346,13 @@ class MigrationConsole(App[int]):
         if snapshot is not None and snapshot.phase != "planned":
             self.notify(f"c copies a finished dry run's plan; this run's phase is {snapshot.phase!r}",
                         severity="warning")
-            return
-        if not self._quitting:
-            self.drove_run = True  # the console takes the run up: its exit code says how the copy ended
-        self._send("copy the plan", self.controller.copy_plan, any_phase=True)
+        elif self._copy_requested:  # asked already, and the snapshot has not caught up yet
+            self.notify("already copying the plan")
+        elif self._quitting:
+            self.notify("stopping: copy the plan ignored", severity="warning")
+        else:
+            self._copy_requested = self.drove_run = True  # its exit code says how the copy ended
+            self._commands.put(("copy the plan", self.controller.copy_plan))
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

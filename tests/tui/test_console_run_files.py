@@ -265,9 +265,11 @@ def test_a_dry_runs_plan_is_copied_with_c(tmp_path):
 
     async def scenario(app, pilot, migration):
         assert static_text(app, "#status").strip() == PLAN_HINT
-        await pilot.press("c")
+        app.action_copy_plan()  # c twice before any snapshot shows the copy: one copy, no refusal
+        app.action_copy_plan()
         await wait_until(pilot, lambda: migration.phase == "done" and migration.wait(0), timeout=60)
-        assert app.drove_run and migration.summary.failed == 0
+        assert app.drove_run and migration.summary.failed == 0 and app.refused is None
+        assert not [n.message for n in app._notifications if "failed" in str(n.message)]
         app.refresh_view(force=True)
         await pilot.press("c")
         await pilot.pause(0.2)
