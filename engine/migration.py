@@ -261,14 +261,14 @@ class Migration:
                                 f"migrate run SRC DST --db {self.store.path}, or drop that exclude")
             self.store.set_phase("planned", dry_run=False)
             self.dry_run = False
-        self.summary = None
+        planned, self.summary = self.summary, None
         self.message = "copying the dry run's plan as it stands (what changed since is not seen)"
         try:
             self.start()
         except UserError as exc:
             with self._lock:
                 self.store.set_phase("planned", dry_run=True)  # still the dry run it was
-                self.dry_run = True
+                self.dry_run, self.summary = True, planned
             self.message = f"copy refused: {exc}"
             raise
 

@@ -539,9 +539,11 @@ def test_a_plan_whose_destination_was_replaced_is_not_copied_and_stays_a_plan(ca
 
     migration = Migration.open(str(db))
     try:
+        planned = migration.summary
         with pytest.raises(UserError, match="is not the folder this run compared"):
             migration.copy_plan()
         assert migration.phase == "planned" and migration.dry_run and not migration.running
+        assert migration.summary is planned and planned is not None and planned.to_copy == 1
     finally:
         migration.close()
     assert os.listdir(dst) == []

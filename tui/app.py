@@ -348,11 +348,10 @@ class MigrationConsole(App[int]):
                         severity="warning")
         elif self._copy_requested:  # asked already, and the snapshot has not caught up yet
             self.notify("already copying the plan")
-        elif self._quitting:
-            self.notify("stopping: copy the plan ignored", severity="warning")
         else:
-            self._copy_requested = self.drove_run = True  # its exit code says how the copy ended
-            self._commands.put(("copy the plan", self.controller.copy_plan))
+            if not self._quitting:
+                self._copy_requested = self.drove_run = True  # its exit code says how the copy ended
+            self._send("copy the plan", self.controller.copy_plan, any_phase=True)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
