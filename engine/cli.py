@@ -7,6 +7,7 @@ import csv
 import functools
 import json
 import os
+import shlex
 import signal
 import sys
 import tempfile
@@ -179,6 +180,15 @@ def print_summary(migration, out=None) -> None:
             print(f"  will fail    {_n(count)} entries blocked by what the destination has there ({named}"
                   f"{'; ...' if count > len(first) else ''}): move those away before copying", file=out)
     print(f"  elapsed      {s.elapsed_s:.1f} s", file=out)
+    if migration.dry_run and s.to_copy:
+        print(f"  next         {copy_plan_command(migration)}   (copies this plan as reviewed; without "
+              "--use-plan the trees are compared again)", file=out)
+
+
+def copy_plan_command(migration) -> str:
+    """The command that copies a finished dry run's plan, ready to paste (paths quoted for the shell)."""
+    return " ".join([PROG, "run", *map(shlex.quote, (migration.src_root, migration.dst_root, "--db",
+                                                       migration.store.path)), "--use-plan"])
 
 
 def _drive(migration, quiet: bool = False, notes: Sequence[str] = ()) -> int:
@@ -314,6 +324,8 @@ def cmd_status(args) -> int:
                   + " (table mirror_events)")
         if m.interrupted:
             print(f"next     {PROG} resume --db {args.db}")
+        elif m.phase == "planned" and s.to_copy:
+            print(f"next     {copy_plan_command(m)}   (copies this plan as reviewed)")
     finally:
         m.close()
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from importlib.metadata import version
 
 import pytest
@@ -39,3 +40,24 @@ def test_n_with_use_plan_is_refused_before_anything_is_written(capsys, tmp_path)
     assert code == 2 and out == ""
     assert err == "migrate: error: --use-plan copies a dry run's plan and --dry-run copies nothing: give one of them\n"
     assert not db.exists() and not (tmp_path / "dst").exists()
+
+
+def test_a_dry_run_ends_with_the_command_that_copies_its_plan(capsys, tmp_path):
+    """The summary and `migrate status` give the --use-plan command, quoted so that pasting it works:
+    run as printed, it copies the plan."""
+    src, dst, db = tmp_path / "my src", tmp_path / "dst", tmp_path / "run 1.duckdb"
+    src.mkdir()
+    (src / "it's.txt").write_text("a")
+    code, out, err = run_cli(capsys, "run", "-n", str(src), str(dst), "--db", str(db))
+    assert code == 0, err
+    printed = [line.split("next", 1)[1].split("   (")[0].strip() for line in out.splitlines()
+               if line.startswith("  next ")]
+    assert len(printed) == 1
+    code, status, _ = run_cli(capsys, "status", "--db", str(db))
+    assert code == 0 and f"next     {printed[0]}   (copies this plan as reviewed)" in status
+
+    argv = shlex.split(printed[0])
+    assert argv[:2] == ["migrate", "run"] and argv[-1] == "--use-plan"
+    code, out, err = run_cli(capsys, *argv[1:])
+    assert code == 0 and "copying the dry run's plan as it stands" in err, err
+    assert (dst / "it's.txt").read_text() == "a" and "  next " not in out
