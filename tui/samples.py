@@ -340,6 +340,24 @@ def finished() -> MigrationSnapshot:
     )
 
 
+def planned() -> MigrationSnapshot:
+    """A finished dry run: both traversals done and the plan counted, nothing copied; the console's status
+    line offers c (copy the plan)."""
+    base = finished()
+    done = dict(mode="traversal", state="completed", workers=0, failed_total=0, discovery_rate=0.0, levels=(),
+                copy_pass=0)
+    src = replace(base.src, **done)
+    dst = replace(base.dst, round=base.src.round, round_expected=9, round_completed=9, **done)
+    summary = replace(base.summary, copied=0, bytes_copied=0, failed=0)
+    copy = replace(base.copy, items_done=0, bytes_done=0, items_total=summary.to_copy,
+                   bytes_total=int(391.2 * GIB), folders_created=0, files_copied=0, skipped=0, failed=0,
+                   eta_s=None)
+    return replace(base, phase="planned", dry_run=True, src=src, dst=dst, copy=copy, summary=summary,
+                   gate=_gate(base.src.round, base.src.round, src_done=True, dst_done=True), failed_count=0,
+                   errors=(), message="",
+                   history=_history(60, discovery=9400, items=0, bytes_=0, end=base.taken_at))
+
+
 def interrupted() -> MigrationSnapshot:
     """A run read back from its DuckDB file after the process was killed, as the engine shows one
     (engine.fileview): each side at the round a resume starts at, whose listings were not sealed,
@@ -409,6 +427,7 @@ SAMPLES: dict[str, Callable[[], MigrationSnapshot]] = {
     "copy": copy_phase,
     "retry": retry_mode,
     "finished": finished,
+    "planned": planned,
     "interrupted": interrupted,
     "errors": error_state,
 }

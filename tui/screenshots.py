@@ -18,6 +18,7 @@ SCREENS = (
     ("gate.svg", "gate", ()),
     ("copy.svg", "copy", ()),
     ("finished.svg", "finished", ()),
+    ("planned.svg", "planned", ()),
     ("help.svg", "running", ("question_mark",)),
     ("errors.svg", "errors", ()),
 )

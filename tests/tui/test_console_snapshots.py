@@ -15,7 +15,7 @@ WIDE = (120, 36)
 
 
 @pytest.mark.parametrize(
-    "sample", ["running", "paused", "gate", "copy", "retry", "finished", "interrupted", "errors"]
+    "sample", ["running", "paused", "gate", "copy", "retry", "finished", "planned", "interrupted", "errors"]
 )
 def test_screen(sample, snap_compare):
     assert snap_compare(sample_app(sample), terminal_size=WIDE)
