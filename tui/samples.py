@@ -348,14 +348,15 @@ def planned() -> MigrationSnapshot:
                 copy_pass=0)
     src = replace(base.src, **done)
     dst = replace(base.dst, round=base.src.round, round_expected=9, round_completed=9, **done)
-    summary = replace(base.summary, copied=0, bytes_copied=0, failed=0)
+    elapsed = 3_842.0  # listing and comparing only
+    summary = replace(base.summary, copied=0, bytes_copied=0, failed=0, elapsed_s=elapsed)
     copy = replace(base.copy, items_done=0, bytes_done=0, items_total=summary.to_copy,
                    bytes_total=int(391.2 * GIB), folders_created=0, files_copied=0, skipped=0, failed=0,
                    eta_s=None)
     return replace(base, phase="planned", dry_run=True, src=src, dst=dst, copy=copy, summary=summary,
                    gate=_gate(base.src.round, base.src.round, src_done=True, dst_done=True), failed_count=0,
-                   errors=(), message="",
-                   history=_history(60, discovery=9400, items=0, bytes_=0, end=base.taken_at))
+                   errors=(), message="", taken_at=EPOCH + elapsed, elapsed_s=elapsed,
+                   history=_history(60, discovery=9400, items=0, bytes_=0, end=EPOCH + elapsed))
 
 
 def interrupted() -> MigrationSnapshot:
