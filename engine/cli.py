@@ -186,9 +186,10 @@ def print_summary(migration, out=None) -> None:
 
 
 def copy_plan_command(migration) -> str:
-    """The command that copies a finished dry run's plan, ready to paste (paths quoted for the shell)."""
-    return " ".join([PROG, "run", *map(shlex.quote, (migration.src_root, migration.dst_root, "--db",
-                                                       migration.store.path)), "--use-plan"])
+    """The command that copies a finished dry run's plan, ready to paste from any folder: absolute paths
+    (which never start with a dash), quoted for the shell."""
+    paths = (migration.src_root, migration.dst_root, "--db", os.path.abspath(migration.store.path))
+    return " ".join([PROG, "run", *map(shlex.quote, paths), "--use-plan"])
 
 
 def _drive(migration, quiet: bool = False, notes: Sequence[str] = ()) -> int:

@@ -42,13 +42,14 @@ def test_n_with_use_plan_is_refused_before_anything_is_written(capsys, tmp_path)
     assert not db.exists() and not (tmp_path / "dst").exists()
 
 
-def test_a_dry_run_ends_with_the_command_that_copies_its_plan(capsys, tmp_path):
-    """The summary and `migrate status` give the --use-plan command, quoted so that pasting it works:
-    run as printed, it copies the plan."""
+def test_a_dry_run_ends_with_the_command_that_copies_its_plan(capsys, tmp_path, monkeypatch):
+    """The summary and `migrate status` give the --use-plan command, quoted so that pasting it works,
+    from any folder: run as printed, it copies the plan."""
     src, dst, db = tmp_path / "my src", tmp_path / "dst", tmp_path / "run 1.duckdb"
     src.mkdir()
     (src / "it's.txt").write_text("a")
-    code, out, err = run_cli(capsys, "run", "-n", str(src), str(dst), "--db", str(db))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "run", "-n", str(src), str(dst), "--db", db.name)
     assert code == 0, err
     printed = [line.split("next", 1)[1].split("   (")[0].strip() for line in out.splitlines()
                if line.startswith("  next ")]
@@ -58,6 +59,7 @@ def test_a_dry_run_ends_with_the_command_that_copies_its_plan(capsys, tmp_path):
 
     argv = shlex.split(printed[0])
     assert argv[:2] == ["migrate", "run"] and argv[-1] == "--use-plan"
+    monkeypatch.chdir(src)  # pasted elsewhere: the same run file
     code, out, err = run_cli(capsys, *argv[1:])
     assert code == 0 and "copying the dry run's plan as it stands" in err, err
     assert (dst / "it's.txt").read_text() == "a" and "  next " not in out
