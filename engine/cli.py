@@ -177,8 +177,9 @@ def print_summary(migration, out=None) -> None:
         count, first = migration.store.in_the_way()
         if count:
             named = "; ".join(f"'{display(p)}': a {d} where the source has a {s_}" for p, d, s_ in first)
-            print(f"  will fail    {_n(count)} entries blocked by what the destination has there ({named}"
-                  f"{'; ...' if count > len(first) else ''}): move those away before copying", file=out)
+            print(f"  will fail    {_n(count)} entries blocked by what the destination has there, and what is "
+                  f"below those of them that are folders ({named}{'; ...' if count > len(first) else ''}): move "
+                  "those away before copying", file=out)
     print(f"  elapsed      {s.elapsed_s:.1f} s", file=out)
     if migration.dry_run and s.to_copy:
         print(f"  next         {copy_plan_command(migration)}   (copies this plan as reviewed; without "
@@ -189,7 +190,22 @@ def copy_plan_command(migration) -> str:
     """The command that copies a finished dry run's plan, ready to paste from any folder: absolute paths
     (which never start with a dash), quoted for the shell."""
     paths = (migration.src_root, migration.dst_root, "--db", os.path.abspath(migration.store.path))
-    return " ".join([PROG, "run", *map(shlex.quote, paths), "--use-plan"])
+    return " ".join([PROG, "run", *map(shell_quote, paths), "--use-plan"])
+
+
+def shell_quote(path: str) -> str:
+    """shlex.quote, unless the path holds what a terminal would not show as it is (a byte that is not
+    UTF-8, a newline, a tab): then bash's $'...' with those bytes as \\xNN, so that what is pasted is the
+    path."""
+    if path.isprintable():  # an undecodable byte (a lone surrogate) is not
+        return shlex.quote(path)
+    parts = []
+    for char in path:
+        if not char.isprintable():
+            parts.append("".join(f"\\x{byte:02x}" for byte in os.fsencode(char)))
+        else:
+            parts.append("\\" + char if char in "\\'" else char)
+    return "$'" + "".join(parts) + "'"
 
 
 def _drive(migration, quiet: bool = False, notes: Sequence[str] = ()) -> int:

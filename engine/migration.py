@@ -114,6 +114,8 @@ class Migration:
         settings = settings or Settings()
         if src_adapter is None:
             src, dst = check_roots(src, dst, db_path)
+        if use_plan and not os.path.exists(db_path):  # refused before a run file is made
+            raise UserError(no_plan(db_path))
         store = Store.open(db_path, settings.duckdb_memory_limit, settings.duckdb_threads)
         try:
             info = store.run_info()
@@ -121,12 +123,16 @@ class Migration:
                     and same_folders((info.src_root, info.dst_root), (src, dst)):
                 src, dst = info.src_root, info.dst_root  # the same folders, reached through a symlink
             if info is not None and (info.src_root, info.dst_root) != (src, dst):
-                raise UserError(f"'{db_path}' holds the run {info.src_root} -> {info.dst_root}, not this pair; "
-                                "give a new --db path for a different pair")
+                raise UserError(f"'{db_path}' holds the run {display(info.src_root)} -> {display(info.dst_root)}, "
+                                "not this pair; give a new --db path for a different pair")
             notes = []
             stored_exclude = info.settings.get("exclude", []) if info is not None else []
-            if use_plan and (info is None or info.phase != "planned"):
-                notes.append(f"--use-plan: '{db_path}' holds no dry run's plan to copy; comparing the trees")
+            if use_plan and (info is None or info.phase != "planned"):  # asked for that plan, not another run
+                raise UserError(no_plan(db_path))
+            if use_plan and stored_exclude != settings.exclude:
+                raise UserError(f"--use-plan: the dry run's plan in '{db_path}' was made with exclude "
+                                f"{stored_exclude}, not {settings.exclude}: it would copy what that excludes; "
+                                "drop that exclude, or leave out --use-plan to compare the trees again")
             if info is not None and info.phase == "planned" and not dry_run:
                 if stored_exclude != settings.exclude:  # its plan would copy what is excluded now
                     notes.append(f"the dry run's plan was made with exclude {stored_exclude}; comparing the trees "
@@ -742,6 +748,11 @@ class Migration:
             errors=tuple(self.errors), failed_count=self.failed_count, history=tuple(self.observer.history),
             summary=self.summary, message=self.message, stop_reason=self.fatal,
             settings=tuple((k, readable(k, getattr(s, k))) for k in LIVE_SETTINGS))
+
+
+def no_plan(db_path: str) -> str:
+    return (f"--use-plan: '{db_path}' holds no dry run's plan to copy; make one with migrate run -n, or leave "
+            "out --use-plan to compare the trees and copy")
 
 
 def exclude_changed(db_path: str, stored: list, now: list, origin: str | None = None) -> str:

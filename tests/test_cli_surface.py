@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shlex
+import subprocess
 from importlib.metadata import version
 
 import pytest
@@ -63,3 +65,14 @@ def test_a_dry_run_ends_with_the_command_that_copies_its_plan(capsys, tmp_path, 
     code, out, err = run_cli(capsys, *argv[1:])
     assert code == 0 and "copying the dry run's plan as it stands" in err, err
     assert (dst / "it's.txt").read_text() == "a" and "  next " not in out
+
+
+@pytest.mark.parametrize("name", ["a b", "it's \"q\"", "-dash", "日本語", b"dst\xff bad", "new\nline", "tab\there",
+                                  b"\xe9t\xc3\xa9 '\\x", "back\\slash"])
+def test_printed_paths_paste_back_as_the_same_bytes(name):
+    """What bash makes of a quoted path is the path's bytes, whatever the name (raw bytes, controls)."""
+    path = "/tmp/" + (os.fsdecode(name) if isinstance(name, bytes) else name)
+    quoted = cli.shell_quote(path)
+    assert quoted.isprintable()  # no raw byte or control: a terminal shows it as it is, on one line
+    pasted = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, check=True).stdout
+    assert pasted == os.fsencode(path)

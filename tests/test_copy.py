@@ -308,8 +308,13 @@ def test_a_run_after_a_dry_run_compares_again_unless_told_to_copy_its_plan(capsy
         os.utime(src / name, (1_000_000_000, 1_000_000_000))
     assert run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "first.duckdb"))[0] == 0
 
-    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "none.duckdb"), "--use-plan")
-    assert code == 0 and "holds no dry run's plan to copy; comparing the trees" in err, err
+    # --use-plan asks for a plan: where there is none (no file, a finished copy) nothing is compared or written
+    for db in (tmp_path / "none.duckdb", tmp_path / "first.duckdb"):
+        before = tree_state(dst)
+        code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--use-plan")
+        assert code == 2 and err.count("\n") == 1 and f"--use-plan: '{db}' holds no dry run's plan to copy" in err
+        assert tree_state(dst) == before
+    assert not (tmp_path / "none.duckdb").exists()
 
     for use_plan in (False, True):
         db = str(tmp_path / f"plan-{use_plan}.duckdb")
@@ -425,7 +430,8 @@ def test_a_dry_run_names_what_the_destination_has_in_the_way(capsys, tmp_path):
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"), "--dry-run")
     assert code == 0, err
     line = next(line for line in out.splitlines() if "will fail" in line)
-    assert line.strip().startswith("will fail    2 entries blocked by what the destination has there")
+    assert line.strip().startswith("will fail    2 entries blocked by what the destination has there, and what "
+                                   "is below those of them that are folders")
     assert "'blk': a symlink where the source has a folder; 'plain': a folder where the source has a file" in line
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"))
     assert code == 1 and "will fail" not in out  # the real run fails them, with their reasons
@@ -572,3 +578,15 @@ def test_a_plan_opened_with_another_exclude_is_not_copied(capsys, tmp_path, monk
     finally:
         migration.close()
     assert not dst.exists()
+
+
+def test_use_plan_with_another_exclude_than_the_plans_is_refused(capsys, tmp_path):
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    (src / "cache").mkdir(parents=True)
+    (src / "cache" / "big").write_text("big")
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "-n")[0] == 0
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--use-plan", "--exclude", "cache")
+    assert code == 2 and "was made with exclude [], not ['cache']: it would copy what that excludes" in err, err
+    assert not dst.exists()
+    code, out, _ = run_cli(capsys, "status", "--db", str(db))
+    assert "phase    planned (dry run)" in out

@@ -239,8 +239,9 @@ class MigrationConsole(App[int]):
             self._set_status(f"stopped, press R to resume once fixed: {snapshot.stop_reason}", "-hint")
         elif snapshot.phase == "interrupted":
             self._set_status(RESUME_HINT, "-hint")
-        elif snapshot.phase == "planned" and snapshot.state != "running" and not snapshot.message:
-            self._set_status(PLAN_HINT, "-hint")  # the next step, unless there is news (a note, a refusal)
+        elif snapshot.phase == "planned" and snapshot.state != "running" and self.refused is None:
+            # the next step, after what the run said last (the dry run's end, a note)
+            self._set_status(f"{snapshot.message} · {PLAN_HINT}" if snapshot.message else PLAN_HINT, "-hint")
         elif snapshot.state == "running" and stale_s > self.STALE_AFTER_S:
             self._set_status(f"no news from the engine for {int(stale_s)}s", "-error")
         else:

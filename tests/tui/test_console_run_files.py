@@ -278,3 +278,24 @@ def test_a_dry_runs_plan_is_copied_with_c(tmp_path):
 
     open_in_console(db, scenario, SIZE)
     assert tree_counts(dst) == tree_counts(src)
+
+
+def test_a_dry_run_started_in_the_console_ends_offering_c(tmp_path):
+    from console_testing import start_in_console
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    make_source(src, 40, seed=4, max_depth=2, symlinks=0)
+    migration = Migration.create(str(db), str(src), str(dst), Settings(**FAST), dry_run=True)
+
+    async def scenario(app, pilot):
+        await wait_until(pilot, lambda: migration.phase == "planned" and migration.wait(0), timeout=60)
+        app.refresh_view(force=True)
+        await pilot.pause(0.1)
+        assert static_text(app, "#status").strip().endswith(PLAN_HINT)
+        await pilot.press("q")
+        await wait_until(pilot, lambda: app.return_code == 0, timeout=30)
+
+    try:
+        start_in_console(migration, scenario, SIZE)
+    finally:
+        migration.close()
+    assert not dst.exists()
