@@ -186,6 +186,18 @@ def test_a_run_file_killed_as_it_was_created_is_started_again(capsys, trees, tmp
     assert (dst / "sub" / "file").read_text() == "x"
 
 
+def test_db_of_another_pair_names_its_roots_as_an_operator_reads_them(capsys, tmp_path):
+    """A root whose name is not UTF-8 is named with \\xNN, as everywhere else, not Python's \\udcNN."""
+    src = os.path.join(os.fsencode(tmp_path), b"s\xffrc")
+    os.mkdir(src)
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", os.fsdecode(src), str(tmp_path / "dst"), "--db", str(db), "-n")[0] == 0
+    (tmp_path / "other").mkdir()
+    line = assert_refused(capsys, ["run", str(tmp_path / "other"), str(tmp_path / "dst"), "--db", str(db)],
+                          "not this pair")
+    assert f"holds the run {tmp_path}/s\\xffrc -> " in line and "\\udc" not in line
+
+
 def test_db_of_another_pair_is_refused(capsys, trees, tmp_path):
     src, dst = trees
     db = tmp_path / "run.duckdb"
