@@ -130,9 +130,7 @@ class Migration:
             if use_plan and (info is None or info.phase != "planned"):  # asked for that plan, not another run
                 raise UserError(no_plan(db_path))
             if use_plan and stored_exclude != settings.exclude:
-                raise UserError(f"--use-plan: the dry run's plan in '{db_path}' was made with exclude "
-                                f"{stored_exclude}, not {settings.exclude}: it would copy what that excludes; "
-                                "drop that exclude, or leave out --use-plan to compare the trees again")
+                raise UserError(plan_excludes_otherwise(db_path, stored_exclude, settings.exclude))
             if info is not None and info.phase == "planned" and not dry_run:
                 if stored_exclude != settings.exclude:  # its plan would copy what is excluded now
                     notes.append(f"the dry run's plan was made with exclude {stored_exclude}; comparing the trees "
@@ -261,10 +259,7 @@ class Migration:
                 what = "the run is active" if self.running else f"this run's phase is {self.phase!r}"
                 raise UserError(f"only a finished dry run's plan can be copied; {what}")
             if self.exclude_now is not None:  # as --use-plan would not copy it either
-                now, origin = self.exclude_now
-                raise UserError(f"the dry run's plan was made with exclude {self.settings.exclude}, but {origin} "
-                                f"gives {now}: the plan would copy what that excludes; compare again with "
-                                f"migrate run SRC DST --db {self.store.path}, or drop that exclude")
+                raise UserError(plan_excludes_otherwise(self.store.path, self.settings.exclude, *self.exclude_now))
             self.store.set_phase("planned", dry_run=False)
             self.dry_run = False
         planned, self.summary = self.summary, None
@@ -753,6 +748,14 @@ class Migration:
 def no_plan(db_path: str) -> str:
     return (f"--use-plan: '{db_path}' holds no dry run's plan to copy; make one with migrate run -n, or leave "
             "out --use-plan to compare the trees and copy")
+
+
+def plan_excludes_otherwise(db_path: str, made_with: list, now: list,
+                            origin: str = "--exclude, migrate.toml or MIGRATE_EXCLUDE") -> str:
+    """Why a dry run's plan is not copied under other excludes: it would copy what they exclude now."""
+    return (f"the dry run's plan in '{db_path}' was made with exclude {made_with}, but {origin} gives {now}: "
+            "it would copy what that excludes; drop that exclude, or compare the trees again (migrate run "
+            "without --use-plan)")
 
 
 def exclude_changed(db_path: str, stored: list, now: list, origin: str | None = None) -> str:
