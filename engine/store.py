@@ -622,18 +622,27 @@ class Store:
         rows = self._read("SELECT path, traversal_status FROM src_nodes WHERE depth = ? AND type = 'folder'", [depth])
         return {fs_str(path): status for path, status in rows}
 
-    def in_the_way(self, limit: int = 5) -> tuple[int, list[tuple[str, str, str]]]:
+    def in_the_way(self, limit: int = 5) -> tuple[int, int, list[tuple[str, str, str]]]:
         """Entries to copy that DST has something else in the way of, which the copy will refuse: a file or
-        symlink where SRC has a folder, a folder (not newer) where SRC has a file. (how many, first few as
-        (path, DST type, SRC type))."""
+        symlink where SRC has a folder, a folder (not newer) where SRC has a file. (how many, how many
+        entries to copy below those folders, which fail with them, first few as (path, DST type, SRC type))."""
         where = f"""FROM src_nodes s JOIN dst_nodes t ON t.src_id = s.id
                     WHERE s.copy_status IN ('pending', 'in_progress') AND t.type <> s.type AND (s.type = 'folder'
                     OR (t.type = 'folder' AND t.mtime_ns <= s.mtime_ns + {MTIME_WINDOW_NS}))"""
+        # below a blocked folder, level by level through parent_path (paths are bytes: no prefix test)
+        below = f"""WITH RECURSIVE under(path, deeper) AS (
+                        SELECT s.path, false {where} AND s.type = 'folder'
+                        UNION ALL SELECT c.path, true FROM src_nodes c JOIN under u ON c.parent_path = u.path
+                        WHERE c.copy_status IN ('pending', 'in_progress'))
+                    SELECT count(*) FILTER (deeper) FROM under"""
         with self._lock:
             count = self._con.execute(f"SELECT count(*) {where}").fetchall()[0][0]
+            if not count:
+                return 0, 0, []
+            under = self._con.execute(below).fetchall()[0][0]
             rows = self._con.execute(f"SELECT s.path, t.type, s.type {where} ORDER BY s.depth, s.path LIMIT ?",
-                                     [limit]).fetchall() if count else []
-        return count, [(os.fsdecode(p), dst_type, src_type) for p, dst_type, src_type in rows]
+                                     [limit]).fetchall()
+        return count, under, [(os.fsdecode(p), dst_type, src_type) for p, dst_type, src_type in rows]
 
     def failed_src_folders(self) -> dict[str, str]:
         """The SRC folders that could not be made on DST, with their reasons."""

@@ -420,8 +420,9 @@ def test_a_dry_run_names_what_the_destination_has_in_the_way(capsys, tmp_path):
     """The plan says copy (the source differs), but the copy will refuse to replace a symlink by a folder or
     an older folder by a file: the dry run says so before anything is tried."""
     src, dst = tmp_path / "src", tmp_path / "dst"
-    (src / "blk").mkdir(parents=True)
+    (src / "blk" / "sub").mkdir(parents=True)
     (src / "blk" / "inner").write_text("1")
+    (src / "blk" / "sub" / "deep").write_text("1")
     (src / "plain").write_text("2")
     (src / "fine").write_text("3")
     (dst / "plain").mkdir(parents=True)
@@ -430,11 +431,12 @@ def test_a_dry_run_names_what_the_destination_has_in_the_way(capsys, tmp_path):
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"), "--dry-run")
     assert code == 0, err
     line = next(line for line in out.splitlines() if "will fail" in line)
-    assert line.strip().startswith("will fail    2 entries blocked by what the destination has there, and what "
-                                   "is below those of them that are folders")
+    assert line.strip().startswith("will fail    5 entries: 2 blocked by what the destination has there, and the "
+                                   "3 below them")
     assert "'blk': a symlink where the source has a folder; 'plain': a folder where the source has a file" in line
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"))
     assert code == 1 and "will fail" not in out  # the real run fails them, with their reasons
+    assert "  failed       5\n" in out  # as many as the dry run said
     assert (dst / "fine").read_text() == "3"
 
 
