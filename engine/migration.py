@@ -242,13 +242,22 @@ class Migration:
                 self._stopped_resumable(str(exc))
                 raise
 
+    def _take_up(self, what: str, undo: Callable[[], None] | None = None) -> None:
+        """start() for a command that takes the run up (which checks the roots again); when it is refused
+        (UserError), undo() puts back what the command changed, the console's status line keeps why
+        ('<what> refused: ...'), and the refusal is raised."""
+        try:
+            self.start()
+        except UserError as exc:
+            if undo is not None:
+                with self._lock:
+                    undo()
+            self.message = f"{what} refused: {exc}"
+            raise
+
     def resume_from_db(self) -> None:
         self.message = "resuming from the run file"
-        try:
-            self.start()  # which checks the roots again
-        except UserError as exc:
-            self.message = f"resume refused: {exc}"  # the console's status line keeps it
-            raise
+        self._take_up("resume")
 
     def copy_plan(self) -> None:
         """Copy a finished dry run's plan as it stands, what `migrate run --use-plan` does: what changed on
@@ -264,14 +273,11 @@ class Migration:
             self.dry_run = False
         planned, self.summary = self.summary, None
         self.message = "copying the dry run's plan as it stands (what changed since is not seen)"
-        try:
-            self.start()
-        except UserError as exc:
-            with self._lock:
-                self.store.set_phase("planned", dry_run=True)  # still the dry run it was
-                self.dry_run, self.summary = True, planned
-            self.message = f"copy refused: {exc}"
-            raise
+
+        def still_the_dry_run() -> None:
+            self.store.set_phase("planned", dry_run=True)
+            self.dry_run, self.summary = True, planned
+        self._take_up("copy", still_the_dry_run)
 
     def pause(self) -> None:
         with self._lock:
@@ -296,13 +302,7 @@ class Migration:
             "retry mode requested: starts when the current phase ends"
         if not running:
             self.summary = None
-            try:
-                self.start()
-            except UserError as exc:
-                with self._lock:
-                    self._retry_requested = False
-                self.message = f"retry refused: {exc}"
-                raise
+            self._take_up("retry", lambda: setattr(self, "_retry_requested", False))
 
     def stop(self, force: bool = False) -> None:
         with self._lock:
