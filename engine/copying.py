@@ -18,7 +18,7 @@ import os
 from typing import Callable
 
 from engine.adapters.base import Entry, describe, is_disk_full, is_transient, not_a_folder_above
-from engine.adapters.local import mtime_ns
+from engine.adapters.local import stored_mtime
 from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
 from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
 
@@ -181,9 +181,10 @@ def in_the_way(there: Entry | None, now: Entry) -> Result | None:
     always once more just before the rename."""
     if there is None:
         return None
-    if there.type == now.type and there.size == now.size and abs(there.mtime_ns - now.mtime_ns) <= MTIME_WINDOW_NS:
+    now_mtime = stored_mtime(now.mtime_ns)  # compared as traversal compared them (`there`'s is stored_mtime too)
+    if there.type == now.type and there.size == now.size and abs(there.mtime_ns - now_mtime) <= MTIME_WINDOW_NS:
         return done("exists")  # already complete (e.g. copied before a crash)
-    if there.mtime_ns > now.mtime_ns + MTIME_WINDOW_NS:
+    if there.mtime_ns > now_mtime + MTIME_WINDOW_NS:
         return done("skipped")  # newer on the destination: kept, never overwritten
     if there.type == FOLDER:
         return refused("the destination has a folder where the source has a file")
@@ -276,7 +277,7 @@ def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None]
                 finally:
                     os.close(out_fd)
                 after = os.fstat(src_fd)
-                if not _same_version(now, after.st_size, mtime_ns(after)):
+                if not _same_version(now, after.st_size, after.st_mtime_ns):  # `now` has the exact mtime
                     return SOURCE_CHANGED
             finally:
                 os.close(src_fd)

@@ -574,12 +574,14 @@ class Store:
 
     # The comparison of a DST entry (t) with the SRC entry at its path (s; NULL when SRC has none), for a
     # whole level at once. It must agree with engine.workers.classify (the live mirror's, one at a time).
+    # mtimes meet in HUGEINT: a file dated after 2262 is stored as BIGINT's maximum, and adding the window
+    # to it overflowed (the run failed, and every resume with it).
     _DST_MATCH = f"""CASE WHEN s.id IS NULL THEN 'not_on_src'
                  WHEN s.traversal_status = 'excluded' OR s.copy_status = 'excluded' THEN 'excluded'
                  WHEN t.type <> s.type THEN 'copy'
                  WHEN t.type = 'folder' THEN 'skip'
-                 WHEN t.size = s.size AND abs(t.mtime_ns - s.mtime_ns) <= {MTIME_WINDOW_NS} THEN 'skip'
-                 WHEN t.mtime_ns > s.mtime_ns + {MTIME_WINDOW_NS} THEN 'keep_dst_newer'
+                 WHEN t.size = s.size AND abs(t.mtime_ns::HUGEINT - s.mtime_ns) <= {MTIME_WINDOW_NS} THEN 'skip'
+                 WHEN t.mtime_ns > s.mtime_ns::HUGEINT + {MTIME_WINDOW_NS} THEN 'keep_dst_newer'
                  ELSE 'copy' END"""
     # a DST folder is listed only where SRC has a folder too (TraversalMode decides the same in memory)
     _DST_STATUS = """CASE WHEN s.id IS NULL THEN
@@ -628,7 +630,7 @@ class Store:
         entries to copy below those folders, which fail with them, first few as (path, DST type, SRC type))."""
         where = f"""FROM src_nodes s JOIN dst_nodes t ON t.src_id = s.id
                     WHERE s.copy_status IN ('pending', 'in_progress') AND t.type <> s.type AND (s.type = 'folder'
-                    OR (t.type = 'folder' AND t.mtime_ns <= s.mtime_ns + {MTIME_WINDOW_NS}))"""
+                    OR (t.type = 'folder' AND t.mtime_ns <= s.mtime_ns::HUGEINT + {MTIME_WINDOW_NS}))"""
         # below a blocked folder, level by level through parent_path (paths are bytes: no prefix test)
         below = f"""WITH RECURSIVE under(path, deeper) AS (
                         SELECT s.path, false {where} AND s.type = 'folder'

@@ -514,6 +514,31 @@ def test_a_file_dated_after_2262_is_migrated_with_its_folder(capsys, tmp_path, l
     assert code == 0 and "nothing to copy" in out, err
 
 
+def test_a_file_dated_after_2262_replaces_an_older_copy_and_keeps_its_date(capsys, tmp_path):
+    """Compared with a destination file, its mtime (stored as 64 bits' maximum) overflowed DuckDB's
+    addition of the 2 s window: the dry run, the run and every resume failed. The copy sets the date as
+    it is, not as the run file holds it."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "r.duckdb")
+    src.mkdir()
+    dst.mkdir()
+    (src / "future").write_text("new content")
+    (dst / "future").write_text("old")
+    future_s = 13_569_465_600  # 2400-01-01
+    try:
+        os.utime(src / "future", (future_s, future_s))
+    except OSError:
+        pytest.skip("this filesystem cannot store such a date")
+    if (src / "future").stat().st_mtime_ns != future_s * 10**9:
+        pytest.skip("this filesystem stores another date")
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, "-n")
+    assert code == 0, err
+    assert {r["path"]: r["action"] for r in report(capsys, Path(db)) if r["side"] == "src"}["future"] == "copy"
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db)
+    assert code == 0 and "failed       0" in out, err
+    assert (dst / "future").read_text() == "new content"
+    assert (dst / "future").stat().st_mtime_ns == future_s * 10**9
+
+
 def test_a_dry_runs_plan_is_copied_on_request_as_it_stands(capsys, tmp_path):
     """Migration.copy_plan (the console's c) copies what the dry run planned, like --use-plan: a source
     file added since is not seen; a run that is no finished dry run is refused, its file left as it was."""

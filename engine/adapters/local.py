@@ -34,9 +34,12 @@ _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 MTIME_NS_MAX, MTIME_NS_MIN = (1 << 63) - 1, -(1 << 63)
 
 
-def mtime_ns(st: os.stat_result) -> int:
-    m = st.st_mtime_ns
+def stored_mtime(m: int) -> int:
     return m if MTIME_NS_MIN <= m <= MTIME_NS_MAX else max(MTIME_NS_MIN, min(m, MTIME_NS_MAX))
+
+
+def mtime_ns(st: os.stat_result) -> int:
+    return stored_mtime(st.st_mtime_ns)
 
 
 def _umask() -> int:
@@ -51,13 +54,15 @@ def _umask() -> int:
     return 0o022
 
 
-def _entry(name: str, st: os.stat_result) -> Entry | None:
-    """An lstat result as an entry; None for what is not one (a FIFO, a socket, a device)."""
+def _entry(name: str, st: os.stat_result, exact_mtime: bool = False) -> Entry | None:
+    """An lstat result as an entry; None for what is not one (a FIFO, a socket, a device). exact_mtime:
+    the mtime as it is, past 2262 too (for a copy to set it), not as the run file can hold it."""
     mode = st.st_mode
     kind = _KIND.get(mode & 0o170000)
     if kind is None:
         return None
-    return tuple.__new__(Entry, (name, kind, st.st_size, mtime_ns(st), mode & 0o7777))
+    mtime = st.st_mtime_ns if exact_mtime else mtime_ns(st)
+    return tuple.__new__(Entry, (name, kind, st.st_size, mtime, mode & 0o7777))
 
 
 class LocalAdapter:
@@ -228,7 +233,7 @@ class LocalAdapter:
         except BaseException:
             os.close(fd)
             raise
-        entry = _entry(path.rpartition("/")[2], st)
+        entry = _entry(path.rpartition("/")[2], st, exact_mtime=True)
         if entry is None or entry.type != FILE:
             os.close(fd)
             return None, entry
