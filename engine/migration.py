@@ -25,7 +25,7 @@ from engine.governor import ListingGovernor
 from engine.hotreload import SettingsWatcher
 from engine.model import (
     ACTION_SKIP, DST, FOLDER, IN_PROGRESS, OUR_TEMPORARY, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name,
-    join, name_of, node_id, parent_of, temp_target,
+    join, name_in_temp, name_of, node_id, parent_of, temp_name_was_cut, temp_target,
 )
 from engine.listing import ListerPool, close_early
 from engine.modes.copy import CopyMode
@@ -602,6 +602,11 @@ class Migration:
         the source too, is an entry like any other: never swept."""
         targets = {path: join(parent_of(path), temp_target(name_of(path))) for path in temporaries}
         known = self.store.source_paths([*temporaries, *targets.values()])
+        # a NAME too long for the temporary's name was cut in it: such a target is known by its cut
+        cut = {parent_of(path) for path in temporaries
+               if targets[path] not in known and temp_name_was_cut(name_of(path))}
+        known |= {join(folder, name_in_temp(name_of(path)))
+                  for folder in cut for path in self.store.source_paths_in(folder)}
         return [path for path in temporaries if path not in known and targets[path] in known]
 
     def _root_to_open(self) -> list[tuple[str, None, int]]:

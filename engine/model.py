@@ -112,14 +112,25 @@ def unambiguous(path: str) -> str:
 NAME_MAX = 255  # bytes in one name (Linux filesystems)
 
 
+TEMP_RANDOM_HEX = 8  # hex digits of randomness in a temporary's name
+_TEMP_ROOM = NAME_MAX - TEMP_RANDOM_HEX - len(TEMP_SUFFIX) - 2  # bytes of NAME a temporary's name has room for
+
+
 def temp_name(name: str, random_hex: str) -> str:
     """What a copy writes before its rename: '.NAME.<random>.migrate-tmp', NAME cut at its end so that the
     whole stays within NAME_MAX bytes (a 255-byte name must still be copyable)."""
-    room = NAME_MAX - len(random_hex) - len(TEMP_SUFFIX) - 2
+    return f".{name_in_temp(name)}.{random_hex}{TEMP_SUFFIX}"
+
+
+def name_in_temp(name: str) -> str:
+    """NAME as a temporary of it names it: cut to the room left (what temp_target gives back)."""
     encoded = fs_bytes(name)
-    if len(encoded) > room:
-        name = fs_str(encoded[:room])
-    return f".{name}.{random_hex}{TEMP_SUFFIX}"
+    return fs_str(encoded[:_TEMP_ROOM]) if len(encoded) > _TEMP_ROOM else name
+
+
+def temp_name_was_cut(name: str) -> bool:
+    """A temporary's name that may stand for a longer NAME than temp_target gives back."""
+    return len(fs_bytes(name)) == NAME_MAX
 
 
 # What a DST listing calls a temporary file of ours (engine.listing reports them with the special files):
@@ -139,7 +150,7 @@ def is_temp_name(name: str) -> bool:
     if not (name[:1] == "." and name.endswith(TEMP_SUFFIX)):
         return False
     head, dot, random_hex = name[1:-len(TEMP_SUFFIX)].rpartition(".")
-    return bool(head) and len(random_hex) == 8 and _HEX.issuperset(random_hex)
+    return bool(head) and len(random_hex) == TEMP_RANDOM_HEX and _HEX.issuperset(random_hex)
 
 
 class Node:

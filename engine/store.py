@@ -719,6 +719,11 @@ class Store:
                                      [[os.fsencode(p) for p in paths]]).fetchall()
         return {os.fsdecode(p) for (p,) in rows}
 
+    def source_paths_in(self, folder: str) -> list[str]:
+        """The paths of the source entries directly in `folder`."""
+        return [os.fsdecode(p) for (p,) in self._read("SELECT path FROM src_nodes WHERE parent_path = ?",
+                                                      [os.fsencode(folder)])]
+
     def pending_copy_folders(self) -> list[str]:
         """DST folders where files are still to be copied: where an interrupted copy left temporaries."""
         with self._lock:

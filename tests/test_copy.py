@@ -15,7 +15,7 @@ from support import CannotListLocked, report, run_cli, tree_state
 from engine.adapters.local import LocalAdapter
 from engine.errors import UserError
 from engine.migration import Migration
-from engine.model import MTIME_WINDOW_NS, TEMP_SUFFIX
+from engine.model import MTIME_WINDOW_NS, TEMP_SUFFIX, temp_name
 from engine.settings import Settings
 
 
@@ -356,6 +356,26 @@ def test_a_temporary_left_by_a_killed_run_goes_when_a_new_run_copies(capsys, tmp
     assert code == 0, err
     assert sorted(os.listdir(dst / "sub")) == [f".draft{TEMP_SUFFIX}", f".notes.abcdef12{TEMP_SUFFIX}", "f"]
     assert users.read_text() == "mine" and alike.read_text() == "mine too" and "dst only     1 " in out
+
+
+@pytest.mark.parametrize("long_name", ["L" * 250, "\u00e9" * 120], ids=["ascii", "cut-inside-a-character"])
+def test_a_temporary_of_a_name_too_long_for_it_goes_too(capsys, tmp_path, long_name):
+    """A NAME over 233 bytes is cut in its temporary's name (.NAME.<hex>.migrate-tmp fits 255 bytes): such a
+    temporary, left by a killed run, stayed for good. One of that form for no source file stays."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    (src / long_name).write_text("f")
+    dst.mkdir()
+    leftover = dst / temp_name(long_name, "0123abcd")
+    leftover.write_text("half of f")
+    alike = dst / temp_name("M" * 250, "abcdef12")  # our form, cut, but for no source file
+    alike.write_text("mine")
+    assert len(os.fsencode(leftover.name)) == 255
+
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "new.duckdb"))
+    assert code == 0, err
+    assert sorted(os.listdir(dst)) == sorted([alike.name, long_name])
+    assert (dst / long_name).read_text() == "f" and alike.read_text() == "mine"
 
 
 def test_a_retried_folder_ends_with_the_mode_it_has_when_it_is_listed(capsys, tmp_path):

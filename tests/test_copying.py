@@ -20,7 +20,7 @@ from engine.adapters import beneath
 from engine.adapters.local import LocalAdapter
 from engine.counters import CopyCounters
 from engine.migration import Migration
-from engine.model import FILE, FOLDER, MTIME_WINDOW_NS, SYMLINK, TEMP_SUFFIX, Node, Task
+from engine.model import FILE, FOLDER, MTIME_WINDOW_NS, SYMLINK, TEMP_SUFFIX, Node, Task, temp_name
 from engine.modes.copy import CopyMode
 from engine.settings import Settings
 from engine.treegen import make_source
@@ -204,6 +204,16 @@ def test_a_dead_helper_leaves_no_temporary_of_its_batch(tmp_path):
                     BandwidthLimiter(0), lambda *a: None)
     mode._remove_temporaries(["f/name.with.dots"])
     assert sorted(os.listdir(dst / "f")) == [".other.0badc0de.migrate-tmp", "name.with.dots"]
+
+
+def test_a_dead_helper_leaves_no_temporary_of_a_name_too_long_for_it(tmp_path):
+    """A name over 233 bytes is cut in its temporary's name: the temporary is still known as its."""
+    dst, long_name = tmp_path / "dst", "L" * 250
+    write(dst / "f" / temp_name(long_name, "0badc0de"), b"partial", OLD)
+    mode = CopyMode(None, LocalAdapter(tmp_path), LocalAdapter(dst), Settings(), CopyCounters(),
+                    BandwidthLimiter(0), lambda *a: None)
+    mode._remove_temporaries([f"f/{long_name}"])
+    assert os.listdir(dst / "f") == []
 
 
 def copy_rows(db) -> set:

@@ -18,7 +18,7 @@ from engine.cache import NodeCache
 from engine.counters import CopyCounters
 from engine.model import (
     ACTION_KEEP_DST_NEWER, ACTION_VANISHED, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL,
-    Task, folders_above, is_temp_name, not_a_folder_now, parent_of, temp_target, unambiguous,
+    Task, folders_above, is_temp_name, name_in_temp, not_a_folder_now, parent_of, temp_target, unambiguous,
 )
 from engine.queue import Outcome
 from engine.settings import Settings
@@ -246,7 +246,7 @@ class CopyMode:
         by_folder: dict[str, set[str]] = {}
         for path in paths:
             folder, _, name = path.rpartition("/")
-            by_folder.setdefault(folder, set()).add(name)
+            by_folder.setdefault(folder, set()).add(name_in_temp(name))
         for folder, names in by_folder.items():
             try:
                 entries = self.dst.list(folder)
