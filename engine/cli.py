@@ -468,6 +468,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:
+        from engine.store import out_of_memory  # DuckDB is loaded already when it is DuckDB's
+        explained = out_of_memory(exc)
+        if explained is None:
+            raise
+        print(f"{PROG}: error: {explained}", file=sys.stderr)
+        return explained.exit_code
     finally:
         if early:
             listing.close_early()  # those the settings did not use (fewer workers, or no helpers)

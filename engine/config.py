@@ -83,13 +83,21 @@ class Loaded:
         return Loaded(settings, self.file, origins, run_file)
 
 
+def _not_toml(path: str, exc: ValueError) -> UserError:
+    if isinstance(exc, UnicodeDecodeError):  # TOML is UTF-8 text
+        byte = exc.object[exc.start:exc.start + 1]
+        return UserError(f"settings file '{path}' is not valid TOML: not UTF-8 text (byte 0x{byte.hex()} at "
+                         f"offset {exc.start}); save it as UTF-8")
+    return UserError(f"settings file '{path}' is not valid TOML: {exc}")
+
+
 def _read_file(path: str | None) -> dict:
     if path is None:
         return {}
     try:
         return TomlConfigSettingsSource(Settings, toml_file=path)()
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"settings file '{path}' is not valid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise _not_toml(path, exc) from None
     except OSError as exc:
         raise UserError(f"cannot read settings file '{path}': {exc.strerror or exc}") from None
 
@@ -161,8 +169,8 @@ def load(config: str | None = None, db_path: str | None = None, overrides: dict 
         settings = Settings.load(file, **flags)
     except ValidationError as exc:
         raise UserError(validation_line(exc, origins, file)) from None
-    except tomllib.TOMLDecodeError as exc:  # the file changed between the two reads
-        raise UserError(f"settings file '{file}' is not valid TOML: {exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # the file changed between the two reads
+        raise _not_toml(file, exc) from None
     except SettingsError as exc:
         raise UserError(f"invalid settings: {' '.join(str(exc).split())}") from None
     return Loaded(settings, file, origins)

@@ -37,7 +37,7 @@ from engine.settings import Settings
 from engine.snapshot import (
     CopyView, ErrorView, GateView, LevelView, MigrationSnapshot, QueueView, Summary,
 )
-from engine.store import RunInfo, Store
+from engine.store import RunInfo, Store, out_of_memory
 from engine.summary import summarize
 from engine.threads import ThreadLimit, start_thread
 from engine.validate import changed_roots, check_roots, folder_identity, same_folders
@@ -47,6 +47,8 @@ FINISHED_PHASES = ("planned", "done")
 ERRORS_KEPT = 200  # the latest failures a snapshot lists; the run file keeps them all
 LIVE_SETTINGS = ("src_workers", "dst_workers", "copy_workers", "max_listing_workers", "bwlimit", "max_src_ahead",
                  "max_retries", "lease_timeout", "backoff_base", "backoff_cap")
+# DuckDB's own, set on the open run file: a run stopped for want of memory is resumed with more
+RUN_FILE_SETTINGS = ("duckdb_memory_limit", "duckdb_threads")
 
 
 class Migration:
@@ -325,11 +327,13 @@ class Migration:
 
     def apply_settings(self, changes: dict) -> list[str]:
         """Apply live-tunable settings now; returns the keys refused because they cannot change mid-run."""
-        refused = [k for k in changes if k not in LIVE_SETTINGS]
-        live = {k: v for k, v in changes.items() if k in LIVE_SETTINGS}
+        refused = [k for k in changes if k not in LIVE_SETTINGS and k not in RUN_FILE_SETTINGS]
+        live = {k: v for k, v in changes.items() if k not in refused}
         for key, value in live.items():
             setattr(self.settings, key, value)
         s = self.settings
+        if live.keys() & set(RUN_FILE_SETTINGS):
+            self.store.configure(s.duckdb_memory_limit, s.duckdb_threads)
         self.limiter.rate = s.bwlimit
         self.coordinator.set_max_src_ahead(s.max_src_ahead)
         with self._lock:  # only a change of a count sets it: a bwlimit edit keeps a widened traversal wide
@@ -385,7 +389,7 @@ class Migration:
             self.fatal = str(exc)
             self.message = str(exc)
         except Exception as exc:  # noqa: BLE001 - reported, never a silent dead thread
-            self.fatal = f"internal error: {exc!r}"
+            self.fatal = str(out_of_memory(exc) or f"internal error: {exc!r}")
             self.message = self.fatal
         finally:
             if watcher is not None:

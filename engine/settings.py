@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlCo
 
 from engine.listing import DEFAULT_TRAVERSAL_WORKERS
 
+# Below this even a small run's statements fail (1-4 MB did; a 100k dry run needs more than 16 MB).
+MIN_DUCKDB_MEMORY, MIN_DUCKDB_MEMORY_SHOWN = int(30.5 * 2**20), "32MB"  # as DuckDB shows 32MB: '30.5 MiB'
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
 
 
@@ -138,11 +140,20 @@ class Settings(BaseSettings):
         if value == cls.model_fields["duckdb_memory_limit"].default:
             return value
         import duckdb
+        too_small = ValueError(f"below the {MIN_DUCKDB_MEMORY_SHOWN} a run file needs; use e.g. 1GB, 512MB or 50%")
         try:
-            duckdb.connect(config={"memory_limit": value}).close()
+            con = duckdb.connect(config={"memory_limit": value})
+            try:
+                shown = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]  # e.g. '15.2 MiB'
+            finally:
+                con.close()
+        except duckdb.OutOfMemoryException:
+            raise too_small from None
         except duckdb.Error as exc:
             reason = str(exc).partition(": ")[2] or str(exc)
             raise ValueError(f"not a memory size DuckDB takes ({reason}); use e.g. 1GB, 512MB or 50%") from None
+        if parse_size(shown.removesuffix(" bytes")) < MIN_DUCKDB_MEMORY:
+            raise too_small
         return value
 
     @field_validator("low_water")

@@ -117,6 +117,15 @@ def _explain_open_error(path: str, exc: Exception) -> UserError:
                      "give a new --db path or restore the file")
 
 
+def out_of_memory(exc: BaseException) -> UserError | None:
+    """DuckDB's out-of-memory error (a paragraph of advice) as one line naming the setting to raise."""
+    if not isinstance(exc, duckdb.OutOfMemoryException):
+        return None
+    used = re.search(r"\(([^()]*used)\)", str(exc))
+    return UserError("the run file's DuckDB ran out of memory" + (f" ({used.group(1)})" if used else "")
+                     + ": raise duckdb_memory_limit (e.g. --duckdb-memory-limit 2GB)")
+
+
 class Store:
     """One DuckDB file. Every call takes one lock: DuckDB connections are not thread-safe, and the
     writes are few (one transaction per seal, one small insert per observer tick)."""
@@ -214,6 +223,12 @@ class Store:
                                 [("app", APP), ("schema_version", str(SCHEMA_VERSION))])
                 con.execute("COMMIT")
         return store
+
+    def configure(self, memory_limit: str, threads: int) -> None:
+        """DuckDB's memory limit and threads, for the statements from now on."""
+        with self._lock:
+            self._con.execute("SET memory_limit = ?", [memory_limit])
+            self._con.execute("SET threads = ?", [threads])
 
     def _read(self, sql: str, params: Sequence) -> list[tuple]:
         with self._reader_lock:

@@ -7,11 +7,13 @@ import threading
 import time
 
 import pytest
+from support import run_cli
 
 from engine.migration import Migration
 from engine.model import DST, SRC
 from engine.sealer import Sealer
 from engine.settings import Settings
+from engine.store import Store
 from engine.treegen import make_source, mirror
 
 
@@ -92,3 +94,27 @@ def test_a_run_whose_seal_fails_stops_with_the_reason(tmp_path, monkeypatch):
     # what was committed before the failure stays: a resume goes on from SRC's round 2
     assert m.store.count(SRC, "depth <= 2") > 0
     m.close()
+
+
+def test_a_run_out_of_duckdb_memory_stops_in_one_line_and_resumes_with_more(tmp_path, capsys):
+    """DuckDB's error is a paragraph of advice: the operator gets the setting to raise, and a resume takes
+    the raised value (it used to be refused as a setting that cannot change mid-run)."""
+    tree = make_source(tmp_path / "src", 400, seed=3, max_depth=5, fanout=3)
+    db = tmp_path / "run.duckdb"
+    m = Migration.create(str(db), str(tree.root), str(tmp_path / "dst"), Settings(list_processes=False),
+                         dry_run=True)
+    m.store.configure("1MB", 1)  # below what a setting may be (32MB): the seals' statements need more
+    m.start()
+    assert m.wait(60), "the run hung after a seal ran out of memory"
+    assert m.fatal is not None and "\n" not in m.fatal, m.fatal
+    assert "ran out of memory" in m.fatal and "raise duckdb_memory_limit" in m.fatal
+    m.close()
+
+    code, out, err = run_cli(capsys, "resume", "--db", str(db), "--duckdb-memory-limit", "512MB")
+    assert code == 0 and "dry run complete" in out, err
+    assert "cannot change" not in err
+    store = Store.open(str(db))
+    try:
+        assert store.run_info().settings["duckdb_memory_limit"] == "512MB"
+    finally:
+        store.close()

@@ -208,6 +208,12 @@ BAD = [
      r"settings file '.*migrate\.toml' is not valid TOML: .*\(at line 1, column \d+\)"),
     ("file", "buffer_size = 100\n", {}, [],
      r"invalid setting 'low_water' from the default: must be below buffer_size \(100\)"),
+    ("file", b"\xff\xfe", {}, [],
+     r"settings file '.*migrate\.toml' is not valid TOML: not UTF-8 text \(byte 0xff at offset 0\); save it as UTF-8"),
+    ("env", None, {"MIGRATE_DUCKDB_MEMORY_LIMIT": "1KB"}, [],
+     r"invalid setting 'duckdb_memory_limit' from MIGRATE_DUCKDB_MEMORY_LIMIT: below the 32MB a run file needs"),
+    ("flag", None, {}, ["--duckdb-memory-limit", "16MB"],
+     r"invalid setting 'duckdb_memory_limit' from --duckdb-memory-limit: below the 32MB a run file needs"),
 ]
 
 
@@ -216,7 +222,9 @@ def test_bad_values_in_every_layer_are_one_line_exit_2_and_write_nothing(tmp_pat
                                                                         layer, text, env, flags, expected):
     src = small_tree(tmp_path / "src")
     db = tmp_path / "run.duckdb"
-    if text is not None:
+    if isinstance(text, bytes):
+        (tmp_path / "migrate.toml").write_bytes(text)
+    elif text is not None:
         write(tmp_path / "migrate.toml", text)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
