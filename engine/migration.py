@@ -115,7 +115,7 @@ class Migration:
         plan, which would miss what changed since it was made, unless use_plan (copy it as it stands)."""
         settings = settings or Settings()
         if src_adapter is None:
-            src, dst = check_roots(src, dst, db_path)
+            src, dst = check_roots(src, dst, db_path, writes=not dry_run)
         if use_plan and not os.path.exists(db_path):  # refused before a run file is made
             raise UserError(no_plan(db_path))
         store = Store.open(db_path, settings.duckdb_memory_limit, settings.duckdb_threads)
@@ -524,7 +524,7 @@ class Migration:
         """The pair as it is now, as a new run checks it, and each root the folder the run file describes:
         a resume or retry (or a copy after a long traversal, paused maybe) must not take a destination moved
         away and made anew for the one it copied into, nor one made a symlink into the source."""
-        check_roots(self.src_root, self.dst_root, None)
+        check_roots(self.src_root, self.dst_root, None, writes=not self.dry_run)
         refusal = changed_roots(self.store.root_identities(), {SRC: self.src_root, DST: self.dst_root})
         if refusal is not None:
             raise UserError(refusal)
@@ -542,7 +542,11 @@ class Migration:
                 pass  # not ours to fail the run for: it stays, as it would have
         self._stray_temporaries = []
         if isinstance(self.dst, LocalAdapter):
-            os.makedirs(self.dst_root, exist_ok=True)
+            try:
+                os.makedirs(self.dst_root, exist_ok=True)
+            except OSError as exc:  # e.g. an immutable parent, which root's access check cannot see
+                raise UserError(f"cannot create the destination '{display(self.dst_root)}' ({exc.strerror}); "
+                                "fix that, then resume") from None
             if DST not in self.store.root_identities():  # made now, or there since the comparison began
                 self.store.set_root_identities({DST: folder_identity(self.dst_root)})
         self._set_attributes(self.store.folders_to_open() + self._root_to_open())

@@ -202,6 +202,9 @@ class Store:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise UserError(f"cannot create '{path}': folder '{parent}' does not exist")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UserError(f"cannot create '{path}': folder '{parent}' is not writable; give --db a path "
+                                "in a folder you can write")
         try:
             # DuckDB checkpoints when the WAL passes 16 MB, inside whichever commit crosses it: a seal then
             # took 300-750 ms instead of 30 (100k run). Seals are few and large, so let the WAL grow; close()

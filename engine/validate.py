@@ -14,8 +14,9 @@ def _inside(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
 
 
-def check_roots(src: str, dst: str, db_path: str | None) -> tuple[str, str]:
-    """Absolute, validated roots; UserError naming the problem otherwise."""
+def check_roots(src: str, dst: str, db_path: str | None, writes: bool = True) -> tuple[str, str]:
+    """Absolute, validated roots; UserError naming the problem otherwise. writes: the destination will be
+    written (not a dry run), so it, or the folder it is to be made in, must let us."""
     if not src:  # os.path.abspath('') is the current folder: never a root by accident
         raise UserError("the source path is empty; give the folder to migrate")
     if not dst:
@@ -36,6 +37,11 @@ def check_roots(src: str, dst: str, db_path: str | None) -> tuple[str, str]:
         raise UserError(f"destination '{dst}' exists and is not a folder; give a folder path")
     if not os.path.exists(dst_abs) and not os.path.isdir(os.path.dirname(dst_abs)):
         raise UserError(f"destination parent '{os.path.dirname(dst_abs)}' does not exist; create it first")
+    if writes:  # found now, not after a whole traversal (root passes this and finds out on the first write)
+        target = dst_abs if os.path.exists(dst_abs) else os.path.dirname(dst_abs)
+        if not os.access(target, os.W_OK | os.X_OK):
+            what = f"destination '{dst}'" if target == dst_abs else f"destination parent '{target}'"
+            raise UserError(f"{what} is not writable; check its permissions (a dry run, -n, only reads it)")
     src_real, dst_real = os.path.realpath(src_abs), os.path.realpath(dst_abs)
     if src_real == dst_real:
         raise UserError(f"source and destination are the same folder ('{src_real}')")

@@ -59,6 +59,40 @@ def test_unreadable_source(capsys, trees, tmp_path):
         src.chmod(0o755)
 
 
+@pytest.fixture
+def unwritable(tmp_path):
+    """A folder nothing can be made in: read-only for a user; immutable for root, which ignores modes."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_destination_that_cannot_be_written_is_refused_before_the_traversal(capsys, trees, unwritable, tmp_path):
+    """It used to fail after the whole traversal, as 'internal error: PermissionError', leaving a run file."""
+    src, _ = trees
+    db = tmp_path / "r.duckdb"
+    for dst in (unwritable / "dst", unwritable):  # to be made in it, or it
+        assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], "is not writable")
+        assert not db.exists() and not os.listdir(unwritable)
+    code, out, err = run_cli(capsys, "run", str(src), str(unwritable / "dst"), "--db", str(db), "-n")
+    assert code == 0, err  # a dry run only reads the destination
+
+
+def test_a_run_file_in_a_folder_that_cannot_be_written_is_named_so(capsys, trees, unwritable):
+    """It was called 'not a readable DuckDB database ... restore the file', of a file that did not exist."""
+    src, dst = trees
+    line = assert_refused(capsys, ["run", str(src), str(dst), "--db", str(unwritable / "r.duckdb")], "is not writable")
+    assert "cannot create" in line and not os.listdir(unwritable) and not os.listdir(dst)
+
+
 @pytest.mark.parametrize("case", ["dst_inside_src", "src_inside_dst", "same"])
 def test_nested_or_equal_roots(capsys, trees, tmp_path, case):
     src, dst = trees
