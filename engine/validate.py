@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import fcntl
 import os
+import re
 import stat
 
 from engine.errors import UserError
@@ -12,6 +13,35 @@ from engine.errors import UserError
 
 def _inside(child: str, parent: str) -> bool:
     return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+_MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")  # mountinfo writes a space in a path as \040
+
+
+def _within_filesystem(path: str) -> tuple[int, str] | None:
+    """(device, the path from its filesystem's root) of an existing real path. A bind mount shows a folder
+    under a second path; seen this way the two are one. None where /proc/self/mountinfo does not say
+    (no such file, or a device it does not list, as for btrfs subvolumes)."""
+    try:
+        device = os.stat(path).st_dev
+        with open("/proc/self/mountinfo", "rb") as mountinfo:
+            lines = mountinfo.read().splitlines()
+    except OSError:
+        return None
+    best = None  # (mount point, the filesystem's folder mounted there): the longest point above the path
+    for line in lines:
+        fields = line.split()
+        major, _, minor = fields[2].partition(b":")
+        if os.makedev(int(major), int(minor)) != device:
+            continue
+        root, point = (os.fsdecode(_MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), f))
+                       for f in fields[3:5])
+        if _inside(path, point) and (best is None or len(point) > len(best[0])):
+            best = (point, root)
+    if best is None:
+        return None
+    point, root = best
+    return device, os.path.normpath(os.path.join(root, os.path.relpath(path, point)))
 
 
 def check_roots(src: str, dst: str, db_path: str | None, writes: bool = True) -> tuple[str, str]:
@@ -49,9 +79,30 @@ def check_roots(src: str, dst: str, db_path: str | None, writes: bool = True) ->
         raise UserError(f"destination '{dst}' is inside the source '{src}'; choose a destination outside it")
     if _inside(src_real, dst_real):
         raise UserError(f"source '{src}' is inside the destination '{dst}'; choose folders that do not nest")
+    _check_not_nested_through_mounts(src, dst, src_real, dst_real)
     if db_path is not None and _inside(os.path.realpath(os.path.abspath(db_path)), src_real):
         raise UserError(f"the run file '{db_path}' is inside the source; put it outside the tree being migrated")
     return src_abs, dst_abs
+
+
+def _check_not_nested_through_mounts(src: str, dst: str, src_real: str, dst_real: str) -> None:
+    """The checks on paths above, on what the paths are within their filesystem: a destination that is a
+    bind mount of a source folder (or the other way round) is the source written into itself."""
+    dst_existing = dst_real if os.path.exists(dst_real) else os.path.dirname(dst_real)
+    src_fs, dst_fs = _within_filesystem(src_real), _within_filesystem(dst_existing)
+    if src_fs is None or dst_fs is None or src_fs[0] != dst_fs[0]:
+        return
+    src_in, dst_in = src_fs[1], dst_fs[1] if dst_existing == dst_real else \
+        os.path.join(dst_fs[1], os.path.basename(dst_real))
+    through = f"through a mount: '{src_real}' is '{src_in}' of its filesystem, '{dst_real}' is '{dst_in}'"
+    if src_in == dst_in:
+        raise UserError(f"source and destination are the same folder ({through})")
+    if _inside(dst_in, src_in):
+        raise UserError(f"destination '{dst}' is inside the source '{src}' ({through}); choose a destination "
+                        "outside it")
+    if _inside(src_in, dst_in):
+        raise UserError(f"source '{src}' is inside the destination '{dst}' ({through}); choose folders that do "
+                        "not nest")
 
 
 FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long): the inode's generation (ext4, xfs, btrfs...)

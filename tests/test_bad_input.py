@@ -93,6 +93,40 @@ def test_a_run_file_in_a_folder_that_cannot_be_written_is_named_so(capsys, trees
     assert "cannot create" in line and not os.listdir(unwritable) and not os.listdir(dst)
 
 
+@pytest.fixture
+def bind_mounts(tmp_path):
+    """bind(folder) shows folder at a second path, as `mount --bind` does (root only); unmounted after."""
+    made = []
+
+    def bind(folder):
+        point = tmp_path / f"mount{len(made)}"
+        point.mkdir()
+        if subprocess.run(["mount", "--bind", str(folder), str(point)], capture_output=True).returncode != 0:
+            pytest.skip("bind mounts need root")
+        made.append(point)
+        return point
+
+    yield bind
+    for point in reversed(made):  # lazily: a listing process that is still leaving may hold a folder open
+        subprocess.run(["umount", "--lazy", str(point)], check=True)
+
+
+@pytest.mark.parametrize("case,says", [("dst_is_src_sub", "inside the source"), ("dst_below_src_sub", "inside the source"),
+                                       ("dst_is_src", "same folder"), ("src_is_dst_sub", "inside the destination")])
+def test_roots_nested_through_a_bind_mount_are_refused(capsys, trees, tmp_path, bind_mounts, case, says):
+    """The paths do not nest, the folders do: the run would write the source into itself (it did)."""
+    src, _ = trees
+    db = tmp_path / "r.duckdb"
+    argv = {"dst_is_src_sub": (src, bind_mounts(src / "sub")),
+            "dst_below_src_sub": (src, bind_mounts(src / "sub") / "new"),
+            "dst_is_src": (src, bind_mounts(src)),
+            "src_is_dst_sub": (bind_mounts(src / "sub"), src)}[case]
+    before = sorted(p for p in src.rglob("*"))
+    line = assert_refused(capsys, ["run", *map(str, argv), "--db", str(db)], says)
+    assert "through a mount" in line
+    assert not db.exists() and sorted(p for p in src.rglob("*")) == before
+
+
 @pytest.mark.parametrize("case", ["dst_inside_src", "src_inside_dst", "same"])
 def test_nested_or_equal_roots(capsys, trees, tmp_path, case):
     src, dst = trees
