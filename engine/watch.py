@@ -25,7 +25,9 @@ the U folders are compared with the destination every UNWATCHABLE_SWEEP_S (5 s).
 anyway (a file with such a name changed or was opened), the mirror walks U, starts new listeners before
 dropping the failed one, and compares what the failed one covered, without opening any such name itself.
 Nothing is lost: changes in ordinary folders arrive as events; changes inside U folders within ~5 s. These
-comparisons are spaced by 10x their own duration, so they cost at most ~10% of a core."""
+comparisons are spaced by 10x their own duration, so they cost at most ~10% of a core. What a comparison finds
+again as it was last said (kept because the destination is newer, failed: the same source entry, the same
+reason) is not said or recorded again."""
 
 from __future__ import annotations
 
@@ -69,6 +71,8 @@ LISTED = 5  # paths named in a batch's line, per kind
 COPIED, IDENTICAL_OUT, KEPT_NEWER, FAILED, EXCLUDED = "copied", "identical", "kept_dst_newer", "failed", "excluded"
 FOLDER_CREATED, DELETED_ON_SRC, DELETED_ON_DST, KEPT_ON_DST = \
     "folder_created", "deleted_on_src", "deleted_on_dst", "kept_on_dst"
+# outcomes a comparison finds again, unchanged, at every sweep until something changes: said once
+SAID_ONCE = (KEPT_NEWER, FAILED)
 
 def run_phase(db_path: str, src_root: str, dst_root: str) -> str | None:
     """The phase of the run in the file (None: no file or no run yet); UserError if it is another pair."""
@@ -201,6 +205,9 @@ class Mirror:
         self.change_batches = 0  # batches of reported changes
         self.totals: Counter = Counter()
         self.unwatchable: set[str] = set()  # source folders whose names are not valid UTF-8
+        # path -> the SAID_ONCE outcome last said of it, with the source entry and error it was said for
+        self._said: dict[str, tuple] = {}
+        self._comparing = False  # the batch under way compares folders (set by _begin)
 
     # helpers ---------------------------------------------------------------------------------------
 
@@ -259,11 +266,12 @@ class Mirror:
         for adapter in (self.src, self.dst):
             adapter.recheck_root()
 
-    def _begin(self) -> BatchResult:
+    def _begin(self, comparing: bool = False) -> BatchResult:
         self._t0 = time.perf_counter()
         self.check_roots()
         self.batches += 1
         self._result = BatchResult()
+        self._comparing = comparing  # a comparison, not events: what it finds again unchanged is not news
         self._rows: list[tuple] = []
         self._folders_ok: set[str] = set()  # destination folders known to exist in this batch
         self._touched: set[str] = set()  # destination folders whose mtime must follow the source's
@@ -323,7 +331,7 @@ class Mirror:
         """Compare a source folder's whole subtree with the destination (after events were lost).
         unwatchable=False skips the folders whose names are not valid UTF-8 (see the module's docstring):
         opening them would make a listener fail again."""
-        self._begin()
+        self._begin(comparing=True)
         if self.src.stat(rel) is not None:
             self._note_unwatchable(rel)
             self.sync_tree([rel], event="scan",
@@ -333,7 +341,7 @@ class Mirror:
     def scan_shallow(self, folders: list[str], covered: set[str]) -> BatchResult:
         """Compare the entries directly in folders; walk whole any folder found there that is not in
         covered (watched by a listener of its own), not one of folders, and can be reported."""
-        self._begin()
+        self._begin(comparing=True)
         skip = set(folders) | covered
         self.sync_tree(sorted(folders), event="scan",
                        descend=lambda child, name: child not in skip and _decodable(name))
@@ -417,7 +425,7 @@ class Mirror:
             return False  # gone from the source meanwhile
         out = create_folder(self.dst, Task("folder", self._node(rel, entry), 0))
         if not out.ok:
-            self._fail(rel, FOLDER, "added", out.error)
+            self._fail(rel, FOLDER, "added", out.error, entry)
             return False
         if out.kind == "folder":
             self._record(rel, "added", entry, FOLDER_CREATED)
@@ -439,7 +447,7 @@ class Mirror:
             task.attempts += 1
             self.stop.wait(min(s.backoff_cap, s.backoff_base * 2 ** (task.attempts - 1)))
         if not out.ok:
-            self._fail(rel, entry.type, event, out.error)
+            self._fail(rel, entry.type, event, out.error, entry)
             return
         if out.kind == "vanished":
             return  # deleted again before it could be copied: its deletion is an event of its own
@@ -458,6 +466,7 @@ class Mirror:
         """A path reported but no longer on the source: deleted (or renamed away)."""
         if not rel:
             return
+        self._said.pop(rel, None)  # a file made again under this name is news
         blocked = not_a_folder_above(self.dst, rel, "destination")
         if blocked:
             # a symlink now (a folder moved to another disk, say): what the path reaches is not the copy this
@@ -521,7 +530,23 @@ class Mirror:
             except OSError:
                 pass
 
+    def _said_already(self, rel: str, outcome: str, entry, error: str | None) -> bool:
+        """A comparison finds what was last said of rel, with the source unchanged since: nothing new to say.
+        Folders watchfiles cannot watch are compared every few seconds; without this, a file kept because
+        the destination is newer, or a failure, was printed (and a failure recorded) again at every sweep.
+        Events are always said: they are changes."""
+        if outcome not in SAID_ONCE:
+            self._said.pop(rel, None)  # resolved: the next time it happens is news again
+            return False
+        state = (outcome, error) + ((entry.type, entry.size, entry.mtime_ns) if entry is not None else ())
+        if self._comparing and self._said.get(rel) == state:
+            return True
+        self._said[rel] = state
+        return False
+
     def _record(self, rel: str, event, entry, outcome: str, error: str | None = None) -> None:
+        if self._said_already(rel, outcome, entry, error):
+            return
         self._result.note(outcome, rel)
         if event == "scan" and outcome in (IDENTICAL_OUT, EXCLUDED, KEPT_NEWER):
             # a comparison of the tree would write a row per entry, and the same kept-newer files again at
@@ -532,7 +557,9 @@ class Mirror:
         self._rows.append((time.time(), self.batches, event, os.fsencode(rel), entry.type, entry.size,
                            entry.mtime_ns, outcome, error))
 
-    def _fail(self, rel: str, type_: str, event: str, error: str | None) -> None:
+    def _fail(self, rel: str, type_: str, event: str, error: str | None, entry=None) -> None:
+        if self._said_already(rel, FAILED, entry, error):
+            return
         self._rows.append((time.time(), self.batches, event, os.fsencode(rel), type_, None, None, FAILED, error))
         self._result.note(FAILED, rel)
         self._result.errors.append((display(rel), error or "failed"))

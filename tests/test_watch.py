@@ -535,9 +535,10 @@ def test_rescan_catches_changes_made_while_nothing_watched(tmp_path):
         assert proc.stop() == 0
 
 
-def test_comparisons_count_kept_newer_files_without_recording_them_again(tmp_path):
+def test_comparisons_say_kept_newer_files_once_without_recording_them(tmp_path):
     """A folder watchfiles cannot watch is compared every 5 s: a row per kept-newer file at each sweep
-    would grow the run file for ever (and made status count the same files over and over)."""
+    would grow the run file for ever (and made status count the same files over and over), and saying it
+    at each sweep printed the same line for ever."""
     src, dst, db = migrated(tmp_path)
     newer = dst / "dir 01" / "inner" / "file 1.txt"
     newer.write_bytes(b"edited on dst")
@@ -547,9 +548,8 @@ def test_comparisons_count_kept_newer_files_without_recording_them_again(tmp_pat
     try:
         store.ensure_mirror_table()
         mirror = Mirror(str(src), str(dst), Settings(), store=store)
-        for _ in range(2):
-            result = mirror.scan("")
-            assert result.counts["kept_dst_newer"] == 1
+        first, second = mirror.scan(""), mirror.scan("")
+        assert first.counts["kept_dst_newer"] == 1 and second.counts["kept_dst_newer"] == 0
         assert [o for _, _, _, o in store.mirror_events() if o == "kept_dst_newer"] == []
     finally:
         store.close()
@@ -574,3 +574,65 @@ def test_a_comparison_reports_deletions_it_finds_once(tmp_path):
     assert first.counts["deleted_on_src"] == 1 and second.counts["deleted_on_src"] == 0
     assert deletions == ["dir 00/inner/file 0.txt"]
     assert (dst / "dir 00" / "inner" / "file 0.txt").exists()  # reported, not propagated
+
+
+def test_sweeps_of_an_unwatchable_folder_say_only_what_changed(tmp_path, monkeypatch):
+    """A folder whose name is not valid UTF-8 is compared every few seconds (the root, which holds it, too):
+    a file kept because the destination is newer, or a failure, found again unchanged at each sweep was
+    printed (and the failure recorded) again at each sweep, for ever. Said once; said again when the
+    source changes."""
+    monkeypatch.setattr(watch_mod, "UNWATCHABLE_SWEEP_S", 0.2)
+    src, dst, db = migrated(tmp_path)
+    bad = os.fsdecode(b"bad\xfffold")
+    future = time.time_ns() + 3600 * 10**9
+    (src / bad / "folder here").mkdir(parents=True)
+    (dst / bad).mkdir()
+    (dst / bad / "folder here").write_bytes(b"a file where the source has a folder")  # fails, never replaced
+    for kept in (src / bad / "kept.txt", src / "top kept.txt"):  # in the swept folder, and in the root
+        kept.write_bytes(b"source")
+        there = dst / kept.relative_to(src)
+        there.write_bytes(b"edited on the destination")
+        os.utime(there, ns=(future, future))
+    said = io.StringIO()
+    live = LiveMirror(str(src), str(dst), str(db), Settings(), out=said)
+    runner = InThread(live)
+
+    def lines() -> list[str]:
+        return said.getvalue().splitlines()
+
+    def after_sweeps(n: int) -> None:  # sweeps n more times, the one under way finished first
+        target = live.rescans + n + 1
+        assert wait_for(lambda: live.rescans >= target, 30), lines()
+
+    try:
+        assert wait_for(lambda: live.mirror.totals["kept_dst_newer"] >= 2 and live.mirror.totals["failed"] >= 1,
+                        30), lines()
+        after_sweeps(1)
+        quiet, totals = lines(), Counter(live.mirror.totals)
+        after_sweeps(3)
+        assert lines() == quiet  # nothing changed: nothing said
+        assert live.mirror.totals == totals
+        assert totals["kept_dst_newer"] == 2 and totals["failed"] == 1, quiet  # each said once
+        assert sum("failed (first: bad\\xfffold/folder here: the destination has a file where" in line
+                   for line in quiet) == 1, quiet
+
+        (src / bad / "kept.txt").write_bytes(b"source, changed again")  # still older than the destination's
+        (src / bad / "new.txt").write_bytes(b"new")
+        assert wait_for(lambda: same_file(src / bad / "new.txt", dst / bad / "new.txt"), 30), lines()
+        assert wait_for(lambda: live.mirror.totals["kept_dst_newer"] == 3, 30), lines()
+        after_sweeps(3)
+        assert live.mirror.totals["kept_dst_newer"] == 3 and live.mirror.totals["failed"] == 1, lines()
+        news = lines()[len(quiet):]
+        assert any("1 copied" in line for line in news) and any("1 kept (destination newer)" in line
+                                                                 for line in news), news
+    finally:
+        assert runner.stop() == 0
+    assert (dst / bad / "kept.txt").read_bytes() == b"edited on the destination"
+    assert (dst / "top kept.txt").read_bytes() == b"edited on the destination"
+    assert (dst / bad / "folder here").read_bytes() == b"a file where the source has a folder"
+    store = Store.open(str(db))
+    try:
+        failed = [p for _, _, p, o in store.mirror_events() if o == "failed"]
+    finally:
+        store.close()
+    assert failed == [f"{bad}/folder here"]  # recorded once, not at every sweep
