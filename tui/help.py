@@ -16,6 +16,7 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [
         Binding("escape", "dismiss", "Close help"),
         Binding("question_mark", "dismiss", "Close help", show=False),
+        Binding("q", "dismiss", "Close help", show=False),  # as in less and man: q leaves the help, not the run
     ]
 
     def __init__(self, keys: Iterable[tuple[str, str]]) -> None:

@@ -170,6 +170,9 @@ def test_help_opens_lists_every_key_and_closes():
             await pilot.press("escape")
             await pilot.pause()
             assert not isinstance(app.screen, HelpScreen)
+            await pilot.press("question_mark", "q")  # q closes the help, as in less; the console stays
+            await pilot.pause()
+            assert not isinstance(app.screen, HelpScreen) and app.is_running
 
     run(scenario())
 
