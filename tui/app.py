@@ -12,9 +12,14 @@ after a key or when the run changes phase or state.
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import gc
+import os
 import queue
+import signal
 import sys
+import termios
 import threading
 import time
 from time import monotonic
@@ -90,9 +95,39 @@ class EngineStopped(Message):
     """The graceful stop finished: the engine's threads have ended."""
 
 
+class StopSignalled(Message):
+    """SIGTERM or SIGHUP arrived: quit as q does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__()
+        self.signum = signum
+
+
 class RunEnded(Message):
     """The engine's threads have ended (the run finished, failed or stopped): redraw now, not at
     the next poll."""
+
+
+# what ends the console as q does (a second one as q again): `kill`, a service manager, a closed terminal
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def leave_a_lost_terminal() -> None:
+    """After a hangup the terminal's descriptors fail with EIO: point them at /dev/null, so that what is
+    still drawn, and Textual's restoring of the terminal, go nowhere instead of killing its writer thread
+    (whose full queue would then block the event loop for good)."""
+    null = None
+    for fd in (0, 1, 2):
+        try:
+            termios.tcgetattr(fd)
+        except termios.error as exc:
+            if exc.args[0] != errno.EIO:  # not a terminal (a pipe, a file): nothing lost there
+                continue
+            if null is None:
+                null = os.open(os.devnull, os.O_RDWR)
+            os.dup2(null, fd)
+    if null is not None:
+        os.close(null)
 
 
 # the commands that start the engine: a refusal of one (the roots changed since) is how the console ends
@@ -143,6 +178,8 @@ class MigrationConsole(App[int]):
         self.snapshot: MigrationSnapshot | None = None
         self._panels_drawn_at = float("-inf")  # monotonic()
         self._gc_frozen = False  # see on_mount
+        self._signal_loop: asyncio.AbstractEventLoop | None = None
+        self._handlers_before: dict[int, object] = {}  # the signal handlers on_load replaced
 
     # -- layout -----------------------------------------------------------
 
@@ -170,6 +207,30 @@ class MigrationConsole(App[int]):
                     yield LevelsPanel(id="levels")
                     yield ErrorsPanel(id="errors")
         yield Footer()
+
+    def on_load(self) -> None:
+        # Before the driver takes the terminal over, so that from then on SIGTERM and SIGHUP end through
+        # it, which gives the terminal back (the default action would leave it on the alternate screen).
+        self._signal_loop = asyncio.get_running_loop()
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers (an app run elsewhere keeps the defaults)
+        for signum in STOP_SIGNALS:
+            self._handlers_before[signum] = signal.signal(signum, self._on_stop_signal)
+
+    def _on_stop_signal(self, signum: int, frame) -> None:
+        """Runs in the main thread, between two bytecodes of whatever it was doing (the event loop
+        included): hands the request over to the loop and does nothing else, but for a hangup. That
+        goes first: a session leader's SIGHUP comes with SIGCONT, on which Textual takes the terminal
+        over again, writing to it."""
+        if signum == signal.SIGHUP:
+            leave_a_lost_terminal()
+        loop = self._signal_loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.post_message, StopSignalled(signum))
+
+    async def on_stop_signalled(self, message: StopSignalled) -> None:
+        self.notify(f"{signal.Signals(message.signum).name}: quitting as q does", severity="warning")
+        await self.action_quit()
 
     def on_mount(self) -> None:
         # Held, not queried per refresh: queries go to the active screen, which
@@ -201,6 +262,10 @@ class MigrationConsole(App[int]):
             self._gc_frozen = True
 
     def on_unmount(self) -> None:
+        # The driver has given the terminal back by now: the signals' defaults again
+        for signum, handler in self._handlers_before.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        self._handlers_before.clear()
         if self._gc_frozen:
             self._gc_frozen = False
             gc.unfreeze()  # what became garbage meanwhile may be collected again
