@@ -125,6 +125,17 @@ def unfinished_run(app, controller) -> str | None:
     return None if snapshot.phase in ("done", "planned") else snapshot.db_path
 
 
+def failed_entries(app, controller) -> int:
+    """How many entries failed in a run this console started or resumed and saw finish (0 otherwise): as
+    with `migrate run`, they make the exit code 1."""
+    if not app.drove_run:
+        return 0
+    snapshot = controller.snapshot()
+    if snapshot.phase not in ("done", "planned") or snapshot.summary is None:
+        return 0
+    return snapshot.summary.failed
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     try:
         launched = launch(parse_args(argv))
@@ -142,6 +153,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     controller = launched.controller
     app = MigrationConsole(controller, start_run=launched.start_run)
     unfinished = None
+    failed, db = 0, None
     try:
         app.run()
     except RuntimeError as exc:
@@ -159,6 +171,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             _quietly(lambda: controller.stop(force=True))
         unfinished = unfinished_run(app, controller)
         stop_reason = controller.snapshot().stop_reason if unfinished else None
+        failed = failed_entries(app, controller)
+        db = controller.snapshot().db_path
         # Not in the Controller protocol, but Migration has it: seal and close the DuckDB file.
         close = getattr(controller, "close", None)
         if callable(close):
@@ -169,13 +183,14 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: error: {THREAD_LIMIT}" + (f"; then resume with: migrate-tui --db {unfinished}"
                                                   if unfinished else ""), file=sys.stderr)
         return ThreadLimit.exit_code
-    last_words, code = ending(app, unfinished, stop_reason)
+    last_words, code = ending(app, unfinished, stop_reason, failed, db)
     if last_words:
         print(last_words, file=sys.stderr)
     return code
 
 
-def ending(app, unfinished: str | None, stop_reason: str | None = None) -> tuple[str | None, int]:
+def ending(app, unfinished: str | None, stop_reason: str | None = None, failed: int = 0,
+           db: str | None = None) -> tuple[str | None, int]:
     """What the console says on stderr as it ends, and its exit code (as `migrate` would end: a script can tell
     a stopped run from a finished one, and a refused one from both)."""
     if unfinished is not None and app.refused:  # taking it up was refused: resuming would be too
@@ -186,4 +201,7 @@ def ending(app, unfinished: str | None, stop_reason: str | None = None) -> tuple
     if unfinished is not None:
         return (f"{PROG}: stopped; resume with: migrate-tui --db {unfinished} (R), or migrate resume --db "
                 f"{unfinished}", app.return_code or 130)
+    if failed:  # finished, not all well: exit 1 and where to read why, as `migrate run` ends
+        return (f"{PROG}: {failed} entries failed; list them with: migrate report --db {db} --failed",
+                app.return_code or 1)
     return None, app.return_code or 0

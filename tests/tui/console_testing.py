@@ -69,3 +69,21 @@ def start_in_console(migration, scenario, size: tuple[int, int]):
         return app
 
     return asyncio.run(main())
+
+
+def run_console(argv: list[str], scenario, monkeypatch, size: tuple[int, int]) -> int:
+    """``migrate-tui ARGV`` from start to end (``tui.cli.run``: its exit code is returned, its last words are
+    on stderr), with the console it opens run headless and driven by ``scenario(app, pilot)``, which ends it."""
+    from textual.app import App
+
+    from tui import cli
+    from tui.app import MigrationConsole
+
+    def run_headless(app, **kwargs):
+        async def drive(pilot):
+            await scenario(app, pilot)
+
+        return App.run(app, headless=True, size=size, auto_pilot=drive)
+
+    monkeypatch.setattr(MigrationConsole, "run", run_headless)
+    return cli.run(argv)

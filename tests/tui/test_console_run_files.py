@@ -299,3 +299,28 @@ def test_a_dry_run_started_in_the_console_ends_offering_c(tmp_path):
     finally:
         migration.close()
     assert not dst.exists()
+
+
+def test_a_run_the_console_started_that_ends_with_failed_entries_exits_1(tmp_path, monkeypatch, capsys):
+    """As `migrate run` on the same trees: a source folder where the destination has a file fails, with
+    all below it; the console's run finishes with those failures, and quitting it then exits 1."""
+    from console_testing import run_console
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "r.duckdb"
+    for folder in ("bad", "good"):
+        (src / folder).mkdir(parents=True)
+        for i in range(3):
+            (src / folder / f"file {i}").write_text(f"{folder} {i}")
+    dst.mkdir()
+    (dst / "bad").write_text("a file where the source has a folder")
+
+    async def scenario(app, pilot):
+        run = app.controller
+        await wait_until(pilot, lambda: run.phase == "done" and run.wait(0), timeout=60)  # its threads ended
+        app.refresh_view(force=True)
+        assert "done · finished · 4 failed" in static_text(app, "#title")
+        await pilot.press("q")
+
+    assert run_console(["--db", str(db), str(src), str(dst)], scenario, monkeypatch, SIZE) == 1
+    assert capsys.readouterr().err == \
+        f"migrate-tui: 4 entries failed; list them with: migrate report --db {db} --failed\n"
+    assert sorted(os.listdir(dst / "good")) == ["file 0", "file 1", "file 2"]  # the rest was copied
