@@ -193,7 +193,7 @@ def ending(app, unfinished: str | None, stop_reason: str | None = None, failed: 
            db: str | None = None) -> tuple[str | None, int]:
     """What the console says on stderr as it ends, and its exit code (as `migrate` would end: a script can tell
     a stopped run from a finished one, and a refused one from both)."""
-    if unfinished is not None and app.refused:  # taking it up was refused: resuming would be too
+    if app.refused:  # taking the run up (R, t, c, the start) was refused: as `migrate` ends a refused command
         return f"{PROG}: error: {app.refused}", 2
     if unfinished is not None and stop_reason:  # stopped on its own, by what must be fixed first (exit 3)
         return (f"{PROG}: stopped: {stop_reason}; fix that, then resume with: migrate-tui --db {unfinished} (R), "

@@ -324,3 +324,33 @@ def test_a_run_the_console_started_that_ends_with_failed_entries_exits_1(tmp_pat
     assert capsys.readouterr().err == \
         f"migrate-tui: 4 entries failed; list them with: migrate report --db {db} --failed\n"
     assert sorted(os.listdir(dst / "good")) == ["file 0", "file 1", "file 2"]  # the rest was copied
+
+
+def test_a_refused_copy_of_a_plan_ends_the_console_as_migrate_run_use_plan_ends(tmp_path, monkeypatch, capsys):
+    """c on a dry run whose destination was moved away and copied back since (another folder now) is
+    refused with its reason; quitting then says that reason and exits 2, as a refused R does, and as
+    `migrate run --use-plan` ends on the same file."""
+    import shutil
+
+    from console_testing import run_console
+    from support import run_cli
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    make_source(src, 40, seed=6, max_depth=2, symlinks=0)
+    (dst / "kept").mkdir(parents=True)
+    run_to_the_end(Migration.create(str(db), str(src), str(dst), Settings(**FAST), dry_run=True))
+    dst.rename(tmp_path / "dst.old")
+    shutil.copytree(tmp_path / "dst.old", dst, symlinks=True)  # cp -a
+
+    async def scenario(app, pilot):
+        await pilot.press("c")
+        await wait_until(pilot, lambda: app.refused is not None, timeout=30)
+        assert not app.controller.running and os.listdir(dst) == ["kept"]  # nothing copied
+        await pilot.press("q")
+
+    assert run_console(["--db", str(db)], scenario, monkeypatch, SIZE) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("migrate-tui: error: ") and err.count("\n") == 1
+    reason = err.removeprefix("migrate-tui: error: ")
+
+    code, _, use_plan_err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--use-plan")
+    assert (code, use_plan_err) == (2, f"migrate: error: {reason}")
