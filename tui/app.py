@@ -388,7 +388,10 @@ class MigrationConsole(App[int]):
         self._send("resume", self.controller.resume)
 
     def action_retry(self) -> None:
-        # Retrying failures is also how a finished or interrupted run is taken up again.
+        # Retrying failures is also how a finished or interrupted run is taken up again: the exit code then
+        # says how the retry ended (1 with failures left, 130 quit before the end), as `migrate retry`'s does.
+        if not self._quitting:
+            self.drove_run = True
         self._send("retry", self.controller.retry, any_phase=True)
 
     def action_resume_db(self) -> None:

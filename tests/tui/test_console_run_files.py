@@ -14,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 from console_testing import open_in_console, static_text, wait_until
+from support import run_cli
 
 from engine.adapters.local import LocalAdapter
 from engine.migration import Migration
@@ -354,3 +355,28 @@ def test_a_refused_copy_of_a_plan_ends_the_console_as_migrate_run_use_plan_ends(
 
     code, _, use_plan_err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--use-plan")
     assert (code, use_plan_err) == (2, f"migrate: error: {reason}")
+
+
+def test_a_retry_in_the_console_that_leaves_failures_exits_1(tmp_path, monkeypatch, capsys):
+    """t on a finished run only looked at: the retry is a run the console drove, and its failures are the
+    exit code's, as `migrate retry`'s (it exited 0)."""
+    from console_testing import run_console
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "r.duckdb"
+    (src / "bad").mkdir(parents=True)
+    (src / "bad" / "file").write_text("x")
+    dst.mkdir()
+    (dst / "bad").write_text("a file where the source has a folder")
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db))
+    assert code == 1, err
+
+    async def scenario(app, pilot):
+        run = app.controller
+        looked_at = run.snapshot().summary  # the first run's; the retry ends with a summary of its own
+        await pilot.press("t")
+        await wait_until(pilot, lambda: run.wait(0) and run.snapshot().summary not in (None, looked_at),
+                         timeout=60)
+        assert run.phase == "done" and run.snapshot().summary.failed == 2  # the folder and its file, again
+        await pilot.press("q")
+
+    assert run_console(["--db", str(db)], scenario, monkeypatch, SIZE) == 1
+    assert "entries failed; list them with: migrate report" in capsys.readouterr().err
