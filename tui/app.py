@@ -300,9 +300,9 @@ class MigrationConsole(App[int]):
         stale_s = self._now() - snapshot.taken_at
         if self._quitting:
             self._set_status(STOPPING_TEXT, "-stopping")
-        elif snapshot.phase == "interrupted" and snapshot.stop_reason:  # why first: R would meet it again
+        elif snapshot.phase == "interrupted" and self.refused is None and snapshot.stop_reason:  # why first
             self._set_status(f"stopped, press R to resume once fixed: {snapshot.stop_reason}", "-hint")
-        elif snapshot.phase == "interrupted":
+        elif snapshot.phase == "interrupted" and self.refused is None:  # once refused, why (below), not R again
             self._set_status(RESUME_HINT, "-hint")
         elif snapshot.phase == "planned" and snapshot.state != "running" and self.refused is None:
             # the next step, after what the run said last (the dry run's end, a note)

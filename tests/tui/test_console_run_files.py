@@ -256,6 +256,30 @@ def test_a_run_file_interrupted_during_its_traversal_shows_where_each_side_stopp
     open_in_console(db, scenario, SIZE)
 
 
+def test_a_refused_resume_says_why_instead_of_offering_r_again(trees):
+    """R on an interrupted run whose destination was replaced since: refused, and the status line says so
+    (it went on saying 'press R to resume')."""
+    src, dst, db, _ = trees
+    src_adapter = StopAt(src, depth=3)
+    first = Migration.create(str(db), str(src), str(dst), Settings(**FAST, list_processes=False),
+                             src_adapter=src_adapter)
+    src_adapter.migration = first
+    run_to_the_end(first)
+    dst.rename(dst.parent / "old dst")
+    dst.mkdir()
+
+    async def scenario(app, pilot, migration):
+        assert static_text(app, "#status").strip() == RESUME_HINT
+        await pilot.press("R")
+        await wait_until(pilot, lambda: app.refused is not None, timeout=30)
+        app.refresh_view(force=True)
+        status = static_text(app, "#status")
+        assert "refused" in status and "is not the folder this run compared" in status
+        assert "press R" not in status and os.listdir(dst) == []
+
+    open_in_console(db, scenario, SIZE)
+
+
 def test_a_dry_runs_plan_is_copied_with_c(tmp_path):
     """A finished dry run opened in the console says how to go on; c copies its plan, and c on a run that
     is no dry run's plan is refused with a warning, starting nothing."""
