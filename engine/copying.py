@@ -18,7 +18,6 @@ import os
 from typing import Callable
 
 from engine.adapters.base import Entry, describe, is_disk_full, is_transient, not_a_folder_above
-from engine.adapters.local import stored_mtime
 from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
 from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
 
@@ -181,10 +180,11 @@ def in_the_way(there: Entry | None, now: Entry) -> Result | None:
     always once more just before the rename."""
     if there is None:
         return None
-    now_mtime = stored_mtime(now.mtime_ns)  # compared as traversal compared them (`there`'s is stored_mtime too)
-    if there.type == now.type and there.size == now.size and abs(there.mtime_ns - now_mtime) <= MTIME_WINDOW_NS:
+    # both exact (stat with exact_mtime): traversal could not order two dates past the same limit of the run
+    # file's column, and left it to this comparison
+    if there.type == now.type and there.size == now.size and abs(there.mtime_ns - now.mtime_ns) <= MTIME_WINDOW_NS:
         return done("exists")  # already complete (e.g. copied before a crash)
-    if there.mtime_ns > now_mtime + MTIME_WINDOW_NS:
+    if there.mtime_ns > now.mtime_ns + MTIME_WINDOW_NS:
         return done("skipped")  # newer on the destination: kept, never overwritten
     if there.type == FOLDER:
         return refused("the destination has a folder where the source has a file")
@@ -221,10 +221,10 @@ def copy_entry(src, dst, path: str, kind: str, heartbeat: Callable[[], None], li
     since traversal is kept. The temporary file never survives a failure."""
     if kind != SYMLINK and hasattr(src, "open_file_fd") and hasattr(dst, "create_temp_fd"):
         return _copy_file_fds(src, dst, path, kind, heartbeat, limiter, verify, progress, size_limit)
-    now_src = src.stat(path)
+    now_src = src.stat(path, exact_mtime=True)
     if now_src is None or now_src.type != kind:
         return _changed(kind, now_src, src, path)
-    early = in_the_way(dst.stat(path), now_src)
+    early = in_the_way(dst.stat(path, exact_mtime=True), now_src)
     if early is not None:
         return early
     folder, name = parent_of(path), path.rpartition("/")[2]
@@ -236,7 +236,7 @@ def copy_entry(src, dst, path: str, kind: str, heartbeat: Callable[[], None], li
             temp.name, out = dst.create_temp(folder, name)
             with out, src.open_read(path) as inp:
                 copied = stream(inp, out, now_src.size, heartbeat, limiter, progress)
-            after = src.stat(path)
+            after = src.stat(path, exact_mtime=True)
             if after is None or not _same_version(now_src, after.size, after.mtime_ns):
                 return SOURCE_CHANGED
             if verify and file_hash(src, path) != file_hash(dst, temp.name):
@@ -264,7 +264,7 @@ def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None]
                 if size_limit is not None and now.size > size_limit:
                     return HANDED_BACK
                 if now.size >= PRECHECK_MIN:
-                    early = in_the_way(dst.stat(path), now)
+                    early = in_the_way(dst.stat(path, exact_mtime=True), now)
                     if early is not None:
                         return early
                 temp.name, out_fd = dst.create_temp_fd(parent_of(path), path.rpartition("/")[2])

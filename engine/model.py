@@ -40,6 +40,14 @@ DST_NEWER = "dst_newer"
 NOT_ON_SRC = "not_on_src"
 
 MTIME_WINDOW_NS = 2_000_000_000  # FAT and SMB keep 2 s mtimes; closer than this counts as equal
+# mtimes in ns as a 64-bit column holds them (1677-2262): one outside is stored as the nearer limit, so two
+# stored at the same limit (both after 2262, say) say nothing of which is newer
+MTIME_NS_MAX, MTIME_NS_MIN = (1 << 63) - 1, -(1 << 63)
+
+
+def order_unknown(stored_a: int, stored_b: int) -> bool:
+    """Two stored mtimes that cannot be compared: both at the same limit of what the column holds."""
+    return stored_a == stored_b and stored_a in (MTIME_NS_MAX, MTIME_NS_MIN)
 
 TEMP_SUFFIX = ".migrate-tmp"
 

@@ -28,7 +28,8 @@ from engine.errors import UserError
 from engine.cache import FileRows, LevelCache
 from engine.listing import FILE_KINDS, IDS, KINDS, MODES, MTIMES, PATH_SIZES, ROW_WIDTHS, SIZES, path_bytes
 from engine.model import (
-    ACTION_COPY, DST, EXCLUDED, FOLDER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, fs_bytes, fs_str,
+    ACTION_COPY, DST, EXCLUDED, FOLDER, MTIME_NS_MAX, MTIME_NS_MIN, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node,
+    fs_bytes, fs_str,
 )
 
 # Arrow's default allocator (jemalloc/mimalloc) keeps the column buffers of every seal cached; with the
@@ -593,11 +594,13 @@ class Store:
     # The comparison of a DST entry (t) with the SRC entry at its path (s; NULL when SRC has none), for a
     # whole level at once. It must agree with engine.workers.classify (the live mirror's, one at a time).
     # mtimes meet in HUGEINT: a file dated after 2262 is stored as BIGINT's maximum, and adding the window
-    # to it overflowed (the run failed, and every resume with it).
+    # to it overflowed (the run failed, and every resume with it). Two stored at the same limit cannot be
+    # ordered (model.order_unknown): 'copy', and the copy compares the exact dates before writing anything.
     _DST_MATCH = f"""CASE WHEN s.id IS NULL THEN 'not_on_src'
                  WHEN s.traversal_status = 'excluded' OR s.copy_status = 'excluded' THEN 'excluded'
                  WHEN t.type <> s.type THEN 'copy'
                  WHEN t.type = 'folder' THEN 'skip'
+                 WHEN t.mtime_ns = s.mtime_ns AND t.mtime_ns IN ({MTIME_NS_MIN}, {MTIME_NS_MAX}) THEN 'copy'
                  WHEN t.size = s.size AND abs(t.mtime_ns::HUGEINT - s.mtime_ns) <= {MTIME_WINDOW_NS} THEN 'skip'
                  WHEN t.mtime_ns > s.mtime_ns::HUGEINT + {MTIME_WINDOW_NS} THEN 'keep_dst_newer'
                  ELSE 'copy' END"""

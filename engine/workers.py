@@ -11,7 +11,7 @@ from engine import copying
 from engine.adapters.base import FSAdapter, describe, is_disk_full, is_transient
 from engine.model import (
     ACTION_COPY, CHANGED, DST, DST_NEWER, EXCLUDED, FOLDER, IDENTICAL, MTIME_WINDOW_NS, PENDING, SRC,
-    Node, Task,
+    Node, Task, order_unknown,
 )
 from engine.listing import IDS, ListerGone, ListerPool, file_paths, list_batch
 from engine.queue import Outcome
@@ -103,6 +103,8 @@ def classify(dst_type: str, dst_size: int, dst_mtime: int, src: Node) -> str:
         return CHANGED
     if dst_type == FOLDER:
         return IDENTICAL
+    if order_unknown(dst_mtime, src.mtime_ns):
+        return CHANGED  # to copy: the copy compares the exact dates before writing anything
     if dst_size == src.size and abs(dst_mtime - src.mtime_ns) <= MTIME_WINDOW_NS:
         return IDENTICAL
     if dst_mtime > src.mtime_ns + MTIME_WINDOW_NS:

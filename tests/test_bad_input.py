@@ -111,7 +111,8 @@ def bind_mounts(tmp_path):
         subprocess.run(["umount", "--lazy", str(point)], check=True)
 
 
-@pytest.mark.parametrize("case,says", [("dst_is_src_sub", "inside the source"), ("dst_below_src_sub", "inside the source"),
+@pytest.mark.parametrize("case,says", [("dst_is_src_sub", "inside the source"),
+                                       ("dst_below_src_sub", "inside the source"),
                                        ("dst_is_src", "same folder"), ("src_is_dst_sub", "inside the destination")])
 def test_roots_nested_through_a_bind_mount_are_refused(capsys, trees, tmp_path, bind_mounts, case, says):
     """The paths do not nest, the folders do: the run would write the source into itself (it did)."""

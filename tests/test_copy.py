@@ -515,7 +515,8 @@ def test_a_destination_folder_removed_before_a_resume_is_made_again(capsys, tmp_
 @pytest.mark.parametrize("list_processes", [True, False])
 def test_a_file_dated_after_2262_is_migrated_with_its_folder(capsys, tmp_path, list_processes):
     """Its mtime in ns does not fit 64 bits: it failed its whole folder's listing (and killed the listing
-    process). It is taken as of 2262 on both sides: copied once, identical after."""
+    process). It is listed as of 2262 on both sides: copied once, then left as it is (the copy compares the
+    exact dates, which the run file cannot order: no second write)."""
     src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "r.duckdb")
     (src / "sub").mkdir(parents=True)
     (src / "sub" / "x").write_text("x")
@@ -530,8 +531,11 @@ def test_a_file_dated_after_2262_is_migrated_with_its_folder(capsys, tmp_path, l
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, flag)
     assert code == 0 and "failed       0" in out, err
     assert sorted(tree_state(dst)) == ["future", "sub", "sub/x"]
+    copied = (dst / "future").stat()
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, flag)
-    assert code == 0 and "nothing to copy" in out, err
+    assert code == 0 and "failed       0" in out, err
+    again = (dst / "future").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (copied.st_ino, copied.st_mtime_ns)  # a copy renames a new file
 
 
 def test_a_file_dated_after_2262_replaces_an_older_copy_and_keeps_its_date(capsys, tmp_path):
@@ -557,6 +561,39 @@ def test_a_file_dated_after_2262_replaces_an_older_copy_and_keeps_its_date(capsy
     assert code == 0 and "failed       0" in out, err
     assert (dst / "future").read_text() == "new content"
     assert (dst / "future").stat().st_mtime_ns == future_s * 10**9
+
+
+def test_files_dated_past_2262_on_both_sides_are_compared_by_their_exact_dates(capsys, tmp_path):
+    """The run file holds both as of 2262, so which is newer is unknown there: a newer destination file was
+    overwritten, and an older one of the same size taken as identical. The copy now decides on the exact
+    dates: the newer destination kept, the older one replaced, the identical one left as it is."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "r.duckdb")
+    src.mkdir()
+    dst.mkdir()
+    y2270, y2300, y2310 = 9_498_441_600, 10_445_212_800, 10_760_832_000  # 2270-01-01, 2300-01-01, 2310-01-01
+    cases = {"dst newer": ("source", y2300, "precious destination", y2310),
+             "dst older": ("NEW", y2300, "OLD", y2270),
+             "identical": ("same", y2300, "same", y2300)}
+    for name, (src_text, src_s, dst_text, dst_s) in cases.items():
+        for root, text, seconds in ((src, src_text, src_s), (dst, dst_text, dst_s)):
+            (root / name).write_text(text)
+            try:
+                os.utime(root / name, (seconds, seconds))
+            except OSError:
+                pytest.skip("this filesystem cannot store such a date")
+            if (root / name).stat().st_mtime_ns != seconds * 10**9:
+                pytest.skip("this filesystem stores another date")
+    before = {name: (dst / name).stat().st_ino for name in cases}
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db)
+    assert code == 0 and "failed       0" in out, err
+    assert {name: (dst / name).stat().st_ino == before[name] for name in cases} == \
+        {"dst newer": True, "dst older": False, "identical": True}  # a copy renames a new file over the old
+    assert (dst / "dst newer").read_text() == "precious destination"
+    assert (dst / "dst newer").stat().st_mtime_ns == y2310 * 10**9
+    assert (dst / "dst older").read_text() == "NEW" and (dst / "dst older").stat().st_mtime_ns == y2300 * 10**9
+    assert (dst / "identical").read_text() == "same"
+    actions = {r["path"]: r["action"] for r in report(capsys, Path(db)) if r["side"] == "src"}
+    assert actions["dst newer"] == "keep_dst_newer"
 
 
 def test_a_dry_runs_plan_is_copied_on_request_as_it_stands(capsys, tmp_path):

@@ -163,3 +163,35 @@ def test_rates_restart_at_zero_when_a_new_phase_counts_from_zero():
     assert ema.value > 0
     assert ema.update(0, 4.0) == 0.0
     assert ema.update(0, 5.0) == 0.0 and ema.update(50, 6.0) > 0
+
+
+def test_the_live_mirror_and_the_seals_compare_an_entry_alike():
+    """workers.classify (one entry, the live mirror) and Store._DST_MATCH (a level, in DuckDB) must agree,
+    at the limits of the mtime column too: two dates stored at the same limit cannot be ordered, so both
+    leave it to the copy, which compares the exact dates."""
+    import duckdb
+    from engine.model import MTIME_NS_MAX, MTIME_NS_MIN, MTIME_WINDOW_NS
+    from engine.workers import classify
+    w, now = MTIME_WINDOW_NS, 1_700_000_000 * 10**9
+    cases = [  # (dst type, dst size, dst mtime, src type, src size, src mtime)
+        (FILE, 1, now, FILE, 1, now + w), (FILE, 1, now + w + 1, FILE, 1, now), (FILE, 2, now, FILE, 1, now),
+        (FILE, 1, now, FILE, 1, now + w + 1), (FOLDER, 0, now, FOLDER, 0, MTIME_NS_MAX),
+        (SYMLINK, 1, now, FILE, 1, now),
+        (FILE, 1, MTIME_NS_MAX, FILE, 1, MTIME_NS_MAX), (FILE, 2, MTIME_NS_MAX, FILE, 1, MTIME_NS_MAX),
+        (FILE, 1, MTIME_NS_MIN, FILE, 1, MTIME_NS_MIN), (FILE, 1, MTIME_NS_MAX, FILE, 2, now),
+        (FILE, 1, now, FILE, 1, MTIME_NS_MAX), (FILE, 1, MTIME_NS_MIN, FILE, 2, now),
+        (FILE, 1, MTIME_NS_MAX, FILE, 1, MTIME_NS_MIN),
+    ]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (i INTEGER, type VARCHAR, size BIGINT, mtime_ns BIGINT)")
+    con.execute("CREATE TABLE s (i INTEGER, id BIGINT, type VARCHAR, size BIGINT, mtime_ns BIGINT, "
+                "traversal_status VARCHAR, copy_status VARCHAR)")
+    for i, (dt, ds, dm, st, ss, sm) in enumerate(cases):
+        con.execute("INSERT INTO t VALUES (?, ?, ?, ?)", [i, dt, ds, dm])
+        con.execute("INSERT INTO s VALUES (?, 1, ?, ?, ?, 'successful', 'pending')", [i, st, ss, sm])
+    by_sql = dict(con.execute(f"SELECT t.i, {Store._DST_MATCH} FROM t JOIN s USING (i) ORDER BY t.i").fetchall())
+    word = {"changed": "copy", "identical": "skip", "dst_newer": "keep_dst_newer"}
+    for i, (dt, ds, dm, st, ss, sm) in enumerate(cases):
+        src = Node(1, None, "x", 1, st, ss, sm, 0o644)
+        assert word[classify(dt, ds, dm, src)] == by_sql[i], cases[i]
+    assert [by_sql[i] for i in (6, 7, 8)] == ["copy"] * 3  # at the same limit: the copy decides

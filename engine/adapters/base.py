@@ -48,9 +48,10 @@ class FSAdapter(Protocol):
         """The folder's folders, files and symlinks. Anything else there (a FIFO, a socket, a device) is
         not an entry; given a list, the adapter names each such thing in it: (name, what it is)."""
 
-    def stat(self, path: str) -> Entry | None:
+    def stat(self, path: str, exact_mtime: bool = False) -> Entry | None:
         """lstat: never follows a symlink; None when nothing is there, or a symlink stands where a folder
-        above it was (the tree never goes through one)."""
+        above it was (the tree never goes through one). The mtime as the run file holds it (model's
+        MTIME_NS_MAX/MIN at the most), or with exact_mtime as it is (for a copy to compare and set)."""
 
     def open_read(self, path: str) -> BinaryIO: ...
 

@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from engine.adapters.base import Entry
 from engine.adapters.beneath import FOLDER_FLAGS, open_beneath
-from engine.model import FILE, FOLDER, SYMLINK, temp_name
+from engine.model import FILE, FOLDER, MTIME_NS_MAX, MTIME_NS_MIN, SYMLINK, temp_name
 
 
 _random_bits = random.Random(secrets.token_bytes(16)).getrandbits  # C, atomic under the GIL
@@ -29,17 +29,13 @@ _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLO
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
 
 
-# mtimes in ns as a 64-bit column holds them (1677-2262): a file dated after 2262 (ext4 goes to 2446) is taken
-# as of 2262 on both sides, rather than failing its whole folder's listing
-MTIME_NS_MAX, MTIME_NS_MIN = (1 << 63) - 1, -(1 << 63)
-
-
-def stored_mtime(m: int) -> int:
-    return m if MTIME_NS_MIN <= m <= MTIME_NS_MAX else max(MTIME_NS_MIN, min(m, MTIME_NS_MAX))
+# A file dated after 2262 (ext4 goes to 2446) is listed as of 2262 (MTIME_NS_MAX), rather than failing its whole
+# folder's listing; the copy compares and sets the exact dates (stat and open_file_fd with exact_mtime).
 
 
 def mtime_ns(st: os.stat_result) -> int:
-    return stored_mtime(st.st_mtime_ns)
+    m = st.st_mtime_ns
+    return m if MTIME_NS_MIN <= m <= MTIME_NS_MAX else max(MTIME_NS_MIN, min(m, MTIME_NS_MAX))
 
 
 def _umask() -> int:
@@ -174,7 +170,7 @@ class LocalAdapter:
             os.close(fd)
         return entries
 
-    def stat(self, path: str) -> Entry | None:
+    def stat(self, path: str, exact_mtime: bool = False) -> Entry | None:
         try:
             # the root is the operator's path: followed when it is a symlink, as every open below it does
             st = self._in_folder(path, os.lstat) if path else os.stat(self.root)
@@ -184,7 +180,7 @@ class LocalAdapter:
             if exc.errno == errno.ELOOP:  # a symlink above it: no entry of the tree is there
                 return None
             raise
-        return _entry(path.rpartition("/")[2], st)
+        return _entry(path.rpartition("/")[2], st, exact_mtime)
 
     def open_read(self, path: str) -> BinaryIO:
         return open(self._open(path, _READ_FLAGS), "rb", buffering=0)
@@ -267,7 +263,7 @@ class LocalAdapter:
         def commit(temp: str, dir_fd: int) -> object:  # the temporary is always beside its final name
             if keep is not None:  # asked in the same folder the rename happens in: one lookup of it for both
                 try:
-                    there = _entry(final, os.lstat(final, dir_fd=dir_fd))
+                    there = _entry(final, os.lstat(final, dir_fd=dir_fd), exact_mtime=True)
                 except FileNotFoundError:
                     there = None
                 verdict = keep(there)

@@ -124,7 +124,7 @@ class MemoryAdapter:
         return [Entry(name_of(p), e.type, len(e.target) if e.type == SYMLINK else len(e.data),
                       e.mtime_ns, e.mode) for p, e in items]
 
-    def stat(self, path: str) -> Entry | None:
+    def stat(self, path: str, exact_mtime: bool = False) -> Entry | None:  # exact always
         e = self.entries.get(path)
         if e is None:
             return None
