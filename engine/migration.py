@@ -120,6 +120,7 @@ class Migration:
             raise UserError(no_plan(db_path))
         store = Store.open(db_path, settings.duckdb_memory_limit, settings.duckdb_threads)
         try:
+            store.require_writable()
             info = store.run_info()
             if info is not None and (info.src_root, info.dst_root) != (src, dst) and src_adapter is None \
                     and same_folders((info.src_root, info.dst_root), (src, dst)):
@@ -215,6 +216,7 @@ class Migration:
         with self._lock:
             if self.running:
                 return
+            self.store.require_writable()  # a run file opened to look at, taken up (R, t, c, resume, retry)
             if isinstance(self.src, LocalAdapter) and isinstance(self.dst, LocalAdapter):
                 # The roots as they are now (a resume, a retry: the destination may have been replaced since,
                 # by a symlink into the source, say), and taken afresh by the adapters, which keep them open.
@@ -344,7 +346,8 @@ class Migration:
                     q.set_workers(self._traversal_workers(name))
         if live:
             self.message = "settings applied: " + ", ".join(f"{k}={readable(k, getattr(s, k))}" for k in live)
-            self.store.set_settings(s.model_dump())
+            if self.store.writable():  # else only looked at (start() refuses to run it): used, not stored
+                self.store.set_settings(s.model_dump())
         return refused
 
     # the driver ------------------------------------------------------------------------------------

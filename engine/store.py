@@ -228,6 +228,19 @@ class Store:
                 con.execute("COMMIT")
         return store
 
+    def writable(self) -> bool:
+        """May this process write the run file and, beside it, DuckDB's log (.wal)? Looking at a run needs
+        neither."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        return os.access(self.path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)
+
+    def require_writable(self) -> None:
+        """UserError unless writable(): found before a command writes, not as DuckDB's error at its first
+        commit."""
+        if not self.writable():
+            raise UserError(f"'{self.path}' cannot be written here (it, or its folder, where DuckDB writes its log "
+                            "beside it, is read-only to this user); run as its owner or copy it somewhere writable")
+
     def configure(self, memory_limit: str, threads: int) -> None:
         """DuckDB's memory limit and threads, for the statements from now on."""
         with self._lock:

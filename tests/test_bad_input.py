@@ -60,19 +60,32 @@ def test_unreadable_source(capsys, trees, tmp_path):
 
 
 @pytest.fixture
-def unwritable(tmp_path):
-    """A folder nothing can be made in: read-only for a user; immutable for root, which ignores modes."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
-        return
-    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i is not available here")
-    yield folder
-    subprocess.run(["chattr", "-i", str(folder)], check=True)
+def lock():
+    """lock(folder): nothing can be made or renamed in it any more: read-only for a user; immutable for root,
+    which ignores modes. Unlocked after the test."""
+    locked = []
+
+    def lock_folder(folder):
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+        elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            pytest.skip("chattr +i is not available here")
+        locked.append(folder)
+        return folder
+
+    yield lock_folder
+    for folder in locked:
+        if os.geteuid() != 0:
+            folder.chmod(0o755)
+        else:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@pytest.fixture
+def unwritable(tmp_path, lock):
+    """A folder nothing can be made in."""
+    (tmp_path / "locked").mkdir()
+    return lock(tmp_path / "locked")
 
 
 def test_a_destination_that_cannot_be_written_is_refused_before_the_traversal(capsys, trees, unwritable, tmp_path):
@@ -84,6 +97,27 @@ def test_a_destination_that_cannot_be_written_is_refused_before_the_traversal(ca
         assert not db.exists() and not os.listdir(unwritable)
     code, out, err = run_cli(capsys, "run", str(src), str(unwritable / "dst"), "--db", str(db), "-n")
     assert code == 0, err  # a dry run only reads the destination
+
+
+def test_a_run_file_that_cannot_be_written_is_refused_by_what_writes_it_and_read_by_the_rest(capsys, trees, tmp_path,
+                                                                                           lock):
+    """DuckDB writes its log beside the file: a --use-plan, a resume with a setting, a retry or a new run of a
+    run file in a folder that cannot be written failed with a DuckDB traceback at their first commit."""
+    src, dst = trees
+    db = tmp_path / "runs" / "r.duckdb"
+    db.parent.mkdir()
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "-n")
+    assert code == 0, err
+    lock(db.parent)
+    before = db.read_bytes()
+    for argv in (["run", str(src), str(dst), "--db", str(db), "--use-plan"], ["run", str(src), str(dst), "--db", str(db)],
+                 ["retry", "--db", str(db), "--src-workers", "3"]):
+        assert_refused(capsys, argv, "cannot be written here")
+    code, out, err = run_cli(capsys, "status", "--db", str(db))
+    assert code == 0 and "planned" in out, err
+    code, out, err = run_cli(capsys, "resume", "--db", str(db), "--src-workers", "3")  # a setting: not stored
+    assert code == 0 and "nothing to resume" in out, err
+    assert db.read_bytes() == before and sorted(os.listdir(db.parent)) == ["r.duckdb"] and not os.listdir(dst)
 
 
 def test_a_run_file_in_a_folder_that_cannot_be_written_is_named_so(capsys, trees, unwritable):
