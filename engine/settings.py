@@ -152,7 +152,11 @@ class Settings(BaseSettings):
         except duckdb.Error as exc:
             reason = str(exc).partition(": ")[2] or str(exc)
             raise ValueError(f"not a memory size DuckDB takes ({reason}); use e.g. 1GB, 512MB or 50%") from None
-        if parse_size(shown.removesuffix(" bytes")) < MIN_DUCKDB_MEMORY:
+        try:
+            size = parse_size(shown.removesuffix(" bytes"))
+        except ValueError:  # PiB and up: not too small
+            return value
+        if size < MIN_DUCKDB_MEMORY:
             raise too_small
         return value
 

@@ -36,7 +36,8 @@ def _within_filesystem(path: str) -> tuple[int, str] | None:
             continue
         root, point = (os.fsdecode(_MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), f))
                        for f in fields[3:5])
-        if _inside(path, point) and (best is None or len(point) > len(best[0])):
+        # of mounts stacked at one point, the one listed last is on top: the one seen there
+        if _inside(path, point) and (best is None or len(point) >= len(best[0])):
             best = (point, root)
     if best is None:
         return None

@@ -132,9 +132,9 @@ def bind_mounts(tmp_path):
     """bind(folder) shows folder at a second path, as `mount --bind` does (root only); unmounted after."""
     made = []
 
-    def bind(folder):
-        point = tmp_path / f"mount{len(made)}"
-        point.mkdir()
+    def bind(folder, point=None):
+        point = point or tmp_path / f"mount{len(made)}"
+        point.mkdir(exist_ok=True)
         if subprocess.run(["mount", "--bind", str(folder), str(point)], capture_output=True).returncode != 0:
             pytest.skip("bind mounts need root")
         made.append(point)
@@ -145,17 +145,28 @@ def bind_mounts(tmp_path):
         subprocess.run(["umount", "--lazy", str(point)], check=True)
 
 
+def stacked(bind_mounts, tmp_path, src):
+    """A point where an empty folder is mounted, then the source's parent over it: the one seen there is
+    the last (the first one's path is as long, and /proc/self/mountinfo lists it first)."""
+    (tmp_path / "empty").mkdir()
+    point = bind_mounts(tmp_path / "empty", tmp_path / "stack")
+    return bind_mounts(src.parent, point)
+
+
 @pytest.mark.parametrize("case,says", [("dst_is_src_sub", "inside the source"),
                                        ("dst_below_src_sub", "inside the source"),
-                                       ("dst_is_src", "same folder"), ("src_is_dst_sub", "inside the destination")])
+                                       ("dst_is_src", "same folder"), ("src_is_dst_sub", "inside the destination"),
+                                       ("dst_below_the_top_of_stacked_mounts", "inside the source")])
 def test_roots_nested_through_a_bind_mount_are_refused(capsys, trees, tmp_path, bind_mounts, case, says):
     """The paths do not nest, the folders do: the run would write the source into itself (it did)."""
     src, _ = trees
     db = tmp_path / "r.duckdb"
-    argv = {"dst_is_src_sub": (src, bind_mounts(src / "sub")),
-            "dst_below_src_sub": (src, bind_mounts(src / "sub") / "new"),
-            "dst_is_src": (src, bind_mounts(src)),
-            "src_is_dst_sub": (bind_mounts(src / "sub"), src)}[case]
+    argv = {"dst_is_src_sub": lambda: (src, bind_mounts(src / "sub")),
+            "dst_below_src_sub": lambda: (src, bind_mounts(src / "sub") / "new"),
+            "dst_is_src": lambda: (src, bind_mounts(src)),
+            "src_is_dst_sub": lambda: (bind_mounts(src / "sub"), src),
+            "dst_below_the_top_of_stacked_mounts": lambda: (src, stacked(bind_mounts, tmp_path, src) / src.name / "new"),
+            }[case]()
     before = sorted(p for p in src.rglob("*"))
     line = assert_refused(capsys, ["run", *map(str, argv), "--db", str(db)], says)
     assert "through a mount" in line

@@ -240,6 +240,14 @@ def test_bad_values_in_every_layer_are_one_line_exit_2_and_write_nothing(tmp_pat
         assert not db.exists() and not (tmp_path / "dst").exists()
 
 
+def test_a_memory_limit_duckdb_shows_in_pib_is_taken(tmp_path, capsys):
+    """DuckDB shows 2000TB as '1.7 PiB', a unit the size parser does not know: it was refused as 'not a size'."""
+    src = small_tree(tmp_path / "src")
+    code, out, err = run_cli(capsys, "run", str(src), str(tmp_path / "dst"), "--db", str(tmp_path / "r.duckdb"), "-n",
+                             "--duckdb-memory-limit", "2000TB")
+    assert code == 0 and err == "", err
+
+
 def test_a_missing_config_file_is_refused(tmp_path, capsys):
     code, _, err = run_cli(capsys, "config", "show", "--config", str(tmp_path / "nope.toml"))
     assert code == 2
