@@ -99,8 +99,8 @@ def test_a_destination_that_cannot_be_written_is_refused_before_the_traversal(ca
     assert code == 0, err  # a dry run only reads the destination
 
 
-def test_a_run_file_that_cannot_be_written_is_refused_by_what_writes_it_and_read_by_the_rest(capsys, trees, tmp_path,
-                                                                                           lock):
+def test_a_run_file_that_cannot_be_written_is_refused_by_what_writes_it_and_read_by_the_rest(capsys, trees,
+                                                                                           tmp_path, lock):
     """DuckDB writes its log beside the file: a --use-plan, a resume with a setting, a retry or a new run of a
     run file in a folder that cannot be written failed with a DuckDB traceback at their first commit."""
     src, dst = trees
@@ -110,8 +110,8 @@ def test_a_run_file_that_cannot_be_written_is_refused_by_what_writes_it_and_read
     assert code == 0, err
     lock(db.parent)
     before = db.read_bytes()
-    for argv in (["run", str(src), str(dst), "--db", str(db), "--use-plan"], ["run", str(src), str(dst), "--db", str(db)],
-                 ["retry", "--db", str(db), "--src-workers", "3"]):
+    for argv in (["run", str(src), str(dst), "--db", str(db), "--use-plan"],
+                 ["run", str(src), str(dst), "--db", str(db)], ["retry", "--db", str(db), "--src-workers", "3"]):
         assert_refused(capsys, argv, "cannot be written here")
     code, out, err = run_cli(capsys, "status", "--db", str(db))
     assert code == 0 and "planned" in out, err
@@ -165,8 +165,8 @@ def test_roots_nested_through_a_bind_mount_are_refused(capsys, trees, tmp_path, 
             "dst_below_src_sub": lambda: (src, bind_mounts(src / "sub") / "new"),
             "dst_is_src": lambda: (src, bind_mounts(src)),
             "src_is_dst_sub": lambda: (bind_mounts(src / "sub"), src),
-            "dst_below_the_top_of_stacked_mounts": lambda: (src, stacked(bind_mounts, tmp_path, src) / src.name / "new"),
-            }[case]()
+            "dst_below_the_top_of_stacked_mounts":
+                lambda: (src, stacked(bind_mounts, tmp_path, src) / src.name / "new")}[case]()
     before = sorted(p for p in src.rglob("*"))
     line = assert_refused(capsys, ["run", *map(str, argv), "--db", str(db)], says)
     assert "through a mount" in line
