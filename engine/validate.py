@@ -74,36 +74,36 @@ def check_roots(src: str, dst: str, db_path: str | None, writes: bool = True) ->
             what = f"destination '{dst}'" if target == dst_abs else f"destination parent '{target}'"
             raise UserError(f"{what} is not writable; check its permissions (a dry run, -n, only reads it)")
     src_real, dst_real = os.path.realpath(src_abs), os.path.realpath(dst_abs)
-    if src_real == dst_real:
-        raise UserError(f"source and destination are the same folder ('{src_real}')")
-    if _inside(dst_real, src_real):
-        raise UserError(f"destination '{dst}' is inside the source '{src}'; choose a destination outside it")
-    if _inside(src_real, dst_real):
-        raise UserError(f"source '{src}' is inside the destination '{dst}'; choose folders that do not nest")
-    _check_not_nested_through_mounts(src, dst, src_real, dst_real)
+    _refuse_nested(src, dst, src_real, dst_real)
+    _refuse_nested_through_mounts(src, dst, src_real, dst_real)
     if db_path is not None and _inside(os.path.realpath(os.path.abspath(db_path)), src_real):
         raise UserError(f"the run file '{db_path}' is inside the source; put it outside the tree being migrated")
     return src_abs, dst_abs
 
 
-def _check_not_nested_through_mounts(src: str, dst: str, src_real: str, dst_real: str) -> None:
-    """The checks on paths above, on what the paths are within their filesystem: a destination that is a
-    bind mount of a source folder (or the other way round) is the source written into itself."""
+def _refuse_nested(src: str, dst: str, src_at: str, dst_at: str, through: str = "") -> None:
+    """UserError when the roots, placed at src_at and dst_at (real paths, or paths within one filesystem),
+    are one folder or nest."""
+    how = f" ({through})" if through else ""
+    if src_at == dst_at:
+        raise UserError(f"source and destination are the same folder ({through or repr(src_at)})")
+    if _inside(dst_at, src_at):
+        raise UserError(f"destination '{dst}' is inside the source '{src}'{how}; choose a destination outside it")
+    if _inside(src_at, dst_at):
+        raise UserError(f"source '{src}' is inside the destination '{dst}'{how}; choose folders that do not nest")
+
+
+def _refuse_nested_through_mounts(src: str, dst: str, src_real: str, dst_real: str) -> None:
+    """_refuse_nested on what the paths are within their filesystem: a destination that is a bind mount of a
+    source folder (or the other way round) is the source written into itself."""
     dst_existing = dst_real if os.path.exists(dst_real) else os.path.dirname(dst_real)
     src_fs, dst_fs = _within_filesystem(src_real), _within_filesystem(dst_existing)
     if src_fs is None or dst_fs is None or src_fs[0] != dst_fs[0]:
         return
     src_in, dst_in = src_fs[1], dst_fs[1] if dst_existing == dst_real else \
         os.path.join(dst_fs[1], os.path.basename(dst_real))
-    through = f"through a mount: '{src_real}' is '{src_in}' of its filesystem, '{dst_real}' is '{dst_in}'"
-    if src_in == dst_in:
-        raise UserError(f"source and destination are the same folder ({through})")
-    if _inside(dst_in, src_in):
-        raise UserError(f"destination '{dst}' is inside the source '{src}' ({through}); choose a destination "
-                        "outside it")
-    if _inside(src_in, dst_in):
-        raise UserError(f"source '{src}' is inside the destination '{dst}' ({through}); choose folders that do "
-                        "not nest")
+    _refuse_nested(src, dst, src_in, dst_in,
+                   f"through a mount: '{src_real}' is '{src_in}' of its filesystem, '{dst_real}' is '{dst_in}'")
 
 
 FS_IOC_GETVERSION = 0x80087601  # _IOR('v', 1, long): the inode's generation (ext4, xfs, btrfs...)
