@@ -547,7 +547,7 @@ class Migration:
         if isinstance(self.dst, LocalAdapter):
             try:
                 os.makedirs(self.dst_root, exist_ok=True)
-            except OSError as exc:  # e.g. an immutable parent, which root's access check cannot see
+            except OSError as exc:  # e.g. a parent made read-only since check_roots, or a read-only mount
                 raise UserError(f"cannot create the destination '{display(self.dst_root)}' ({exc.strerror}); "
                                 "fix that, then resume") from None
             if DST not in self.store.root_identities():  # made now, or there since the comparison began
