@@ -208,14 +208,19 @@ def test_a_run_file_interrupted_during_its_copy_lists_the_failures_sealed_before
     open_in_console(db, scenario, SIZE)
 
 
-def test_a_run_file_interrupted_during_its_traversal_shows_where_each_side_stopped(trees):
-    src, dst, db, _ = trees
+def interrupt_during_traversal(src, dst, db) -> None:
+    """A run in db stopped while SRC lists its third level (as a kill would leave it, but sealed)."""
     src_adapter = StopAt(src, depth=3)
     first = Migration.create(str(db), str(src), str(dst), Settings(**FAST, list_processes=False),
                              src_adapter=src_adapter)
     src_adapter.migration = first
     run_to_the_end(first)
     assert first.phase == "traversal"
+
+
+def test_a_run_file_interrupted_during_its_traversal_shows_where_each_side_stopped(trees):
+    src, dst, db, _ = trees
+    interrupt_during_traversal(src, dst, db)
 
     # What the file holds, asked of DuckDB directly: per side, the shallowest depth with folders
     # still to list, how many folders that depth has and has listed, and the entries found.
@@ -260,11 +265,7 @@ def test_a_refused_resume_says_why_instead_of_offering_r_again(trees):
     """R on an interrupted run whose destination was replaced since: refused, and the status line says so
     (it went on saying 'press R to resume')."""
     src, dst, db, _ = trees
-    src_adapter = StopAt(src, depth=3)
-    first = Migration.create(str(db), str(src), str(dst), Settings(**FAST, list_processes=False),
-                             src_adapter=src_adapter)
-    src_adapter.migration = first
-    run_to_the_end(first)
+    interrupt_during_traversal(src, dst, db)
     dst.rename(dst.parent / "old dst")
     dst.mkdir()
 
