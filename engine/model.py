@@ -40,14 +40,16 @@ DST_NEWER = "dst_newer"
 NOT_ON_SRC = "not_on_src"
 
 MTIME_WINDOW_NS = 2_000_000_000  # FAT and SMB keep 2 s mtimes; closer than this counts as equal
-# mtimes in ns as a 64-bit column holds them (1677-2262): one outside is stored as the nearer limit, so two
-# stored at the same limit (both after 2262, say) say nothing of which is newer
+# mtimes in ns as a 64-bit column holds them (1677-2262): one outside is stored as the nearer limit, so it
+# cannot be compared with another at that limit, or within MTIME_WINDOW_NS of it
 MTIME_NS_MAX, MTIME_NS_MIN = (1 << 63) - 1, -(1 << 63)
 
 
 def order_unknown(stored_a: int, stored_b: int) -> bool:
-    """Two stored mtimes that cannot be compared: both at the same limit of what the column holds."""
-    return stored_a == stored_b and stored_a in (MTIME_NS_MAX, MTIME_NS_MIN)
+    """Two stored mtimes that cannot be compared (which is newer, or whether they are within the window)."""
+    high, low = max(stored_a, stored_b), min(stored_a, stored_b)
+    return (high == MTIME_NS_MAX and low >= MTIME_NS_MAX - MTIME_WINDOW_NS) or \
+        (low == MTIME_NS_MIN and high <= MTIME_NS_MIN + MTIME_WINDOW_NS)
 
 TEMP_SUFFIX = ".migrate-tmp"
 

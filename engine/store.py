@@ -613,7 +613,10 @@ class Store:
                  WHEN s.traversal_status = 'excluded' OR s.copy_status = 'excluded' THEN 'excluded'
                  WHEN t.type <> s.type THEN 'copy'
                  WHEN t.type = 'folder' THEN 'skip'
-                 WHEN t.mtime_ns = s.mtime_ns AND t.mtime_ns IN ({MTIME_NS_MIN}, {MTIME_NS_MAX}) THEN 'copy'
+                 WHEN greatest(t.mtime_ns, s.mtime_ns) = {MTIME_NS_MAX}
+                      AND least(t.mtime_ns, s.mtime_ns) >= {MTIME_NS_MAX - MTIME_WINDOW_NS} THEN 'copy'
+                 WHEN least(t.mtime_ns, s.mtime_ns) = {MTIME_NS_MIN}
+                      AND greatest(t.mtime_ns, s.mtime_ns) <= {MTIME_NS_MIN + MTIME_WINDOW_NS} THEN 'copy'
                  WHEN t.size = s.size AND abs(t.mtime_ns::HUGEINT - s.mtime_ns) <= {MTIME_WINDOW_NS} THEN 'skip'
                  WHEN t.mtime_ns > s.mtime_ns::HUGEINT + {MTIME_WINDOW_NS} THEN 'keep_dst_newer'
                  ELSE 'copy' END"""

@@ -52,7 +52,7 @@ from engine.validate import changed_roots, check_roots
 from engine.excludes import compile_excludes
 from engine.model import (
     ACTION_COPY, DST, FOLDER, IDENTICAL, DST_NEWER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, Task, display,
-    join, node_id, parent_of,
+    join, node_id, order_unknown, parent_of,
 )
 from engine.settings import Settings
 from engine.store import Store
@@ -502,7 +502,8 @@ class Mirror:
             doomed.append((rel, there))
         known = self.store.known_source_mtimes([p for p, _ in doomed]) if self.store is not None else {}
         for path, entry in doomed:
-            if path not in known or (entry.type != FOLDER and entry.mtime_ns > known[path] + MTIME_WINDOW_NS):
+            if path not in known or (entry.type != FOLDER and (entry.mtime_ns > known[path] + MTIME_WINDOW_NS
+                                                                or order_unknown(entry.mtime_ns, known[path]))):
                 self._record(path, "deleted", entry, KEPT_ON_DST)
                 continue
             try:

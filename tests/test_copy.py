@@ -571,23 +571,28 @@ def test_files_dated_past_2262_on_both_sides_are_compared_by_their_exact_dates(c
     src.mkdir()
     dst.mkdir()
     y2270, y2300, y2310 = 9_498_441_600, 10_445_212_800, 10_760_832_000  # 2270-01-01, 2300-01-01, 2310-01-01
+    below_the_limit = ((1 << 63) - 1_350_000_000) / 10**9  # 1.35 s before what the run file can hold
     cases = {"dst newer": ("source", y2300, "precious destination", y2310),
              "dst older": ("NEW", y2300, "OLD", y2270),
+             "dst older, by the limit": ("NEW", y2300, "OLD", below_the_limit),
              "identical": ("same", y2300, "same", y2300)}
     for name, (src_text, src_s, dst_text, dst_s) in cases.items():
         for root, text, seconds in ((src, src_text, src_s), (dst, dst_text, dst_s)):
             (root / name).write_text(text)
+            ns = int(seconds * 10**9) if isinstance(seconds, float) else seconds * 10**9
             try:
-                os.utime(root / name, (seconds, seconds))
+                os.utime(root / name, ns=(ns, ns))
             except OSError:
                 pytest.skip("this filesystem cannot store such a date")
-            if (root / name).stat().st_mtime_ns != seconds * 10**9:
+            if abs((root / name).stat().st_mtime_ns - ns) > 10**6:
                 pytest.skip("this filesystem stores another date")
     before = {name: (dst / name).stat().st_ino for name in cases}
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db)
     assert code == 0 and "failed       0" in out, err
     assert {name: (dst / name).stat().st_ino == before[name] for name in cases} == \
-        {"dst newer": True, "dst older": False, "identical": True}  # a copy renames a new file over the old
+        {"dst newer": True, "dst older": False, "dst older, by the limit": False, "identical": True}  # a copy
+    # renames a new file over the old one
+    assert (dst / "dst older, by the limit").read_text() == "NEW"
     assert (dst / "dst newer").read_text() == "precious destination"
     assert (dst / "dst newer").stat().st_mtime_ns == y2310 * 10**9
     assert (dst / "dst older").read_text() == "NEW" and (dst / "dst older").stat().st_mtime_ns == y2300 * 10**9

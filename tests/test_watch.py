@@ -335,6 +335,27 @@ def test_propagate_deletes_removes_only_unchanged_copies(tmp_path):
     assert last.startswith("stopped watching") and f" {deleted:,} deleted on the destination" in last, last
 
 
+def test_propagate_deletes_keeps_a_newer_destination_file_when_both_are_dated_past_2262(tmp_path):
+    """The run file holds both dates as of 2262: they compared equal, and the newer destination file went."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "r.duckdb"
+    src.mkdir()
+    (src / "f").write_text("v1")
+    y2300, y2400 = 10_445_212_800 * 10**9, 13_569_465_600 * 10**9
+    try:
+        os.utime(src / "f", ns=(y2300, y2300))
+    except OSError:
+        pytest.skip("this filesystem cannot store such a date")
+    assert cli.main(["run", str(src), str(dst), "--db", str(db)]) == 0
+    os.utime(dst / "f", ns=(y2400, y2400))  # changed on the destination since it was copied
+    runner = InThread(LiveMirror(str(src), str(dst), str(db), Settings(), propagate_deletes=True, out=io.StringIO()))
+    try:
+        (src / "f").unlink()
+        assert wait_for(lambda: runner.live.mirror.totals["kept_on_dst"] >= 1)
+    finally:
+        assert runner.stop() == 0
+    assert (dst / "f").read_text() == "v1" and ("kept_on_dst", "f") in outcomes(db)
+
+
 def test_deletions_never_reach_through_a_destination_symlink(tmp_path):
     """A DST folder moved to another disk and replaced by a symlink to it: deleting on the source must not
     delete there (the path on DST now reaches outside the destination)."""
