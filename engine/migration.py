@@ -273,6 +273,7 @@ class Migration:
                 raise UserError(f"only a finished dry run's plan can be copied; {what}")
             if self.exclude_now is not None:  # as --use-plan would not copy it either
                 raise UserError(plan_excludes_otherwise(self.store.path, self.settings.exclude, *self.exclude_now))
+            self.store.require_writable()  # before the phase below is written, as start() would after it
             self.store.set_phase("planned", dry_run=False)
             self.dry_run = False
         planned, self.summary = self.summary, None

@@ -118,6 +118,12 @@ def _explain_open_error(path: str, exc: Exception) -> UserError:
                      "give a new --db path or restore the file")
 
 
+def _can_write(path: str) -> bool:
+    """The run file and its folder, where DuckDB writes its log beside it (a symlink's target's)."""
+    real = os.path.realpath(path)
+    return os.access(real, os.W_OK) and os.access(os.path.dirname(real), os.W_OK | os.X_OK)
+
+
 def out_of_memory(exc: BaseException) -> UserError | None:
     """DuckDB's out-of-memory error (a paragraph of advice) as one line naming the setting to raise."""
     if not isinstance(exc, duckdb.OutOfMemoryException):
@@ -213,7 +219,10 @@ class Store:
             con = duckdb.connect(config={"memory_limit": memory_limit, "threads": threads,
                                          "checkpoint_threshold": CHECKPOINT_THRESHOLD})
             quoted = path.replace("'", "''")
-            con.execute(f"ATTACH '{quoted}' AS {RUN_CATALOG} (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
+            # one this user cannot write is only looked at: read-write, DuckDB would fail to open it, or write
+            # a killed run's log (.wal) into it on the way (store.writable refuses whatever would write)
+            how = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" if not exists or _can_write(path) else "READ_ONLY"
+            con.execute(f"ATTACH '{quoted}' AS {RUN_CATALOG} ({how})")
             con.execute(f"USE {RUN_CATALOG}")
         except Exception as exc:  # noqa: BLE001
             raise _explain_open_error(path, exc) from None
@@ -231,8 +240,7 @@ class Store:
     def writable(self) -> bool:
         """May this process write the run file and, beside it, DuckDB's log (.wal)? Looking at a run needs
         neither."""
-        folder = os.path.dirname(os.path.abspath(self.path))
-        return os.access(self.path, os.W_OK) and os.access(folder, os.W_OK | os.X_OK)
+        return _can_write(self.path)
 
     def require_writable(self) -> None:
         """UserError unless writable(): found before a command writes, not as DuckDB's error at its first

@@ -793,6 +793,7 @@ class LiveMirror:
         mirror.store = store
         self._last_recovery = 0.0
         try:
+            store.require_writable()  # the mirror records what it does in the run file
             store.ensure_mirror_table()
             mirror.check_roots(watching=False)  # a destination replaced since the run: refused before anything
             mirror.batches = store.last_mirror_batch()  # batch numbers go on from an earlier session's

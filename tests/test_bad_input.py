@@ -13,6 +13,8 @@ import pytest
 
 from support import run_cli
 
+from engine.errors import UserError
+
 from engine.validate import folder_identity, same_folder
 
 
@@ -99,23 +101,39 @@ def test_a_destination_that_cannot_be_written_is_refused_before_the_traversal(ca
     assert code == 0, err  # a dry run only reads the destination
 
 
+@pytest.mark.parametrize("locked", ["its folder", "the file", "the folder a symlink given leads to"])
 def test_a_run_file_that_cannot_be_written_is_refused_by_what_writes_it_and_read_by_the_rest(capsys, trees,
-                                                                                           tmp_path, lock):
-    """DuckDB writes its log beside the file: a --use-plan, a resume with a setting, a retry or a new run of a
-    run file in a folder that cannot be written failed with a DuckDB traceback at their first commit."""
+                                                                                           tmp_path, lock, locked):
+    """DuckDB writes its log beside the file: a --use-plan, a retry, a new run, a copy of the plan or a watch
+    of a run file that cannot be written failed with a DuckDB traceback at their first commit, and one this
+    user could not write could not even be read ('not a readable DuckDB database')."""
+    from engine.migration import Migration
     src, dst = trees
     db = tmp_path / "runs" / "r.duckdb"
     db.parent.mkdir()
     code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "-n")
     assert code == 0, err
-    lock(db.parent)
+    given = db
+    if locked == "the folder a symlink given leads to":
+        (tmp_path / "links").mkdir()
+        given = tmp_path / "links" / "r.duckdb"
+        given.symlink_to(db)
+    lock(db if locked == "the file" else db.parent)
     before = db.read_bytes()
-    for argv in (["run", str(src), str(dst), "--db", str(db), "--use-plan"],
-                 ["run", str(src), str(dst), "--db", str(db)], ["retry", "--db", str(db), "--src-workers", "3"]):
+    for argv in (["run", str(src), str(dst), "--db", str(given), "--use-plan"],
+                 ["run", str(src), str(dst), "--db", str(given)], ["retry", "--db", str(given), "--src-workers", "3"]):
         assert_refused(capsys, argv, "cannot be written here")
-    code, out, err = run_cli(capsys, "status", "--db", str(db))
+    code, _, err = run_cli(capsys, "watch", str(src), str(dst), "--db", str(given))  # says first what it would do
+    assert code == 2 and err.splitlines()[-1].endswith("run as its owner or copy it somewhere writable"), err
+    planned = Migration.open(str(given))
+    try:
+        with pytest.raises(UserError, match="cannot be written here"):
+            planned.copy_plan()  # the console's c
+    finally:
+        planned.close()
+    code, out, err = run_cli(capsys, "status", "--db", str(given))
     assert code == 0 and "planned" in out, err
-    code, out, err = run_cli(capsys, "resume", "--db", str(db), "--src-workers", "3")  # a setting: not stored
+    code, out, err = run_cli(capsys, "resume", "--db", str(given), "--src-workers", "3")  # a setting: not stored
     assert code == 0 and "nothing to resume" in out, err
     assert db.read_bytes() == before and sorted(os.listdir(db.parent)) == ["r.duckdb"] and not os.listdir(dst)
 
