@@ -617,14 +617,16 @@ class Store:
     # mtimes meet in HUGEINT: a file dated after 2262 is stored as BIGINT's maximum, and adding the window
     # to it overflowed (the run failed, and every resume with it). Two stored at the same limit cannot be
     # ordered (model.order_unknown): 'copy', and the copy compares the exact dates before writing anything.
+    # model.order_unknown of DST entry t and SRC entry s
+    _ORDER_UNKNOWN = f"""((greatest(t.mtime_ns, s.mtime_ns) = {MTIME_NS_MAX}
+                           AND least(t.mtime_ns, s.mtime_ns) >= {MTIME_NS_MAX - MTIME_WINDOW_NS})
+                          OR (least(t.mtime_ns, s.mtime_ns) = {MTIME_NS_MIN}
+                              AND greatest(t.mtime_ns, s.mtime_ns) <= {MTIME_NS_MIN + MTIME_WINDOW_NS}))"""
     _DST_MATCH = f"""CASE WHEN s.id IS NULL THEN 'not_on_src'
                  WHEN s.traversal_status = 'excluded' OR s.copy_status = 'excluded' THEN 'excluded'
                  WHEN t.type <> s.type THEN 'copy'
                  WHEN t.type = 'folder' THEN 'skip'
-                 WHEN greatest(t.mtime_ns, s.mtime_ns) = {MTIME_NS_MAX}
-                      AND least(t.mtime_ns, s.mtime_ns) >= {MTIME_NS_MAX - MTIME_WINDOW_NS} THEN 'copy'
-                 WHEN least(t.mtime_ns, s.mtime_ns) = {MTIME_NS_MIN}
-                      AND greatest(t.mtime_ns, s.mtime_ns) <= {MTIME_NS_MIN + MTIME_WINDOW_NS} THEN 'copy'
+                 WHEN {_ORDER_UNKNOWN} THEN 'copy'
                  WHEN t.size = s.size AND abs(t.mtime_ns::HUGEINT - s.mtime_ns) <= {MTIME_WINDOW_NS} THEN 'skip'
                  WHEN t.mtime_ns > s.mtime_ns::HUGEINT + {MTIME_WINDOW_NS} THEN 'keep_dst_newer'
                  ELSE 'copy' END"""
@@ -778,7 +780,7 @@ class Store:
 
     # A SRC entry that is on DST (copied or found identical), beside what DST's traversal saw at its path
     # (nothing for a folder the copy made: it was not there).
-    _ON_DST = """FROM src_nodes s LEFT JOIN dst_nodes d ON d.src_id = s.id AND d.type = s.type
+    _ON_DST = """FROM src_nodes s LEFT JOIN dst_nodes t ON t.src_id = s.id AND t.type = s.type
                  WHERE s.depth > 0 AND s.copy_status = 'successful' AND s.type <> 'symlink'"""
     _OWNER_RWX = 0o700
 
@@ -788,8 +790,8 @@ class Store:
         and restores them after; as root the missing bits would not matter."""
         with self._lock:
             rows = self._con.execute(f"""
-                SELECT s.path, coalesce(d.mode, s.mode) | {self._OWNER_RWX} {self._ON_DST} AND s.type = 'folder'
-                AND coalesce(d.mode, s.mode) & {self._OWNER_RWX} <> {self._OWNER_RWX}
+                SELECT s.path, coalesce(t.mode, s.mode) | {self._OWNER_RWX} {self._ON_DST} AND s.type = 'folder'
+                AND coalesce(t.mode, s.mode) & {self._OWNER_RWX} <> {self._OWNER_RWX}
                 AND s.path IN (SELECT parent_path FROM src_nodes WHERE copy_status IN ('pending', 'in_progress'))
                 ORDER BY s.depth""").fetchall()
         return [(os.fsdecode(p), None, m) for p, m in rows]
@@ -800,19 +802,22 @@ class Store:
         or None). Folders get the source's mtime where DST's differs or the copy wrote into them, and its
         mode where it differs from what DST's traversal saw, or from what the copy made (unless
         made_with(path, mode): folders are made with owner rwx, under the umask), or when it was opened
-        (folders_to_open); files found identical get the source's mode where it differs. Symlinks and
+        (folders_to_open); files found identical get the source's mode where it differs (and those the copy
+        compared itself, their dates being past what the run file holds). Symlinks and
         entries kept because they are newer on DST are left as they are, and so are folders the traversal
         could not list: the retry that lists them fills them first (as their owner) and sets them after."""
         with self._lock:
             rows = self._con.execute(f"""
                 SELECT path, mtime_ns, mode, made FROM (
-                    SELECT s.path, s.depth, d.mode IS NULL AS made,
-                        CASE WHEN s.type = 'folder' AND (d.mtime_ns IS DISTINCT FROM s.mtime_ns OR s.path IN (
+                    SELECT s.path, s.depth, t.mode IS NULL AS made,
+                        CASE WHEN s.type = 'folder' AND (t.mtime_ns IS DISTINCT FROM s.mtime_ns OR s.path IN (
                                 SELECT parent_path FROM src_nodes WHERE action NOT IN ('skip', 'excluded')))
                              THEN s.mtime_ns END AS mtime_ns,
-                        CASE WHEN d.mode IS DISTINCT FROM s.mode OR (s.type = 'folder'
+                        CASE WHEN t.mode IS DISTINCT FROM s.mode OR (s.type = 'folder'
                                 AND s.mode & {self._OWNER_RWX} <> {self._OWNER_RWX}) THEN s.mode END AS mode
-                    {self._ON_DST} AND (s.type = 'folder' OR s.action = 'skip') AND s.traversal_status <> 'failed')
+                    {self._ON_DST} AND (s.type = 'folder' OR s.action = 'skip'
+                                         OR (s.type = 'file' AND t.size = s.size AND {self._ORDER_UNKNOWN}))
+                        AND s.traversal_status <> 'failed')
                 WHERE mtime_ns IS NOT NULL OR mode IS NOT NULL ORDER BY depth DESC""").fetchall()
         changes = []
         for path, mtime_ns, mode, made in rows:

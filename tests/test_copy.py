@@ -586,6 +586,7 @@ def test_files_dated_past_2262_on_both_sides_are_compared_by_their_exact_dates(c
                 pytest.skip("this filesystem cannot store such a date")
             if abs((root / name).stat().st_mtime_ns - ns) > 10**6:
                 pytest.skip("this filesystem stores another date")
+    (src / "identical").chmod(0o600)  # identical files end with the source's mode, as rsync -a leaves them
     before = {name: (dst / name).stat().st_ino for name in cases}
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db)
     assert code == 0 and "failed       0" in out, err
@@ -596,7 +597,7 @@ def test_files_dated_past_2262_on_both_sides_are_compared_by_their_exact_dates(c
     assert (dst / "dst newer").read_text() == "precious destination"
     assert (dst / "dst newer").stat().st_mtime_ns == y2310 * 10**9
     assert (dst / "dst older").read_text() == "NEW" and (dst / "dst older").stat().st_mtime_ns == y2300 * 10**9
-    assert (dst / "identical").read_text() == "same"
+    assert (dst / "identical").read_text() == "same" and (dst / "identical").stat().st_mode & 0o777 == 0o600
     actions = {r["path"]: r["action"] for r in report(capsys, Path(db)) if r["side"] == "src"}
     assert actions["dst newer"] == "keep_dst_newer"
 
