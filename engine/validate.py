@@ -28,20 +28,21 @@ def _within_filesystem(path: str) -> tuple[int, str] | None:
             lines = mountinfo.read().splitlines()
     except OSError:
         return None
-    best = None  # (mount point, the filesystem's folder mounted there): the longest point above the path
+    # the mounts seen now, in the order made: a later one at or above a point hides what was mounted there
+    seen: list[tuple[str, str, int]] = []  # (mount point, the filesystem's folder mounted there, device)
     for line in lines:
         fields = line.split()
         major, _, minor = fields[2].partition(b":")
-        if os.makedev(int(major), int(minor)) != device:
-            continue
         root, point = (os.fsdecode(_MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), f))
                        for f in fields[3:5])
-        # of mounts stacked at one point, the one listed last is on top: the one seen there
-        if _inside(path, point) and (best is None or len(point) >= len(best[0])):
-            best = (point, root)
-    if best is None:
+        seen = [mount for mount in seen if not _inside(mount[0], point)]
+        seen.append((point, root, os.makedev(int(major), int(minor))))
+    above = [mount for mount in seen if _inside(path, mount[0])]
+    if not above:
         return None
-    point, root = best
+    point, root, mounted = max(above, key=lambda mount: len(mount[0]))
+    if mounted != device:
+        return None
     return device, os.path.normpath(os.path.join(root, os.path.relpath(path, point)))
 
 

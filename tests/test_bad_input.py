@@ -171,10 +171,22 @@ def stacked(bind_mounts, tmp_path, src):
     return bind_mounts(src.parent, point)
 
 
+def hidden_below(bind_mounts, tmp_path, src):
+    """(source, destination): an empty folder mounted at point/sub, then src mounted at point over it; the
+    source given is point/sub (the source's sub now, not the empty folder hidden below), the destination
+    is a folder in src/sub. The longest mount point above point/sub is the hidden one."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "point" / "sub").mkdir(parents=True)
+    bind_mounts(tmp_path / "empty", tmp_path / "point" / "sub")
+    point = bind_mounts(src, tmp_path / "point")
+    return point / "sub", src / "sub" / "new"
+
+
 @pytest.mark.parametrize("case,says", [("dst_is_src_sub", "inside the source"),
                                        ("dst_below_src_sub", "inside the source"),
                                        ("dst_is_src", "same folder"), ("src_is_dst_sub", "inside the destination"),
-                                       ("dst_below_the_top_of_stacked_mounts", "inside the source")])
+                                       ("dst_below_the_top_of_stacked_mounts", "inside the source"),
+                                       ("src_under_a_mount_of_its_parent", "inside the source")])
 def test_roots_nested_through_a_bind_mount_are_refused(capsys, trees, tmp_path, bind_mounts, case, says):
     """The paths do not nest, the folders do: the run would write the source into itself (it did)."""
     src, _ = trees
@@ -184,7 +196,8 @@ def test_roots_nested_through_a_bind_mount_are_refused(capsys, trees, tmp_path, 
             "dst_is_src": lambda: (src, bind_mounts(src)),
             "src_is_dst_sub": lambda: (bind_mounts(src / "sub"), src),
             "dst_below_the_top_of_stacked_mounts":
-                lambda: (src, stacked(bind_mounts, tmp_path, src) / src.name / "new")}[case]()
+                lambda: (src, stacked(bind_mounts, tmp_path, src) / src.name / "new"),
+            "src_under_a_mount_of_its_parent": lambda: hidden_below(bind_mounts, tmp_path, src)}[case]()
     before = sorted(p for p in src.rglob("*"))
     line = assert_refused(capsys, ["run", *map(str, argv), "--db", str(db)], says)
     assert "through a mount" in line
