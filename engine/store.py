@@ -137,9 +137,10 @@ class Store:
     """One DuckDB file. Every call takes one lock: DuckDB connections are not thread-safe, and the
     writes are few (one transaction per seal, one small insert per observer tick)."""
 
-    def __init__(self, path: str, con: duckdb.DuckDBPyConnection):
+    def __init__(self, path: str, con: duckdb.DuckDBPyConnection, read_only: bool = False):
         self.path = path
         self._con = con
+        self.read_only = read_only  # attached READ_ONLY: whatever its permissions are now, never written
         self._lock = threading.RLock()
         # a connection of its own for the reads a run loop waits on (engine.sealer commits on _con meanwhile:
         # DuckDB lets a reader see the last commit while a writer works, without waiting for it)
@@ -221,12 +222,13 @@ class Store:
             quoted = path.replace("'", "''")
             # one this user cannot write is only looked at: read-write, DuckDB would fail to open it, or write
             # a killed run's log (.wal) into it on the way (store.writable refuses whatever would write)
-            how = f"ROW_GROUP_SIZE {ROW_GROUP_SIZE}" if not exists or _can_write(path) else "READ_ONLY"
-            con.execute(f"ATTACH '{quoted}' AS {RUN_CATALOG} ({how})")
+            read_only = exists and not _can_write(path)
+            con.execute(f"ATTACH '{quoted}' AS {RUN_CATALOG} "
+                        f"({'READ_ONLY' if read_only else f'ROW_GROUP_SIZE {ROW_GROUP_SIZE}'})")
             con.execute(f"USE {RUN_CATALOG}")
         except Exception as exc:  # noqa: BLE001
             raise _explain_open_error(path, exc) from None
-        store = cls(path, con)
+        store = cls(path, con, read_only)
         if not exists:
             with store._lock:
                 con.execute("BEGIN")
@@ -240,11 +242,14 @@ class Store:
     def writable(self) -> bool:
         """May this process write the run file and, beside it, DuckDB's log (.wal)? Looking at a run needs
         neither."""
-        return _can_write(self.path)
+        return not self.read_only and _can_write(self.path)
 
     def require_writable(self) -> None:
         """UserError unless writable(): found before a command writes, not as DuckDB's error at its first
         commit."""
+        if self.read_only and _can_write(self.path):  # made writable since it was opened, to look at
+            raise UserError(f"'{self.path}' was opened read-only, when it could not be written; open it again "
+                            "(quit and run the command again) to write it")
         if not self.writable():
             raise UserError(f"'{self.path}' cannot be written here (it, or its folder, where DuckDB writes its log "
                             "beside it, is read-only to this user); run as its owner or copy it somewhere writable")

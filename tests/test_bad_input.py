@@ -61,26 +61,30 @@ def test_unreadable_source(capsys, trees, tmp_path):
         src.chmod(0o755)
 
 
+def unlock(path) -> None:
+    if os.geteuid() != 0:
+        path.chmod(0o755)
+    else:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
 @pytest.fixture
 def lock():
-    """lock(folder): nothing can be made or renamed in it any more: read-only for a user; immutable for root,
-    which ignores modes. Unlocked after the test."""
+    """lock(path): it cannot be written, nor anything made or renamed in it: read-only for a user; immutable
+    for root, which ignores modes. Unlocked after the test."""
     locked = []
 
-    def lock_folder(folder):
+    def lock_path(path):
         if os.geteuid() != 0:
-            folder.chmod(0o555)
-        elif subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+            path.chmod(0o555)
+        elif subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
             pytest.skip("chattr +i is not available here")
-        locked.append(folder)
-        return folder
+        locked.append(path)
+        return path
 
-    yield lock_folder
-    for folder in locked:
-        if os.geteuid() != 0:
-            folder.chmod(0o755)
-        else:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
+    yield lock_path
+    for path in locked:
+        unlock(path)
 
 
 @pytest.fixture
@@ -136,6 +140,24 @@ def test_a_run_file_that_cannot_be_written_is_refused_by_what_writes_it_and_read
     code, out, err = run_cli(capsys, "resume", "--db", str(given), "--src-workers", "3")  # a setting: not stored
     assert code == 0 and "nothing to resume" in out, err
     assert db.read_bytes() == before and sorted(os.listdir(db.parent)) == ["r.duckdb"] and not os.listdir(dst)
+
+
+def test_a_run_file_opened_to_look_at_is_not_run_once_it_can_be_written(capsys, trees, tmp_path, lock):
+    """Opened read-only (the console looking at it), it stays so: R once the lock is gone ran the whole copy on
+    a connection that could record nothing, then failed."""
+    from engine.migration import Migration
+    src, dst = trees
+    db = tmp_path / "r.duckdb"
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "-n")
+    assert code == 0, err
+    looked_at = Migration.open(str(lock(db)))
+    try:
+        unlock(db)
+        with pytest.raises(UserError, match="was opened read-only"):
+            looked_at.copy_plan()
+    finally:
+        looked_at.close()
+    assert not os.listdir(dst)
 
 
 def test_a_run_file_in_a_folder_that_cannot_be_written_is_named_so(capsys, trees, unwritable):
