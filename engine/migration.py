@@ -24,8 +24,8 @@ from engine.fileview import copy_view, recorded_errors, traversal_views
 from engine.governor import ListingGovernor
 from engine.hotreload import SettingsWatcher
 from engine.model import (
-    ACTION_SKIP, DST, FOLDER, IN_PROGRESS, OUR_TEMPORARY, PENDING, SRC, SUCCESSFUL, Node, display, is_temp_name,
-    join, name_in_temp, name_of, node_id, parent_of, temp_name_was_cut, temp_target,
+    ACTION_SKIP, DST, FOLDER, IN_PROGRESS, MTIME_NS_MAX, MTIME_NS_MIN, OUR_TEMPORARY, PENDING, SRC, SUCCESSFUL, Node,
+    display, is_temp_name, join, name_in_temp, name_of, node_id, parent_of, temp_name_was_cut, temp_target,
 )
 from engine.listing import ListerPool, close_early
 from engine.modes.copy import CopyMode
@@ -644,6 +644,9 @@ class Migration:
         set an attribute never fails the copy of the entry itself."""
         for path, mtime_ns, mode in changes:
             try:
+                if mtime_ns in (MTIME_NS_MAX, MTIME_NS_MIN):  # the run file's limit: the date is further out
+                    exact = self.src.stat(path, exact_mtime=True)
+                    mtime_ns = exact.mtime_ns if exact is not None else mtime_ns
                 self.dst.set_attributes(path, mtime_ns, mode)
             except OSError:
                 pass

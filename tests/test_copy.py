@@ -587,6 +587,9 @@ def test_files_dated_past_2262_on_both_sides_are_compared_by_their_exact_dates(c
             if abs((root / name).stat().st_mtime_ns - ns) > 10**6:
                 pytest.skip("this filesystem stores another date")
     (src / "identical").chmod(0o600)  # identical files end with the source's mode, as rsync -a leaves them
+    (src / "folder").mkdir()
+    (src / "folder" / "in it").write_text("x")
+    os.utime(src / "folder", ns=(y2310 * 10**9, y2310 * 10**9))  # a folder's date is set last, from the source
     before = {name: (dst / name).stat().st_ino for name in cases}
     code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db)
     assert code == 0 and "failed       0" in out, err
@@ -594,6 +597,7 @@ def test_files_dated_past_2262_on_both_sides_are_compared_by_their_exact_dates(c
         {"dst newer": True, "dst older": False, "dst older, by the limit": False, "identical": True}  # a copy
     # renames a new file over the old one
     assert (dst / "dst older, by the limit").read_text() == "NEW"
+    assert (dst / "folder").stat().st_mtime_ns == y2310 * 10**9  # not the run file's 2262-04-11
     assert (dst / "dst newer").read_text() == "precious destination"
     assert (dst / "dst newer").stat().st_mtime_ns == y2310 * 10**9
     assert (dst / "dst older").read_text() == "NEW" and (dst / "dst older").stat().st_mtime_ns == y2300 * 10**9
