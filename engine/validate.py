@@ -28,19 +28,26 @@ def _within_filesystem(path: str) -> tuple[int, str] | None:
             lines = mountinfo.read().splitlines()
     except OSError:
         return None
-    # the mounts seen now, in the order made: a later one at or above a point hides what was mounted there
-    seen: list[tuple[str, str, int]] = []  # (mount point, the filesystem's folder mounted there, device)
+    mounts: dict[int, tuple[int, str, str, int]] = {}  # id -> (parent id, point, folder mounted there, device)
     for line in lines:
         fields = line.split()
         major, _, minor = fields[2].partition(b":")
         root, point = (os.fsdecode(_MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), f))
                        for f in fields[3:5])
-        seen = [mount for mount in seen if not _inside(mount[0], point)]
-        seen.append((point, root, os.makedev(int(major), int(minor))))
-    above = [mount for mount in seen if _inside(path, mount[0])]
-    if not above:
+        mounts[int(fields[0])] = (int(fields[1]), point, root, os.makedev(int(major), int(minor)))
+    # The mount seen at path, found as the kernel walks to it: from the root mount down, each step into the
+    # first mount met along the path (one stacked on the current mount's own point comes first). Neither the
+    # order listed nor the longest point tells: a mount moved above another (mount --move) hides it.
+    current = next((i for i, (parent, point, _, _) in mounts.items() if point == "/" and parent not in mounts), None)
+    while current is not None:
+        below = [i for i, (parent, point, _, _) in mounts.items()
+                 if parent == current and i != current and _inside(path, point)]
+        if not below:
+            break
+        current = min(below, key=lambda i: len(mounts[i][1]))
+    if current is None:
         return None
-    point, root, mounted = max(above, key=lambda mount: len(mount[0]))
+    _, point, root, mounted = mounts[current]
     if mounted != device:
         return None
     return device, os.path.normpath(os.path.join(root, os.path.relpath(path, point)))

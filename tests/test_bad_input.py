@@ -68,6 +68,38 @@ def unlock(path) -> None:
         subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
+def test_a_mount_moved_above_another_is_the_one_seen(capsys, tmp_path):
+    """mount --move puts a mount above one made after it: /proc/self/mountinfo lists the hidden one later and
+    deeper, so neither the order listed nor the longest point tells which is seen. The nesting check answered
+    backwards (the source copied into itself, sibling roots refused); it now walks the mounts by parent."""
+    def mount(*argv):
+        if subprocess.run(["mount", *argv], capture_output=True).returncode != 0:
+            pytest.skip("mounts need root")
+
+    top = tmp_path / "top"
+    top.mkdir()
+    mount("-t", "tmpfs", "-o", "size=4m", "tmpfs", str(top))  # private: a mount below it may be moved
+    try:
+        mount("--make-private", str(top))
+        tree, stage, seen = top / "tree", top / "stage", top / "m"
+        for folder in (tree / "s" / "x", tree / "s" / "y", stage, seen / "x"):
+            folder.mkdir(parents=True)
+        (tree / "s" / "x" / "f").write_text("hi")
+        mount("--bind", str(tree / "s"), str(stage))
+        mount("--bind", str(tree / "s"), str(seen / "x"))  # made second, hidden by the move below
+        mount("--move", str(stage), str(seen))  # m is tree/s now, so m/x is tree/s/x
+        assert os.listdir(seen / "x") == ["f"]
+        line = assert_refused(capsys, ["run", str(tree / "s" / "x"), str(seen / "x" / "z"), "--db",
+                                       str(tmp_path / "a.duckdb"), "-n"], "inside the source")
+        assert "through a mount" in line
+        code, _, err = run_cli(capsys, "run", str(seen / "x"), str(tree / "s" / "y"), "--db",
+                               str(tmp_path / "b.duckdb"), "-n")
+        assert code == 0, err  # siblings, whatever path names them
+        assert os.listdir(tree / "s" / "x") == ["f"]
+    finally:
+        subprocess.run(["umount", "--recursive", "--lazy", str(top)], capture_output=True)
+
+
 @pytest.fixture
 def lock():
     """lock(path): it cannot be written, nor anything made or renamed in it: read-only for a user; immutable
