@@ -425,8 +425,12 @@ def cmd_watch(args) -> int:
     from engine.migration import Migration
     from engine.validate import check_roots
     from engine.watch import LiveMirror, run_phase
+    from engine.store import not_writable
     settings = load_settings(args)
     src, dst = check_roots(args.src, args.dst, args.db)
+    refusal = not_writable(args.db)  # before saying what it is about to do
+    if refusal is not None:
+        raise refusal
     phase = run_phase(args.db, src, dst)
     live = LiveMirror(src, dst, args.db, settings, propagate_deletes=args.propagate_deletes)
     live.listen()  # from here on no source change is missed, not even during the catch-up below

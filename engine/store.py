@@ -124,6 +124,14 @@ def _can_write(path: str) -> bool:
     return os.access(real, os.W_OK) and os.access(os.path.dirname(real), os.W_OK | os.X_OK)
 
 
+def not_writable(path: str) -> UserError | None:
+    """The refusal of a command that would write an existing run file this user cannot write (None: it may)."""
+    if not os.path.exists(path) or _can_write(path):
+        return None
+    return UserError(f"'{path}' cannot be written here (it, or its folder, where DuckDB writes its log beside "
+                     "it, is read-only to this user); run as its owner or copy it somewhere writable")
+
+
 def out_of_memory(exc: BaseException) -> UserError | None:
     """DuckDB's out-of-memory error (a paragraph of advice) as one line naming the setting to raise."""
     if not isinstance(exc, duckdb.OutOfMemoryException):
@@ -250,9 +258,9 @@ class Store:
         if self.read_only and _can_write(self.path):  # made writable since it was opened, to look at
             raise UserError(f"'{self.path}' was opened read-only, when it could not be written; open it again "
                             "(quit and run the command again) to write it")
-        if not self.writable():
-            raise UserError(f"'{self.path}' cannot be written here (it, or its folder, where DuckDB writes its log "
-                            "beside it, is read-only to this user); run as its owner or copy it somewhere writable")
+        refusal = not_writable(self.path)
+        if refusal is not None:
+            raise refusal
 
     def configure(self, memory_limit: str, threads: int) -> None:
         """DuckDB's memory limit and threads, for the statements from now on."""
