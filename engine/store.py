@@ -214,6 +214,9 @@ class Store:
         exists = os.path.exists(path)
         if exists:
             exists = not cls.check_file(path)
+            if not exists and not _can_write(path):  # nothing to look at, and it cannot become a run file
+                raise UserError(f"'{path}' holds no run yet (a run was killed as it made the file), and it cannot be "
+                                "written here (it, or its folder, is read-only to this user)")
         else:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):

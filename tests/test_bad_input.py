@@ -191,6 +191,17 @@ def test_a_run_file_opened_to_look_at_is_not_run_once_it_can_be_written(capsys, 
     assert not os.listdir(dst)
 
 
+def test_an_empty_run_file_that_cannot_be_written_is_named_so(capsys, trees, tmp_path, lock):
+    """A run killed as it made its file leaves it without a table: it becomes a new run file when it can be
+    written; locked, it was called 'not a readable DuckDB database ... restore the file'."""
+    src, dst = trees
+    db = tmp_path / "r.duckdb"
+    duckdb.connect(str(db)).close()
+    lock(db)
+    for argv in (["status", "--db", str(db)], ["run", str(src), str(dst), "--db", str(db)]):
+        assert_refused(capsys, argv, "holds no run yet")
+
+
 def test_a_run_file_in_a_folder_that_cannot_be_written_is_named_so(capsys, trees, unwritable):
     """It was called 'not a readable DuckDB database ... restore the file', of a file that did not exist."""
     src, dst = trees
