@@ -18,23 +18,32 @@ def _inside(child: str, parent: str) -> bool:
 _MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")  # mountinfo writes a space in a path as \040
 
 
-def _within_filesystem(path: str) -> tuple[int, str] | None:
-    """(device, the path from its filesystem's root) of an existing real path. A bind mount shows a folder
-    under a second path; seen this way the two are one. None where /proc/self/mountinfo does not say
-    (no such file, or a device it does not list, as for btrfs subvolumes)."""
+def _mounts() -> dict[int, tuple[int, str, str, int]] | None:
+    """This process's mounts, from /proc/self/mountinfo: id -> (parent id, mount point, the filesystem's
+    folder mounted there, device). None where there is no such file."""
     try:
-        device = os.stat(path).st_dev
         with open("/proc/self/mountinfo", "rb") as mountinfo:
             lines = mountinfo.read().splitlines()
     except OSError:
         return None
-    mounts: dict[int, tuple[int, str, str, int]] = {}  # id -> (parent id, point, folder mounted there, device)
+    mounts = {}
     for line in lines:
         fields = line.split()
         major, _, minor = fields[2].partition(b":")
         root, point = (os.fsdecode(_MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), f))
                        for f in fields[3:5])
         mounts[int(fields[0])] = (int(fields[1]), point, root, os.makedev(int(major), int(minor)))
+    return mounts
+
+
+def _within_filesystem(path: str, mounts: dict[int, tuple[int, str, str, int]]) -> tuple[int, str] | None:
+    """(device, the path from its filesystem's root) of an existing real path. A bind mount shows a folder
+    under a second path; seen this way the two are one. None where the mounts do not say (a device they do
+    not list, as for btrfs subvolumes)."""
+    try:
+        device = os.stat(path).st_dev
+    except OSError:
+        return None
     # The mount seen at path, found as the kernel walks to it: from the root mount down, each step into the
     # first mount met along the path (one stacked on the current mount's own point comes first). Neither the
     # order listed nor the longest point tells: a mount moved above another (mount --move) hides it.
@@ -104,8 +113,11 @@ def _refuse_nested(src: str, dst: str, src_at: str, dst_at: str, through: str = 
 def _refuse_nested_through_mounts(src: str, dst: str, src_real: str, dst_real: str) -> None:
     """_refuse_nested on what the paths are within their filesystem: a destination that is a bind mount of a
     source folder (or the other way round) is the source written into itself."""
+    mounts = _mounts()  # read once for both roots (a watch checks them before every batch)
+    if mounts is None:
+        return
     dst_existing = dst_real if os.path.exists(dst_real) else os.path.dirname(dst_real)
-    src_fs, dst_fs = _within_filesystem(src_real), _within_filesystem(dst_existing)
+    src_fs, dst_fs = _within_filesystem(src_real, mounts), _within_filesystem(dst_existing, mounts)
     if src_fs is None or dst_fs is None or src_fs[0] != dst_fs[0]:
         return
     src_in, dst_in = src_fs[1], dst_fs[1] if dst_existing == dst_real else \
