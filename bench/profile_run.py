@@ -82,8 +82,8 @@ def install_sql_probe() -> None:
     from engine import store
     orig_init = store.Store.__init__
 
-    def __init__(self, path, con):
-        orig_init(self, path, _ConProbe(con))
+    def __init__(self, path, con, *rest, **kw):
+        orig_init(self, path, _ConProbe(con), *rest, **kw)
 
     store.Store.__init__ = __init__
 
