@@ -229,7 +229,10 @@ class RoundsPanel(Panel):
         self._cells[queue.side, row].show_text(content)
 
     def _draw_queue(self, queue: QueueView) -> None:
-        heading = Text(f"{queue.side.upper()} round {queue.round} · ", style="bold")
+        # a side's column shows whichever of its queues ran last: name it unless it is the traversal, whose
+        # rounds the gate counts (a copy's round 7 beside the gate's "SRC round 11" is another count)
+        named = "" if queue.mode == "traversal" else f"{queue.mode} "
+        heading = Text(f"{queue.side.upper()} {named}round {queue.round} · ", style="bold")
         heading.append_text(state_text(queue.state))
         self._cell(queue, "round", heading)
         mode = COPY_PASSES.get(queue.copy_pass) if queue.mode == "copy" else None
@@ -374,15 +377,17 @@ class ThroughputPanel(Panel):
         volume = fmt.size(copy.bytes_done)
         if copy.bytes_total:
             volume += f" / {fmt.size(copy.bytes_total)}"
-        outcome = Text(f"{fmt.count(copy.folders_created)} folders created · "
-                       f"{fmt.count(copy.skipped)} became newer")  # on DST, since listed: kept
+        # items and bytes on rows of their own: on one, a run's totals wrapped a size away from its unit
+        done = Text(f"{items} items")
         if copy.failed:
-            outcome.append(f" · {fmt.count(copy.failed)} failed", style="red")
+            done.append(f" · {fmt.count(copy.failed)} failed", style="red")
         rows = (
             ("discovery", f"SRC {fmt.rate(src_rate)}/s · DST {fmt.rate(dst_rate)}/s"),
             ("copy", f"{fmt.rate(copy.items_per_s)} items/s · {fmt.bytes_per_second(copy.bytes_per_s)}"),
-            ("done", f"{items} items · {volume}"),
-            ("", outcome),
+            ("done", done),
+            ("bytes", volume),
+            ("", f"{fmt.count(copy.folders_created)} folders created · "
+                 f"{fmt.count(copy.skipped)} became newer"),  # on DST, since listed: kept
             ("ETA", fmt.duration(copy.eta_s)),
         )
         grid = Table.grid(padding=(0, 1))

@@ -30,6 +30,15 @@ SRC_ROOT = "/mnt/nas01/projects"
 DST_ROOT = "/mnt/archive/projects"
 DB_PATH = "/var/lib/migrate/projects.duckdb"
 
+# The two trees once listed, and the plan, in figures that add up as a real run's do (engine.summary): every
+# SRC entry is to copy, identical or newer on DST; every DST entry is identical, newer, not on SRC, or one of
+# the 2,420 changed ones to copy over.
+SRC_FILES, SRC_FOLDERS = 436_118, 24_960
+DST_FILES, DST_FOLDERS = 320_894, 19_122
+TO_COPY, IDENTICAL, DST_NEWER, NOT_ON_SRC = 124_574, 335_300, 1_204, 1_092
+FOLDERS_TO_MAKE = 5_858  # SRC folders DST lacks (20 of DST's folders are on DST only)
+BYTES_TO_COPY = int(391.5 * GIB)
+
 SETTINGS = (
     ("src_workers", "16"),
     ("dst_workers", "12"),
@@ -192,13 +201,13 @@ def copy_phase() -> MigrationSnapshot:
         round_completed=3100,
         buffered=1800,
         in_flight=16,
-        completed_total=183_402,
-        failed_total=7,
-        files_discovered=436_118,
-        folders_discovered=24_960,
+        completed_total=60_212,
+        failed_total=5,
+        files_discovered=SRC_FILES,
+        folders_discovered=SRC_FOLDERS,
         discovery_rate=0.0,
         copy_pass=2,
-        levels=(_level(7, pending=2084, in_progress=16, successful=3093, failed=7),),
+        levels=(_level(7, pending=2084, in_progress=16, successful=3095, failed=5),),
     )
     dst = replace(
         base.dst,
@@ -210,23 +219,25 @@ def copy_phase() -> MigrationSnapshot:
         buffered=0,
         in_flight=0,
         completed_total=19_380,
-        files_discovered=312_507,
-        folders_discovered=18_877,
+        files_discovered=DST_FILES,
+        folders_discovered=DST_FOLDERS,
         discovery_rate=0.0,
         levels=(),
     )
+    # items_done counts folders made, files copied, files kept (became newer) and failures, as
+    # engine.fileview does: 5,858 + 54,346 + 3 + 5
     copy = CopyView(
-        items_done=183_402,
-        bytes_done=int(412.6 * GIB),
-        items_total=436_000,
-        bytes_total=int(1126.4 * GIB),
-        folders_created=24_011,
-        files_copied=159_391,
-        skipped=1204,
-        failed=7,
+        items_done=60_212,
+        bytes_done=int(182.4 * GIB),
+        items_total=TO_COPY,
+        bytes_total=BYTES_TO_COPY,
+        folders_created=FOLDERS_TO_MAKE,
+        files_copied=54_346,
+        skipped=3,
+        failed=5,
         items_per_s=212.4,
         bytes_per_s=486.2 * 1024**2,
-        eta_s=1189.0,
+        eta_s=440.0,  # the bytes left at that rate
     )
     return replace(
         base,
@@ -297,6 +308,7 @@ def finished() -> MigrationSnapshot:
     src = replace(
         base.src,
         state="completed",
+        failed_total=7,
         round_completed=base.src.round_expected,
         buffered=0,
         in_flight=0,
@@ -305,25 +317,25 @@ def finished() -> MigrationSnapshot:
     )
     copy = replace(
         base.copy,
-        items_done=436_000,
-        bytes_done=int(1126.4 * GIB),
-        folders_created=24_960,
-        files_copied=409_836,
+        items_done=TO_COPY,  # 5,858 folders + 118,706 files copied, 3 kept, 7 failed
+        bytes_done=int(391.2 * GIB),
+        files_copied=118_706,
+        failed=7,
         items_per_s=0.0,
         bytes_per_s=0.0,
         eta_s=0.0,
     )
     summary = Summary(
-        src_files=436_118,
-        src_folders=24_960,
-        dst_entries=331_384,
-        to_copy=124_571,
-        identical=310_211,
-        dst_newer=1204,
-        not_on_src=1092,
-        copied=124_564,
+        src_files=SRC_FILES,
+        src_folders=SRC_FOLDERS,
+        dst_entries=DST_FILES + DST_FOLDERS,
+        to_copy=TO_COPY,
+        identical=IDENTICAL,
+        dst_newer=DST_NEWER,
+        not_on_src=NOT_ON_SRC,
+        copied=FOLDERS_TO_MAKE + 118_706,
         bytes_copied=int(391.2 * GIB),
-        failed=7,
+        failed=11,  # 7 copies, and the traversal's 2 on each side
         elapsed_s=elapsed,
     )
     return replace(
@@ -334,9 +346,9 @@ def finished() -> MigrationSnapshot:
         elapsed_s=elapsed,
         src=src,
         copy=copy,
-        failed_count=7,
+        failed_count=11,
         summary=summary,
-        message="done: 124,564 items copied, 7 failed (see errors)",
+        message="done: 124,564 items copied, 11 failed (see errors)",
     )
 
 
@@ -350,8 +362,7 @@ def planned() -> MigrationSnapshot:
     dst = replace(base.dst, round=base.src.round, round_expected=9, round_completed=9, **done)
     elapsed = 3_842.0  # listing and comparing only
     summary = replace(base.summary, copied=0, bytes_copied=0, failed=0, elapsed_s=elapsed)
-    copy = replace(base.copy, items_done=0, bytes_done=0, items_total=summary.to_copy,
-                   bytes_total=int(391.2 * GIB), folders_created=0, files_copied=0, skipped=0, failed=0,
+    copy = replace(base.copy, items_done=0, bytes_done=0, folders_created=0, files_copied=0, skipped=0, failed=0,
                    eta_s=None)
     return replace(base, phase="planned", dry_run=True, src=src, dst=dst, copy=copy, summary=summary,
                    gate=_gate(base.src.round, base.src.round, src_done=True, dst_done=True), failed_count=0,

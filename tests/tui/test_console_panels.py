@@ -90,8 +90,9 @@ def test_gate_reason_in_words():
 def test_throughput_shows_humanized_rates_totals_and_eta():
     text = shown("copy", "#rates")
     assert "212 items/s · 486.2 MiB/s" in text
-    assert "183,402 / 436,000 items · 412.6 GiB / 1.1 TiB" in text
-    assert "19m 49s" in text
+    assert "60,212 / 124,574 items · 5 failed" in text
+    assert "182.4 GiB / 391.5 GiB" in text
+    assert "7m 20s" in text
 
 
 def test_level_caches_list_levels_and_totals():
@@ -121,7 +122,7 @@ def test_rounds_show_progress_and_load_per_side():
 
     total, progress, src_round, mode, queue, dst_round = asyncio.run(scenario())
     assert (total, progress) == (5200, 3100)
-    assert "SRC round 7 · running" in src_round
+    assert "SRC copy round 7 · running" in src_round  # not the gate's traversal round (11)
     assert "copy pass 2: files" in mode
     assert "1,800 buffered · 16 in flight" in queue
     assert "DST round 11 · completed" in dst_round
