@@ -128,6 +128,12 @@ class Migration:
             if info is not None and (info.src_root, info.dst_root) != (src, dst):
                 raise UserError(f"'{db_path}' holds the run {display(info.src_root)} -> {display(info.dst_root)}, "
                                 "not this pair; give a new --db path for a different pair")
+            if info is not None and dry_run and not info.dry_run and info.phase in ("copy", "retry"):
+                # past its first traversal a run has copied: continued, it copies on (a dry run's flag would
+                # only relabel it), and turned into a plan it would count those copies as the plan's
+                raise UserError(f"'{db_path}' holds a run that stopped after it began copying; a dry run cannot "
+                                f"continue it: finish it with 'migrate resume --db {db_path}', or give the dry run "
+                                "a new --db path")
             notes = []
             stored_exclude = info.settings.get("exclude", []) if info is not None else []
             if use_plan and (info is None or info.phase != "planned"):  # asked for that plan, not another run

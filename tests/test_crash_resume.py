@@ -93,6 +93,24 @@ def test_kill_and_resume_gives_the_uninterrupted_destination(scenario, tmp_path,
     assert not [p for p in final if p.endswith(TEMP_SUFFIX)]
 
 
+def test_a_dry_run_does_not_continue_a_run_killed_while_copying(scenario, tmp_path, capsys, monkeypatch):
+    tree, base, reference = scenario
+    dst, db = tmp_path / "dst", tmp_path / "run.duckdb"
+    shutil.copytree(base / "dst.orig", dst, symlinks=True)
+    assert migrate_killed_at("copied:300", tree.root, dst, db).returncode == -signal.SIGKILL
+    at_kill = tree_state(dst)
+
+    code, out, err = run_cli(capsys, "run", str(tree.root), str(dst), "--db", str(db), "--dry-run")
+    assert code == 2 and "began copying" in err and f"migrate resume --db {db}" in err, (code, err)
+    assert len(err.strip().splitlines()) == 1
+    assert tree_state(dst) == at_kill  # the dry run wrote nothing (it used to copy the rest)
+
+    m, _ = resume_recording_listings(db, monkeypatch)  # still the real run it was
+    assert m.phase == "done" and not m.dry_run
+    m.close()
+    assert tree_state(dst) == reference
+
+
 def test_kill_mid_file_leaves_no_temporary_after_resume(tmp_path, monkeypatch):
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
     src.mkdir()
