@@ -358,10 +358,23 @@ def report_action(side, traversal, action, copy_status) -> str:
     return action or ""
 
 
+def _names_the_run_file(path: str, db: str) -> bool:
+    """path is the run file or its log (DuckDB's .wal, replayed on the next open), by any name."""
+    real = os.path.realpath(path)
+    if real in (os.path.realpath(db), os.path.realpath(db) + ".wal", os.path.realpath(db + ".wal")):
+        return True
+    try:
+        return os.path.samefile(path, db)  # a hard link
+    except OSError:
+        return False
+
+
 def cmd_report(args) -> int:
     from engine.store import Store
     if not os.path.exists(args.db):
         raise UserError(f"run file '{args.db}' does not exist")
+    if args.output != "-" and _names_the_run_file(args.output, args.db):  # opened "w", it would be emptied
+        raise UserError(f"'{args.output}' is the run file itself (or its log); give -o another file")
     store = Store.open(args.db)
     try:
         out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8", newline="")
@@ -395,6 +408,8 @@ def cmd_demo(args) -> int:
         raise UserError(f"'{args.dir}' exists and is not a folder; give a folder for the demo trees")
     if args.dir and not os.path.isdir(os.path.dirname(os.path.abspath(args.dir))):
         raise UserError(f"the folder '{os.path.dirname(os.path.abspath(args.dir))}' does not exist; create it first")
+    if args.dir and os.path.isdir(args.dir) and os.listdir(args.dir):  # an earlier demo's trees, or anything else
+        raise UserError(f"'{args.dir}' is not empty; give --dir a new or empty folder for the demo trees")
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="migrate-demo-"))
     base.mkdir(exist_ok=True)
     print(f"generating {args.files:,} files in {base} ...", file=sys.stderr)

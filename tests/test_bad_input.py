@@ -531,12 +531,34 @@ def test_report_to_an_unwritable_place(capsys, trees, tmp_path):
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.parametrize("name", ["run.duckdb", "link.duckdb", "run.duckdb.wal"])
+def test_a_report_is_not_written_over_its_run_file(capsys, trees, tmp_path, name):
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    (tmp_path / "link.duckdb").symlink_to(db)
+    before = db.read_bytes()
+    for fmt in ("csv", "jsonl"):
+        assert_refused(capsys, ["report", "--db", str(db), "--format", fmt, "-o", str(tmp_path / name)],
+                       "the run file itself")
+    assert db.read_bytes() == before and not (tmp_path / "run.duckdb.wal").exists()
+    assert run_cli(capsys, "status", "--db", str(db))[0] == 0
+
+
 def test_demo_refuses_bad_places_and_counts(capsys, tmp_path):
     (tmp_path / "afile").write_text("x")
     assert_refused(capsys, ["demo", "--dir", str(tmp_path / "afile"), "--files", "10"], "not a folder")
     assert_refused(capsys, ["demo", "--dir", str(tmp_path / "no" / "demo"), "--files", "10"], "does not exist")
     assert_refused(capsys, ["demo", "--dir", str(tmp_path / "demo"), "--files", "0"], "at least 1")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_demo_refuses_a_folder_that_holds_something(capsys, tmp_path):
+    demo = tmp_path / "demo"
+    assert run_cli(capsys, "demo", "--dir", str(demo), "--files", "10")[0] == 0
+    kept = {p: p.lstat().st_mtime_ns for p in demo.rglob("*")}
+    assert_refused(capsys, ["demo", "--dir", str(demo), "--files", "10"], "not empty")  # its own trees
+    assert {p: p.lstat().st_mtime_ns for p in demo.rglob("*")} == kept
 
 
 def test_missing_db_for_status(capsys, tmp_path):
