@@ -54,12 +54,9 @@ def _cli_overrides(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in Settings.model_fields if getattr(args, name, None) is not None}
 
 
-def load_settings(args: argparse.Namespace):
-    """Effective settings: defaults < settings file < MIGRATE_* < flags; UserError (exit 2) when invalid."""
-    return _load_layers(args).settings
-
-
 def _load_layers(args: argparse.Namespace):
+    """Effective settings (defaults < settings file < MIGRATE_* < flags) and where each came from; UserError
+    (exit 2) when invalid."""
     from engine.config import load, unknown_variables
     loaded = load(config=args.config, db_path=getattr(args, "db", None), overrides=_cli_overrides(args))
     for note in unknown_variables():
@@ -288,8 +285,9 @@ def cmd_run(args) -> int:
     from engine.migration import Migration
     if args.use_plan and args.dry_run:  # before anything is opened: nothing written
         raise UserError("--use-plan copies a dry run's plan and --dry-run copies nothing: give one of them")
-    settings = load_settings(args)
-    migration = Migration.create(args.db, args.src, args.dst, settings, dry_run=args.dry_run, use_plan=args.use_plan)
+    loaded = _load_layers(args)
+    migration = Migration.create(args.db, args.src, args.dst, loaded.settings, dry_run=args.dry_run,
+                                 use_plan=args.use_plan, given=loaded.explicit())
     return _drive(migration, notes=migration.start_notes)
 
 
@@ -441,7 +439,8 @@ def cmd_watch(args) -> int:
     from engine.validate import check_roots
     from engine.watch import LiveMirror, run_phase
     from engine.store import not_writable
-    settings = load_settings(args)
+    loaded = _load_layers(args)
+    settings = loaded.settings
     src, dst = check_roots(args.src, args.dst, args.db)
     refusal = not_writable(args.db)  # before saying what it is about to do
     if refusal is not None:
@@ -454,7 +453,7 @@ def cmd_watch(args) -> int:
             what = "comparing the trees again" if phase == "done" else \
                 ("running the migration" if phase is None else "finishing the migration in the run file")
             print(f"{PROG}: {what} before watching", file=sys.stderr)
-            code = _drive(Migration.create(args.db, src, dst, settings))
+            code = _drive(Migration.create(args.db, src, dst, settings, given=loaded.explicit()))
             if code not in (0, 1):
                 return code  # stopped: the run file stays resumable
         else:

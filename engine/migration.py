@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import Callable, Collection
 
 from pydantic import ValidationError
 
@@ -109,10 +109,12 @@ class Migration:
     @classmethod
     def create(cls, db_path: str, src: str, dst: str, settings: Settings | None = None, dry_run: bool = False,
                src_adapter: FSAdapter | None = None, dst_adapter: FSAdapter | None = None,
-               use_plan: bool = False) -> "Migration":
+               use_plan: bool = False, given: Collection[str] | None = None) -> "Migration":
         """A new run, or the continuation of an unfinished run of the same pair in the same file.
         A finished run of the same pair is compared again from scratch, as rsync would; so is a dry run's
-        plan, which would miss what changed since it was made, unless use_plan (copy it as it stands)."""
+        plan, which would miss what changed since it was made, unless use_plan (copy it as it stands).
+        given: the settings set by a file, a variable or a flag; a continued run keeps its stored values for
+        the others, as a resume does (None: all of `settings` are given)."""
         settings = settings or Settings()
         if src_adapter is None:
             src, dst = check_roots(src, dst, db_path, writes=not dry_run)
@@ -163,9 +165,12 @@ class Migration:
                 refusal = another_version(info.settings, db_path)
                 if refusal is not None:  # an unfinished run of another version: not taken up by this one
                     raise UserError(refusal)
+                if given is not None:  # what `migrate config show --db` says this run uses
+                    settings = cls._continued_settings(db_path, info.settings, settings, given)
+                    store.configure(settings.duckdb_memory_limit, settings.duckdb_threads)
                 if stored_exclude != settings.exclude:
                     raise UserError(exclude_changed(db_path, stored_exclude, settings.exclude))
-                store.set_settings(settings.model_dump())  # what this session runs with, as config show says
+                store.set_settings(settings.model_dump())  # what this session runs with
                 if info.dry_run != dry_run:
                     store.set_phase(info.phase, dry_run=dry_run)
             info = store.run_info()
@@ -195,6 +200,13 @@ class Migration:
                 store.close()
                 raise
         return cls(store, info, settings, LocalAdapter(info.src_root), LocalAdapter(info.dst_root), info.dry_run)
+
+    @classmethod
+    def _continued_settings(cls, db_path: str, stored: dict, now: Settings, given: Collection[str]) -> Settings:
+        """An unfinished run's stored settings, but those given now; hot reload follows now's file and flags."""
+        settings = cls._stored_settings(db_path, {**stored, **{key: getattr(now, key) for key in given}})
+        settings._source_file, settings._flags = now.source_file, now.flags
+        return settings
 
     @staticmethod
     def _stored_settings(db_path: str, stored: dict) -> Settings:

@@ -111,6 +111,25 @@ def test_a_dry_run_does_not_continue_a_run_killed_while_copying(scenario, tmp_pa
     assert tree_state(dst) == reference
 
 
+def test_run_continues_a_killed_run_with_its_stored_settings_but_those_given_now(scenario, tmp_path, capsys):
+    tree, base, reference = scenario
+    dst, db = tmp_path / "dst", tmp_path / "run.duckdb"
+    shutil.copytree(base / "dst.orig", dst, symlinks=True)
+    killed = migrate_killed_at("src-listed:40", tree.root, dst, db, ["--max-retries", "7", "--bwlimit", "300M"])
+    assert killed.returncode == -signal.SIGKILL
+    code, shown, _ = run_cli(capsys, "config", "show", "--db", str(db))
+    assert code == 0 and "max_retries" in shown
+
+    # as `migrate config show --db` says: the run's own values, but what is set now (a flag here)
+    code, _, err = run_cli(capsys, "run", str(tree.root), str(dst), "--db", str(db), "--bwlimit", "200M")
+    assert code == 0, err
+    m = Migration.open(str(db))
+    stored = m.store.run_info().settings
+    m.close()
+    assert stored["max_retries"] == 7 and stored["bwlimit"] == 200 << 20  # not the defaults 3 and 0
+    assert tree_state(dst) == reference
+
+
 def test_kill_mid_file_leaves_no_temporary_after_resume(tmp_path, monkeypatch):
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
     src.mkdir()
