@@ -972,6 +972,19 @@ class Store:
                 ") WHERE outcome IN ('copied', 'identical', 'folder_created')", [blobs, blobs]).fetchall()
         return sorted(os.fsdecode(p) for (p,) in rows)
 
+    def reported_deletions(self, paths: Sequence[str]) -> set[str]:
+        """Of these paths, those whose deletion the mirror recorded last (deleted or kept on DST, or reported
+        on SRC): nothing has been on the source under that name since."""
+        if not paths:
+            return set()
+        blobs = [os.fsencode(p) for p in paths]
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT path FROM mirror_events WHERE path IN (SELECT unnest(?::BLOB[])) "
+                "QUALIFY row_number() OVER (PARTITION BY path ORDER BY ts DESC) = 1 "
+                "AND outcome IN ('deleted_on_src', 'deleted_on_dst', 'kept_on_dst')", [blobs]).fetchall()
+        return {os.fsdecode(p) for (p,) in rows}
+
     def known_source_mtimes(self, paths: Sequence[str]) -> dict[str, int]:
         """The last source version the run or the mirror copied (or found identical), per path."""
         if not paths:

@@ -11,9 +11,9 @@ applies each burst of changes as one batch:
 - files and symlinks go through the engine's own copy (engine.workers.copy_entry): a temporary name in the
   destination folder, then rename, mtime and mode set; an identical destination file is left alone and a
   destination file newer than its source is never overwritten; exclude patterns apply as in a run;
-- deletions on the source are reported and recorded, and propagated only with --propagate-deletes, and even
-  then only for destination entries that are copies of what the source had (same or older mtime than the
-  last source version the run or the mirror saw): a destination file edited since is kept.
+- deletions on the source are reported and recorded once each, and propagated only with --propagate-deletes,
+  and even then only for destination entries that are copies of what the source had (same or older mtime than
+  the last source version the run or the mirror saw): a destination file edited since is kept.
 
 Every outcome is recorded in the run file's `mirror_events` table (created here), one bulk insert per batch.
 
@@ -73,6 +73,9 @@ FOLDER_CREATED, DELETED_ON_SRC, DELETED_ON_DST, KEPT_ON_DST = \
     "folder_created", "deleted_on_src", "deleted_on_dst", "kept_on_dst"
 # outcomes a comparison finds again, unchanged, at every sweep until something changes: said once
 SAID_ONCE = (KEPT_NEWER, FAILED)
+# outcomes of a deletion: a path is deleted once until the source has it again, however many ways it reaches
+# the mirror (see Mirror._deletions_said): said once
+DELETIONS = (DELETED_ON_SRC, DELETED_ON_DST, KEPT_ON_DST)
 
 def run_phase(db_path: str, src_root: str, dst_root: str) -> str | None:
     """The phase of the run in the file (None: no file or no run yet); UserError if it is another pair."""
@@ -275,6 +278,7 @@ class Mirror:
         self._rows: list[tuple] = []
         self._folders_ok: set[str] = set()  # destination folders known to exist in this batch
         self._touched: set[str] = set()  # destination folders whose mtime must follow the source's
+        self._deleted: set[str] = set()  # paths whose deletion this batch recorded (not in the store yet)
         return self._result
 
     def _finish(self) -> BatchResult:
@@ -323,8 +327,10 @@ class Mirror:
         for rel, entry in files:
             if not _under(rel, walked):
                 self._copy(rel, entry, "added" if ADDED in kinds[rel] else "modified")
+        said = self._deletions_said(gone)
         for rel in sorted(gone, key=lambda p: -p.count("/")):  # children before their folder
-            self._gone(rel)
+            if rel not in said:
+                self._gone(rel)
         return self._finish()
 
     def scan(self, rel: str = "", unwatchable: bool = False) -> BatchResult:
@@ -462,9 +468,21 @@ class Mirror:
         else:
             self._record(rel, event, latest, IDENTICAL_OUT)
 
+    def _deletions_said(self, paths: list[str]) -> set[str]:
+        """Of these paths, those whose deletion is already said. One deletion reaches the mirror in several
+        ways: the root of a deep listener is also an entry of the shallow listener's folder, so both report
+        its deletion, in batches of their own; a comparison finds a deletion an event reports too; and a
+        folder deleted with --propagate-deletes takes its whole destination subtree, entries an event of
+        their own named already."""
+        said = {p for p in paths if p in self._deleted}
+        if self.store is not None:
+            said |= self.store.reported_deletions([p for p in paths if p not in said])
+        return said
+
     def _gone(self, rel: str) -> None:
-        """A path reported but no longer on the source: deleted (or renamed away)."""
-        if not rel:
+        """A path reported but no longer on the source: deleted (or renamed away). Its deletion is not said
+        yet (the callers ask _deletions_said)."""
+        if not rel or rel in self._deleted:
             return
         self._said.pop(rel, None)  # a file made again under this name is news
         blocked = not_a_folder_above(self.dst, rel, "destination")
@@ -476,6 +494,7 @@ class Mirror:
                 self._rows.append((time.time(), self.batches, "deleted", os.fsencode(rel), None, None, None,
                                    KEPT_ON_DST, blocked))
                 self._result.note(KEPT_ON_DST, rel)
+                self._deleted.add(rel)
             return
         there = self.dst.stat(rel)  # None too when a folder above it is gone: nothing to say then
         if there is None:
@@ -500,6 +519,8 @@ class Mirror:
                         if entry is not None:
                             doomed.append((join(base, name), entry))
             doomed.append((rel, there))
+            said = self._deletions_said([p for p, _ in doomed])
+            doomed = [(p, entry) for p, entry in doomed if p not in said]
         known = self.store.known_source_mtimes([p for p, _ in doomed]) if self.store is not None else {}
         for path, entry in doomed:
             if path not in known or (entry.type != FOLDER and (entry.mtime_ns > known[path] + MTIME_WINDOW_NS
@@ -549,6 +570,8 @@ class Mirror:
         if self._said_already(rel, outcome, entry, error):
             return
         self._result.note(outcome, rel)
+        if outcome in DELETIONS:
+            self._deleted.add(rel)
         if event == "scan" and outcome in (IDENTICAL_OUT, EXCLUDED, KEPT_NEWER):
             # a comparison of the tree would write a row per entry, and the same kept-newer files again at
             # every sweep of a folder watchfiles cannot watch (every 5 s): count them only

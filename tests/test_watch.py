@@ -657,3 +657,49 @@ def test_sweeps_of_an_unwatchable_folder_say_only_what_changed(tmp_path, monkeyp
     finally:
         store.close()
     assert failed == [f"{bad}/folder here"]  # recorded once, not at every sweep
+
+
+@pytest.mark.parametrize("propagate", [False, True], ids=["reported", "propagated"])
+def test_a_deleted_folder_beside_an_unwatchable_one_is_counted_once(tmp_path, propagate):
+    """With a folder watchfiles cannot watch, the folder holding it is watched without recursion and each other
+    subfolder by a listener of its own: both report that subfolder's deletion, in batches of their own, and it
+    was said, counted (status too) and recorded twice: 4 deletions for 3 entries. With --propagate-deletes a
+    deleted folder also took its subtree again, entries whose own events had said them: 9 kept for 3."""
+    src, dst, db = migrated(tmp_path)
+    bad = os.fsdecode(b"b\xff")
+    (src / bad).mkdir()
+    said = io.StringIO()
+    live = LiveMirror(str(src), str(dst), str(db), Settings(), propagate_deletes=propagate, out=said)
+    runner = InThread(live)
+    outcome = "kept_on_dst" if propagate else "deleted_on_src"
+    try:
+        assert wait_for(lambda: live.mirror.unwatchable == {bad} and "" in live._shallow, 30), said.getvalue()
+        (src / "nd" / "deep").mkdir(parents=True)
+        (src / "nd" / "deep" / "f").write_bytes(b"x")
+        assert wait_for(lambda: same_file(src / "nd" / "deep" / "f", dst / "nd" / "deep" / "f"), 30)
+        assert wait_for(lambda: "nd" in live._covered, 30)  # its own listener, beside the root's shallow one
+        edited = dst / "nd" / "deep" / "f"
+        if propagate:  # edited on the destination since: kept, and so are the folders holding it
+            edited.write_bytes(b"edited on dst")
+            future = time.time_ns() + 3600 * 10**9
+            os.utime(edited, ns=(future, future))
+        shutil.rmtree(src / "nd")
+        assert wait_for(lambda: live.mirror.totals[outcome] >= 3, 30), said.getvalue()
+        time.sleep(1.5)  # longer than a burst is grouped: the other listener's batch is in too
+    finally:
+        assert runner.stop() == 0
+    assert live.mirror.totals[outcome] == 3, said.getvalue()
+    last = said.getvalue().strip().splitlines()[-1]
+    expected = "0 deleted on the destination, 3 not deleted" if propagate else "3 deletions reported"
+    assert expected in last, last
+    store = Store.open(str(db))
+    try:
+        rows = sorted(p for _, _, p, o in store.mirror_events() if o in ("deleted_on_src", "kept_on_dst"))
+        counted = store.mirror_outcomes()
+    finally:
+        store.close()
+    assert rows == ["nd", "nd/deep", "nd/deep/f"]
+    assert counted.get(outcome) == 3 and "deleted_on_dst" not in counted, counted
+    assert sorted(os.listdir(dst / "nd" / "deep")) == ["f"]
+    if propagate:
+        assert edited.read_bytes() == b"edited on dst"
