@@ -62,6 +62,12 @@ def _within_filesystem(path: str, mounts: dict[int, tuple[int, str, str, int]]) 
     return device, os.path.normpath(os.path.join(root, os.path.relpath(path, point)))
 
 
+def _refuse_dangling(path: str, what: str) -> None:
+    """A root that is a symlink to nothing: named as such, not as 'not a folder'."""
+    if os.path.islink(path) and not os.path.exists(path):
+        raise UserError(f"{what} is a symlink to '{os.readlink(path)}', which does not exist; check the link")
+
+
 def check_roots(src: str, dst: str, db_path: str | None, writes: bool = True) -> tuple[str, str]:
     """Absolute, validated roots; UserError naming the problem otherwise. writes: the destination will be
     written (not a dry run), so it, or the folder it is to be made in, must let us."""
@@ -72,6 +78,7 @@ def check_roots(src: str, dst: str, db_path: str | None, writes: bool = True) ->
     src_abs, dst_abs = os.path.abspath(src), os.path.abspath(dst)
     if not os.path.lexists(src_abs):
         raise UserError(f"source '{src}' does not exist; check the path")
+    _refuse_dangling(src_abs, f"source '{src}'")
     if not os.path.isdir(src_abs):
         raise UserError(f"source '{src}' is not a folder; give the folder to migrate")
     if not os.access(src_abs, os.R_OK | os.X_OK):
@@ -81,6 +88,7 @@ def check_roots(src: str, dst: str, db_path: str | None, writes: bool = True) ->
             next(it, None)
     except OSError as exc:
         raise UserError(f"source '{src}' cannot be listed ({exc.strerror}); check its permissions") from None
+    _refuse_dangling(dst_abs, f"destination '{dst}'")
     if os.path.lexists(dst_abs) and not os.path.isdir(dst_abs):
         raise UserError(f"destination '{dst}' exists and is not a folder; give a folder path")
     if not os.path.exists(dst_abs) and not os.path.isdir(os.path.dirname(dst_abs)):

@@ -44,6 +44,17 @@ def test_missing_source(capsys, trees, tmp_path):
     assert not db.exists()
 
 
+@pytest.mark.parametrize("side", ["source", "destination"])
+def test_a_root_that_is_a_symlink_to_nothing_is_named_so(capsys, trees, tmp_path, side):
+    src, dst = trees
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    argv = [str(link), str(dst)] if side == "source" else [str(src), str(link)]
+    line = assert_refused(capsys, ["run", *argv, "--db", str(tmp_path / "run.duckdb")], "which does not exist")
+    assert f"{side} '{link}' is a symlink to '{tmp_path / 'gone'}'" in line
+    assert not (tmp_path / "run.duckdb").exists() and not (tmp_path / "gone").exists()
+
+
 def test_source_is_a_file(capsys, trees, tmp_path):
     _, dst = trees
     db = tmp_path / "run.duckdb"
