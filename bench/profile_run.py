@@ -98,7 +98,7 @@ def install() -> None:
         if hasattr(S, name):
             probe(S, name, f"store.{name}", event=True)
     for name in ("write_queue_stats", "min_depth", "count", "sum_size", "grouped",
-                 "created_folders", "run_info", "set_phase", "close", "open", "create_run", "seed_roots"):
+                 "created_folders", "run_info", "set_phase", "close", "open", "start_run"):
         if hasattr(S, name):
             probe(S, name, f"store.{name}")
     probe(local.LocalAdapter, "list", "adapter.list")

@@ -150,17 +150,13 @@ class Migration:
                     notes.append("comparing the trees again, as the dry run did (its plan would miss what changed "
                                  "since); --use-plan copies that plan as it stands")
                 if notes:
-                    info = None
-                    store.reset_nodes()
+                    info = None  # compared again: a new run in this file
                 else:
                     notes.append("copying the dry run's plan as it stands (what changed since is not seen)")
             if info is None or info.phase == "done" or (info.phase == "planned" and dry_run):
-                if info is not None:
-                    store.reset_nodes()
-                store.create_run(src, dst, settings.model_dump(), dry_run)
-                seed(store)
-                if all(a is None or isinstance(a, LocalAdapter) for a in (src_adapter, dst_adapter)):
-                    store.set_root_identities({SRC: folder_identity(src), DST: folder_identity(dst)})
+                local = all(a is None or isinstance(a, LocalAdapter) for a in (src_adapter, dst_adapter))
+                store.start_run(src, dst, settings.model_dump(), dry_run, root_nodes(),
+                                {SRC: folder_identity(src), DST: folder_identity(dst)} if local else {})
             else:
                 refusal = another_version(info.settings, db_path)
                 if refusal is not None:  # an unfinished run of another version: not taken up by this one
@@ -816,9 +812,9 @@ def relax_garbage_collector() -> None:
         gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def seed(store: Store) -> None:
+def root_nodes() -> tuple[Node, Node]:
     """Root nodes of both sides: depth 0, pending, deterministic ids."""
     src_root = Node(node_id(SRC, ""), None, "", 0, FOLDER, 0, 0, 0o755, PENDING, SUCCESSFUL, ACTION_SKIP)
     dst_root = Node(node_id(DST, ""), None, "", 0, FOLDER, 0, 0, 0o755, PENDING, None, ACTION_SKIP,
                     src_root.id)
-    store.seed_roots(src_root, dst_root)
+    return src_root, dst_root

@@ -297,13 +297,29 @@ class Store:
 
     # the run ---------------------------------------------------------------------------------------
 
-    def create_run(self, src_root: str, dst_root: str, settings: dict, dry_run: bool) -> None:
-        with self._lock:
-            self._log("run")
+    def start_run(self, src_root: str, dst_root: str, settings: dict, dry_run: bool, roots: tuple[Node, Node],
+                  root_identities: dict[str, str | None]) -> None:
+        """A new run in this file, in ONE transaction: an earlier run's nodes forgotten, the run's row, the two
+        roots and their stats, the root folders' identities. Killed part-way, the file holds the earlier run
+        or none; a run row without its roots was taken for a finished run with nothing to copy."""
+
+        def body(con):
+            for table in ("src_nodes", "dst_nodes", "src_stats", "dst_stats", "task_errors", "queue_stats"):
+                con.execute(f"DELETE FROM {table}")
             now = time.time()
-            self._con.execute("DELETE FROM run")
-            self._con.execute("INSERT INTO run VALUES (?, ?, ?, 'traversal', ?, ?, ?, NULL, 0)",
-                              [_fs(src_root), _fs(dst_root), json.dumps(settings), dry_run, now, now])
+            con.execute("DELETE FROM run")
+            con.execute("INSERT INTO run VALUES (?, ?, ?, 'traversal', ?, ?, ?, NULL, 0)",
+                        [_fs(src_root), _fs(dst_root), json.dumps(settings), dry_run, now, now])
+            # plain statements: building Arrow tables (pyarrow's first use) cost ~20 ms more on every start
+            for side, root in zip((SRC, DST), roots):
+                row = [getattr(root, a) for a in self._NODE_ATTRS[side]]
+                row[2] = fs_bytes(row[2])
+                row.insert(3, None)  # parent_path: a root has none
+                con.execute(f"INSERT INTO {side}_nodes VALUES ({', '.join('?' * len(row))})", row)
+                self._refresh_stats(side, [0])
+            self._store_root_identities(con, root_identities)
+
+        self._transaction("seal", body, {})
 
     def run_info(self) -> RunInfo | None:
         with self._lock:
@@ -334,24 +350,19 @@ class Store:
         gives them (None: no folder there yet)."""
         with self._lock:
             self._con.execute("BEGIN")
-            for side, identity in identities.items():
-                self._con.execute("DELETE FROM meta WHERE key = ?", [f"{side}_root_folder"])
-                if identity is not None:
-                    self._con.execute("INSERT INTO meta VALUES (?, ?)", [f"{side}_root_folder", identity])
+            self._store_root_identities(self._con, identities)
             self._con.execute("COMMIT")
+
+    @staticmethod
+    def _store_root_identities(con, identities: dict[str, str | None]) -> None:
+        for side, identity in identities.items():
+            con.execute("DELETE FROM meta WHERE key = ?", [f"{side}_root_folder"])
+            if identity is not None:
+                con.execute("INSERT INTO meta VALUES (?, ?)", [f"{side}_root_folder", identity])
 
     def root_identities(self) -> dict[str, str]:
         rows = self._read("SELECT key, value FROM meta WHERE key IN ('src_root_folder', 'dst_root_folder')", [])
         return {key.partition("_")[0]: value for key, value in rows}
-
-    def reset_nodes(self) -> None:
-        """Forget a finished run's nodes so the same file can compare the trees again."""
-        with self._lock:
-            self._log("reset")
-            self._con.execute("BEGIN")
-            for table in ("src_nodes", "dst_nodes", "src_stats", "dst_stats", "task_errors", "queue_stats"):
-                self._con.execute(f"DELETE FROM {table}")
-            self._con.execute("COMMIT")
 
     # nodes -----------------------------------------------------------------------------------------
 
@@ -537,20 +548,6 @@ class Store:
                 tables.clear()  # the last references to the column buffers: free them now, not at the next seal
                 if _malloc_trim is not None:
                     _malloc_trim(0)
-
-    def seed_roots(self, src_root: Node, dst_root: Node) -> None:
-        """The two roots and their depth's stats, in one transaction of plain statements: this is on every
-        new run's start, where building Arrow tables (first use of pyarrow) cost ~20 ms more."""
-
-        def body(con):
-            for side, root in ((SRC, src_root), (DST, dst_root)):
-                row = [getattr(root, a) for a in self._NODE_ATTRS[side]]
-                row[2] = fs_bytes(row[2])
-                row.insert(3, None)  # parent_path: a root has none
-                con.execute(f"INSERT INTO {side}_nodes VALUES ({', '.join('?' * len(row))})", row)
-                self._refresh_stats(side, [0])
-
-        self._transaction("seal", body, {})
 
     def seal_traversal(self, side: str, depth: int, level: LevelCache, next_level: LevelCache,
                        errors: Sequence[tuple[str, str, int]], phase: str = "traversal") -> None:

@@ -130,6 +130,23 @@ def test_run_continues_a_killed_run_with_its_stored_settings_but_those_given_now
     assert tree_state(dst) == reference
 
 
+def test_a_run_killed_as_it_starts_is_not_taken_for_a_finished_one(scenario, tmp_path, capsys):
+    tree, base, reference = scenario
+    dst, db = tmp_path / "dst", tmp_path / "run.duckdb"
+    shutil.copytree(base / "dst.orig", dst, symlinks=True)
+    assert migrate_killed_at("seal:1", tree.root, dst, db).returncode == -signal.SIGKILL  # the run's first commit
+
+    code, out, err = run_cli(capsys, "resume", "--db", str(db))
+    assert code == 2 and "holds no run yet" in err, (code, out, err)  # not "up to date", exit 0, nothing copied
+    assert run_cli(capsys, "run", str(tree.root), str(dst), "--db", str(db))[0] == 0
+    assert tree_state(dst) == reference
+
+    # killed as it starts over a finished run: the finished run is what the file still holds
+    assert migrate_killed_at("seal:1", tree.root, dst, db).returncode == -signal.SIGKILL
+    code, out, err = run_cli(capsys, "status", "--db", str(db))
+    assert code == 0 and "phase    done" in out and "interrupted" not in out, out
+
+
 def test_kill_mid_file_leaves_no_temporary_after_resume(tmp_path, monkeypatch):
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
     src.mkdir()
