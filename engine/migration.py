@@ -427,6 +427,10 @@ class Migration:
             phase = "retry"
             self.store.set_phase(phase)
         resuming_copy = phase == "copy"
+        # Temporaries an interrupted copy left behind: a traversal of the whole DST by this process names them
+        # (_stray_temporaries); taken up any other way (a resume, a retry, a plan copied, a traversal resumed
+        # part-way), the copy sweeps the folders it has files left to copy in
+        sweep = not (self.fresh and phase == "traversal")
         while True:
             self.phase = phase
             if phase in ("traversal", "retry"):
@@ -439,7 +443,7 @@ class Migration:
                 phase = "copy"
                 self.store.set_phase(phase)
             elif phase == "copy":
-                self._run_copy(resuming_copy)
+                self._run_copy(resuming_copy, sweep)
                 if self._stop:
                     return
                 phase = "done"
@@ -547,11 +551,11 @@ class Migration:
         if refusal is not None:
             raise UserError(refusal)
 
-    def _run_copy(self, resuming: bool) -> None:
+    def _run_copy(self, resuming: bool, sweep: bool) -> None:
         close_early()  # a copy resumed without a traversal lists nothing: the CLI's early listers go now
         if isinstance(self.src, LocalAdapter) and isinstance(self.dst, LocalAdapter):
             self._check_roots()
-        if resuming:
+        if sweep:
             self._sweep_temporary_files()
         for path in self._not_on_source(self._stray_temporaries):  # e.g. a run killed mid-file, started over
             try:

@@ -167,6 +167,35 @@ def test_kill_mid_file_leaves_no_temporary_after_resume(tmp_path, monkeypatch):
         assert (dst / name).read_bytes() == data
 
 
+@pytest.mark.parametrize("taken_up", ["retry", "a plan copied", "a new run killed in its traversal, resumed"])
+def test_a_killed_copy_leaves_no_temporary_however_it_is_taken_up(tmp_path, capsys, taken_up):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    # a folder per round down to depth 5: DST lists depth 4 in round 4, which waits for SRC's round-4 seal,
+    # committed after DST's round-0 seal (SRC may run 3 rounds ahead): the root's listing is sealed by then
+    (src / "a" / "b" / "c" / "d" / "e").mkdir(parents=True)
+    (src / "a" / "b" / "c" / "d" / "e" / "f").write_text("f")
+    blobs = {f"big {i}.bin": os.urandom(20 << 20) for i in range(2)}
+    for name, data in blobs.items():
+        (src / name).write_bytes(data)
+    assert migrate_killed_at("copy-chunk:2", src, dst, tmp_path / "first.duckdb").returncode == -signal.SIGKILL
+    assert any(n.endswith(TEMP_SUFFIX) for n in os.listdir(dst)), "the kill did not happen mid-file"
+
+    if taken_up == "retry":  # the killed run's own file, taken up by retry instead of resume
+        code, out, err = run_cli(capsys, "retry", "--db", str(tmp_path / "first.duckdb"))
+    elif taken_up == "a plan copied":  # a new file: a dry run lists the temporary, another process copies
+        db = str(tmp_path / "plan.duckdb")
+        assert run_cli(capsys, "run", str(src), str(dst), "--db", db, "--dry-run")[0] == 0
+        code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, "--use-plan")
+    else:  # a new file: its traversal lists the temporary (DST's root, sealed), and is killed after that
+        db = tmp_path / "second.duckdb"
+        assert migrate_killed_at("dst-listed:5", src, dst, db).returncode == -signal.SIGKILL
+        code, out, err = run_cli(capsys, "resume", "--db", str(db))
+    assert code == 0, (out, err)
+    assert sorted(os.listdir(dst)) == sorted([*blobs, "a"])  # no temporary left
+    for name, data in blobs.items():
+        assert (dst / name).read_bytes() == data
+
+
 def test_sigterm_drains_and_the_run_resumes(tmp_path, capsys):
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
     src.mkdir()
