@@ -77,6 +77,7 @@ SAID_ONCE = (KEPT_NEWER, FAILED)
 # the mirror (see Mirror._deletions_said): said once
 DELETIONS = (DELETED_ON_SRC, DELETED_ON_DST, KEPT_ON_DST)
 
+
 def run_phase(db_path: str, src_root: str, dst_root: str) -> str | None:
     """The phase of the run in the file (None: no file or no run yet); UserError if it is another pair."""
     if not os.path.exists(db_path):
