@@ -195,6 +195,10 @@ class Queue:
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         for t in list(self._threads):
+            if self._abandon and not t.name.endswith("-loop"):
+                # forced: a worker in a long copy is not waited for (a daemon thread: it ends with the process;
+                # its temporary is swept on resume), as `migrate`'s second Ctrl-C does not wait for it either
+                continue
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in self._threads if t.name.endswith("-loop"))
 

@@ -113,6 +113,29 @@ def test_stop_is_graceful_and_the_file_resumes(tmp_path):
     m.close()
 
 
+def test_a_forced_stop_does_not_wait_for_a_copy_in_flight(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    data = os.urandom(16 << 20)
+    (src / "big.bin").write_bytes(data)
+    db = str(tmp_path / "run.duckdb")
+    m = Migration.create(db, str(src), str(dst), Settings(bwlimit="256K"))  # ~64 s for the file
+    m.start()
+    wait_until(lambda: any(n.endswith(".migrate-tmp") for n in os.listdir(dst)) if dst.exists() else False,
+               timeout=30)
+    m.stop(force=True)
+    assert m.wait(20), "the forced stop waited for the copy in flight"  # which needs a minute more
+    assert m.interrupted
+    m.close()
+
+    m = Migration.open(db)
+    m.apply_settings({"bwlimit": 0})
+    m.resume_from_db()
+    assert m.wait(60) and m.phase == "done", m.message
+    m.close()
+    assert os.listdir(dst) == ["big.bin"] and (dst / "big.bin").read_bytes() == data  # its temporary swept
+
+
 def test_a_retry_shows_what_it_finds_on_top_of_what_the_run_found(tmp_path):
     """A retry lists only what failed: the SRC column's 'found' must not fall to what the retry alone
     found (the console, opening a finished run file and pressing t, showed 'found 0 files')."""
