@@ -156,3 +156,21 @@ def test_a_full_destination_is_named_with_the_command_that_resumes(tmp_path, cap
     assert capsys.readouterr().err.strip() == (
         f"migrate: stopped: No space left on device (errno 28), at 'd1/d7/f3'; the run file stays resumable: "
         f"fix that, then migrate resume --db {db}")
+
+
+def test_a_source_folder_that_cannot_be_looked_at_when_copied_fails_its_entries_not_the_run(tmp_path):
+    src = memory_tree()
+    dst = MemoryAdapter()
+    # listed fine; by the copy its permissions changed (a chmod 0 between a dry run and --use-plan, say)
+    src.faults = Faults(stat_errors={"d4": PermissionError(errno.EACCES, "Permission denied", "d4")})
+    m = run(tmp_path, src, dst)
+    assert m.fatal is None and m.phase == "done", m.fatal  # it used to stop: internal error, every resume too
+
+    failed = {r[1]: r[7] for r in m.store.report_rows(failed_only=True)}
+    below = {p for p in files_of(src) if p.startswith("d4/")}
+    assert below and set(failed) >= below
+    assert all("'d4' on the source cannot be looked at (Permission denied" in failed[p] for p in below)
+    assert m.summary.failed == len(failed)
+    copied = files_of(dst)
+    assert {p: d for p, d in files_of(src).items() if not p.startswith("d4/")} == copied  # the rest copied
+    m.close()

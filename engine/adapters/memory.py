@@ -31,6 +31,7 @@ class Faults:
     transient_rate: float = 0.0  # any list/read fails with EIO at this probability
     hang_seconds: dict[str, float] = field(default_factory=dict)  # first call on path stalls this long
     latency: float = 0.0  # every list/read sleeps this long (a slow mount)
+    stat_errors: dict[str, OSError] = field(default_factory=dict)  # stat fails (lost permission since listed)
     seed: int = 0
 
 
@@ -125,6 +126,8 @@ class MemoryAdapter:
                       e.mtime_ns, e.mode) for p, e in items]
 
     def stat(self, path: str, exact_mtime: bool = False) -> Entry | None:  # exact always
+        if path in self.faults.stat_errors:
+            raise self.faults.stat_errors[path]
         e = self.entries.get(path)
         if e is None:
             return None

@@ -12,7 +12,7 @@ from operator import attrgetter
 from typing import Callable
 
 from engine import copying, crashpoints
-from engine.adapters.base import FSAdapter
+from engine.adapters.base import FSAdapter, describe
 from engine.adapters.local import LocalAdapter
 from engine.cache import NodeCache
 from engine.counters import CopyCounters
@@ -170,8 +170,16 @@ class CopyMode:
                 return
             if above in self._real_folders:
                 continue
-            there, here = self.dst.stat(above), self.src.stat(above)
-            for side, entry in (("destination", there), ("source", here)):
+            found = {}
+            for side, adapter in (("destination", self.dst), ("source", self.src)):
+                try:
+                    found[side] = adapter.stat(above)
+                except OSError as exc:  # unreadable since it was listed (its mode changed, a mount went away)
+                    self._blocking[above] = f"'{unambiguous(above)}' on the {side} cannot be looked at " \
+                                            f"({describe(exc)})"
+                    return
+            there, here = found["destination"], found["source"]
+            for side, entry in found.items():
                 if entry is not None and entry.type != FOLDER:
                     self._blocking[above] = not_a_folder_now(above, side, entry.type)
                     return
