@@ -367,6 +367,8 @@ class ThroughputPanel(Panel):
         drawn_history = history_key(history)
         if drawn_history != self._history_drawn:
             self._history_drawn = drawn_history
+            # one sample is not a curve: Textual's Sparkline draws a single value as a full bar, even 0 B/s
+            history = history if len(history) > 1 else ()
             self._sparks[0].data = [p.discovery_rate for p in history]
             self._sparks[1].data = [p.bytes_per_s for p in history]
 

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 
 from console_testing import static_text
+from rich.console import Console
 
 from tui import format as fmt
 from tui.samples import FakeController, sample_app
@@ -186,3 +187,19 @@ def test_one_column_when_narrow_two_when_wide():
     assert not wide and left.x == right.x and right.y > left.y  # stacked
     wide, left, right = asyncio.run(layout((160, 50)))
     assert wide and right.x > left.x and right.y == left.y  # side by side
+
+
+def test_a_rate_history_of_one_sample_draws_no_bars():
+    async def scenario():
+        app = sample_app("running")
+        base = app.controller.snapshot()
+        async with app.run_test(size=(160, 50)) as pilot:
+            app.controller.set_snapshot(dataclasses.replace(base, history=base.history[-1:]))  # a run just begun
+            app.refresh_view(force=True)
+            await pilot.pause()
+            main = app.screen_stack[0]
+            return [main.query_one(f"#{name}-spark").render() for name in ("discovery", "copy")]
+
+    for sparkline in asyncio.run(scenario()):
+        drawn = "".join(segment.text for segment in Console(width=40).render(sparkline))
+        assert "█" not in drawn  # a full bar read as the peak rate; 0 B/s in a dry run
