@@ -170,14 +170,13 @@ def print_summary(migration, out=None) -> None:
     if migration.specials_skipped:
         print(f"  not migrated {_n(migration.specials_skipped)} special files on the source (FIFOs, sockets, "
               "devices), named above", file=out)
-    if migration.dry_run:  # what the copy will refuse: the plan says copy, the destination is in the way
+    if s.will_fail:  # what the plan's copy will refuse: the plan says copy, the destination is in the way
         count, under, first = migration.store.in_the_way()
-        if count:
-            named = "; ".join(f"'{display(p)}': a {d} where the source has a {s_}" for p, d, s_ in first)
-            below = f", and the {_n(under)} below them" if under else ""
-            print(f"  will fail    {_n(count + under)} entries: {_n(count)} blocked by what the destination has "
-                  f"there{below} ({named}{'; ...' if count > len(first) else ''}): move those away before copying",
-                  file=out)
+        named = "; ".join(f"'{display(p)}': a {d} where the source has a {s_}" for p, d, s_ in first)
+        below = f", and the {_n(under)} below them" if under else ""
+        print(f"  will fail    {_n(count + under)} entries: {_n(count)} blocked by what the destination has "
+              f"there{below} ({named}{'; ...' if count > len(first) else ''}): move those away before copying",
+              file=out)
     print(f"  elapsed      {s.elapsed_s:.1f} s", file=out)
     if migration.dry_run and s.to_copy:
         print(f"  next         {copy_plan_command(migration)}   (copies this plan as reviewed; without "

@@ -93,7 +93,8 @@ class Migration:
         self._stray_temporaries: list[str] = []  # left by an interrupted copy, found by this DST traversal
         self.on_notice: Callable[[str], None] | None = None
         self._told: set[str] = set()  # the notices _notify_once told already
-        self.summary: Summary | None = summarize(store, info.elapsed_s) if info.phase in FINISHED_PHASES else None
+        self.summary: Summary | None = summarize(store, info.elapsed_s, plan=info.phase == "planned") \
+            if info.phase in FINISHED_PHASES else None
         self.observer = Observer(store, settings.observer_interval, self._metrics)
         self.excluded = compile_excludes(settings.exclude)
         self.fatal: str | None = None
@@ -455,7 +456,7 @@ class Migration:
                     self.store.set_phase(phase)
                     continue
                 self.phase = phase
-                self.summary = summarize(self.store, self.elapsed())
+                self.summary = summarize(self.store, self.elapsed(), plan=phase == "planned")
                 self.store.set_phase(phase, elapsed_s=self.elapsed())
                 failed = self.summary.failed
                 self.message = "dry run complete: nothing was written" if phase == "planned" else \

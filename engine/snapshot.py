@@ -100,6 +100,7 @@ class Summary:
     elapsed_s: float
     excluded: int = 0  # source entries left out by the exclude patterns (an excluded folder counts once)
     vanished: int = 0  # source entries gone between their listing and their copy
+    will_fail: int = 0  # a plan's: entries its copy will refuse (DST has something else in the way, and below)
 
 
 @dataclass(frozen=True)

@@ -525,6 +525,8 @@ class SummaryPanel(Panel):
         ]
         if summary.vanished:  # deleted on SRC after their listing: not failures, nothing was there to copy
             rows.append(("vanished", fmt.count(summary.vanished), "", ""))
+        if summary.will_fail:  # a plan's: DST has something else where it would copy (migrate run -n names them)
+            rows.append(("will fail", Text(fmt.count(summary.will_fail), style="red"), "", ""))
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="dim")
         grid.add_column(justify="right", style="bold")

@@ -306,6 +306,20 @@ def test_a_dry_runs_plan_is_copied_with_c(tmp_path):
     assert tree_counts(dst) == tree_counts(src)
 
 
+def test_a_dry_runs_plan_says_what_its_copy_will_refuse(trees):
+    """The destination has folders where the source has 3 files: the plan says how many will fail, as
+    `migrate run -n` does, before c copies it."""
+    src, dst, db, blocked = trees
+    run_to_the_end(Migration.create(str(db), str(src), str(dst), Settings(**FAST), dry_run=True))
+
+    async def scenario(app, pilot, migration):
+        assert migration.summary.will_fail == len(blocked)
+        summary = static_text(app, "#summary-text")
+        assert "will fail" in summary and summary.split("will fail")[1].split()[0] == str(len(blocked))
+
+    open_in_console(db, scenario, SIZE)
+
+
 def test_a_dry_run_started_in_the_console_ends_offering_c(tmp_path):
     from console_testing import start_in_console
     src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
