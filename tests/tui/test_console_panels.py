@@ -203,3 +203,25 @@ def test_a_rate_history_of_one_sample_draws_no_bars():
     for sparkline in asyncio.run(scenario()):
         drawn = "".join(segment.text for segment in Console(width=40).render(sparkline))
         assert "█" not in drawn  # a full bar read as the peak rate; 0 B/s in a dry run
+
+
+def test_a_long_status_message_is_shown_whole_at_80_columns():
+    long = ("migrate.toml not applied: settings file '/var/lib/migrate/migrate.toml' is not valid TOML: "
+            "Illegal character '\\n' (at line 1, column 14)")
+
+    async def scenario():
+        app = sample_app("running")
+        base = app.controller.snapshot()
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            rows_short = app.query_one("#status").size.height
+            app.controller.set_snapshot(dataclasses.replace(base, message=long))
+            app.refresh_view(force=True)
+            await pilot.pause()
+            status = app.query_one("#status")
+            return rows_short, status.size.height, "".join(
+                segment.text for segment in Console(width=78).render(status.render()))
+
+    rows_short, rows_long, drawn = asyncio.run(scenario())
+    assert rows_short == 1
+    assert rows_long in (2, 3) and "column 14)" in drawn  # its end is on the screen, not cut at the first row
