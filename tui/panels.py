@@ -403,7 +403,9 @@ class ThroughputPanel(Panel):
 
 class LevelsPanel(Panel):
     TITLE = "Level caches"
-    COLUMNS = ("queue", "depth", "nodes", "pending", "running", "done", "failed")
+    # "taken": out of the level, in the queue's buffer or in flight (the Rounds panel tells the two apart); not
+    # "running", which a paused queue's buffered tasks are not
+    COLUMNS = ("queue", "depth", "nodes", "pending", "taken", "done", "failed")
 
     def compose(self) -> ComposeResult:
         table = DataTable(cursor_type="none", zebra_stripes=True, id="levels-table")

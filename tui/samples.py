@@ -65,6 +65,7 @@ def _history(points: int, *, discovery: float, items: float, bytes_: float, end:
 
 
 def _level(depth: int, pending=0, in_progress=0, successful=0, failed=0) -> LevelView:
+    # in_progress, as the engine counts it: taken from the level, into the queue's buffer or in flight
     return LevelView(
         depth=depth,
         nodes=pending + in_progress + successful + failed,
@@ -110,7 +111,7 @@ def running() -> MigrationSnapshot:
         folders_discovered=23_418,
         discovery_rate=5412.7,
         levels=(
-            _level(5, pending=609, in_progress=16, successful=1212, failed=3),
+            _level(5, pending=9, in_progress=616, successful=1212, failed=3),
             _level(6, pending=2977),
         ),
     )
@@ -130,7 +131,7 @@ def running() -> MigrationSnapshot:
         folders_discovered=17_204,
         discovery_rate=3980.4,
         levels=(
-            _level(4, pending=276, in_progress=12, successful=1020, failed=2),
+            _level(4, pending=0, in_progress=288, successful=1020, failed=2),
             _level(5, pending=1544),
         ),
     )
@@ -207,7 +208,7 @@ def copy_phase() -> MigrationSnapshot:
         folders_discovered=SRC_FOLDERS,
         discovery_rate=0.0,
         copy_pass=2,
-        levels=(_level(7, pending=2084, in_progress=16, successful=3095, failed=5),),
+        levels=(_level(7, pending=284, in_progress=1816, successful=3095, failed=5),),
     )
     dst = replace(
         base.dst,
@@ -270,8 +271,8 @@ def retry_mode() -> MigrationSnapshot:
         discovery_rate=18.5,
         levels=(
             _level(3, successful=2),
-            _level(5, pending=9, in_progress=8, successful=7, failed=1),
-            _level(6, pending=4, in_progress=8, successful=2),
+            _level(5, in_progress=17, successful=7, failed=1),
+            _level(6, in_progress=12, successful=2),
         ),
     )
     dst = replace(

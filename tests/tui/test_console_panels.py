@@ -104,9 +104,9 @@ def test_level_caches_list_levels_and_totals():
             return [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
 
     rows = asyncio.run(scenario())
-    assert rows[0] == ["SRC", "5", "1,840", "609", "16", "1,212", "3"]
-    assert rows[2] == ["SRC", "total", "4,817", "3,586", "16", "1,212", "3"]
-    assert rows[-1] == ["DST", "total", "2,854", "1,820", "12", "1,020", "2"]
+    assert rows[0] == ["SRC", "5", "1,840", "9", "616", "1,212", "3"]  # taken: 600 buffered + 16 in flight
+    assert rows[2] == ["SRC", "total", "4,817", "2,986", "616", "1,212", "3"]
+    assert rows[-1] == ["DST", "total", "2,854", "1,544", "288", "1,020", "2"]
 
 
 def test_rounds_show_progress_and_load_per_side():
