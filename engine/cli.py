@@ -331,7 +331,8 @@ def cmd_status(args) -> int:
               f"{_n(s.not_on_src)} destination only")
         print(f"failed   {_n(s.failed)}" + (f"; excluded {_n(s.excluded)}" if s.excluded else "")
               + (f"; vanished {_n(s.vanished)}" if s.vanished else ""))
-        print(f"elapsed  {humanize.precisedelta(int(m.elapsed())) if m.elapsed() >= 1 else '0 seconds'}")
+        seconds = round(m.elapsed())  # rounded, as the console shows it
+        print(f"elapsed  {humanize.precisedelta(seconds) if seconds >= 1 else '0 seconds'}")
         mirrored = m.store.mirror_outcomes()
         if mirrored:  # what `migrate watch` did after the run: the counts above are the run's own
             print(f"watch    {_n(sum(mirrored.values()))} events recorded by migrate watch since the run: "

@@ -456,8 +456,10 @@ class Migration:
                     self.store.set_phase(phase)
                     continue
                 self.phase = phase
-                self.summary = summarize(self.store, self.elapsed(), plan=phase == "planned")
-                self.store.set_phase(phase, elapsed_s=self.elapsed())
+                # the clock stops here: the summary, the file and every snapshot after say the same time
+                self._stored_elapsed, self._started_at = self.elapsed(), None
+                self.summary = summarize(self.store, self._stored_elapsed, plan=phase == "planned")
+                self.store.set_phase(phase, elapsed_s=self._stored_elapsed)
                 failed = self.summary.failed
                 self.message = "dry run complete: nothing was written" if phase == "planned" else \
                     (f"migration finished, {failed:,} entries failed: retry copies them once their cause is fixed"

@@ -113,6 +113,17 @@ def test_stop_is_graceful_and_the_file_resumes(tmp_path):
     m.close()
 
 
+def test_a_finished_run_says_one_elapsed_time_everywhere(tmp_path):
+    m = Migration.create(str(tmp_path / "run.duckdb"), "/s", "/d", Settings(), src_adapter=slow_tree(folders=10),
+                         dst_adapter=MemoryAdapter())
+    m.start()
+    assert m.wait(60) and m.phase == "done"
+    time.sleep(0.05)  # a clock still running would show it
+    stored = m.store.run_info().elapsed_s
+    assert m.summary.elapsed_s == stored == m.snapshot().elapsed_s == m.elapsed()  # title, Summary, status
+    m.close()
+
+
 def test_a_forced_stop_does_not_wait_for_a_copy_in_flight(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
