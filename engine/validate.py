@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import errno
 import fcntl
 import os
 import re
@@ -63,9 +64,18 @@ def _within_filesystem(path: str, mounts: dict[int, tuple[int, str, str, int]]) 
 
 
 def _refuse_dangling(path: str, what: str) -> None:
-    """A root that is a symlink to nothing: named as such, not as 'not a folder'."""
-    if os.path.islink(path) and not os.path.exists(path):
-        raise UserError(f"{what} is a symlink to '{os.readlink(path)}', which does not exist; check the link")
+    """A root that is a symlink to nothing (or to a symlink to nothing, or a loop of them): named as such, not
+    as 'not a folder'."""
+    if not os.path.islink(path):
+        return
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        end = os.path.realpath(path)  # as far as the links lead
+        raise UserError(f"{what} is a symlink that leads to '{end}', which does not exist; check the link") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UserError(f"{what} is a symlink loop (it leads back to itself); check the link") from None
 
 
 def check_roots(src: str, dst: str, db_path: str | None, writes: bool = True) -> tuple[str, str]:
@@ -101,8 +111,12 @@ def check_roots(src: str, dst: str, db_path: str | None, writes: bool = True) ->
     src_real, dst_real = os.path.realpath(src_abs), os.path.realpath(dst_abs)
     _refuse_nested(src, dst, src_real, dst_real)
     _refuse_nested_through_mounts(src, dst, src_real, dst_real)
-    if db_path is not None and _inside(os.path.realpath(os.path.abspath(db_path)), src_real):
-        raise UserError(f"the run file '{db_path}' is inside the source; put it outside the tree being migrated")
+    if db_path is not None:
+        db_real = os.path.realpath(os.path.abspath(db_path))
+        if _inside(db_real, src_real):
+            raise UserError(f"the run file '{db_path}' is inside the source; put it outside the tree being migrated")
+        if _inside(db_real, dst_real):  # a source file at its path would be copied over it
+            raise UserError(f"the run file '{db_path}' is inside the destination; put it outside both trees")
     return src_abs, dst_abs
 
 

@@ -45,14 +45,31 @@ def test_missing_source(capsys, trees, tmp_path):
 
 
 @pytest.mark.parametrize("side", ["source", "destination"])
-def test_a_root_that_is_a_symlink_to_nothing_is_named_so(capsys, trees, tmp_path, side):
+@pytest.mark.parametrize("links", ["one", "a chain", "a loop"])
+def test_a_root_that_is_a_symlink_to_nothing_is_named_so(capsys, trees, tmp_path, side, links):
     src, dst = trees
     link = tmp_path / "link"
-    link.symlink_to(tmp_path / "gone")
+    if links == "one":
+        link.symlink_to(tmp_path / "gone")
+    elif links == "a chain":  # link -> middle (which exists, as a link) -> gone
+        (tmp_path / "middle").symlink_to(tmp_path / "gone")
+        link.symlink_to(tmp_path / "middle")
+    else:
+        link.symlink_to(link)
     argv = [str(link), str(dst)] if side == "source" else [str(src), str(link)]
-    line = assert_refused(capsys, ["run", *argv, "--db", str(tmp_path / "run.duckdb")], "which does not exist")
-    assert f"{side} '{link}' is a symlink to '{tmp_path / 'gone'}'" in line
+    line = assert_refused(capsys, ["run", *argv, "--db", str(tmp_path / "run.duckdb")], f"{side} '{link}' is a symlink")
+    if links == "a loop":
+        assert "symlink loop" in line
+    else:
+        assert f"leads to '{tmp_path / 'gone'}', which does not exist" in line
     assert not (tmp_path / "run.duckdb").exists() and not (tmp_path / "gone").exists()
+
+
+def test_a_run_file_inside_the_destination_is_refused(capsys, trees, tmp_path):
+    src, dst = trees
+    (src / "run.duckdb").write_text("a source file at the run file's path would be copied over it")
+    assert_refused(capsys, ["run", str(src), str(dst), "--db", str(dst / "run.duckdb")], "inside the destination")
+    assert not (dst / "run.duckdb").exists() and os.listdir(dst) == []
 
 
 def test_source_is_a_file(capsys, trees, tmp_path):
