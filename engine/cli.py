@@ -437,23 +437,34 @@ def cmd_watch(args) -> int:
     """Listen to SRC first, finish (or, with --rescan, redo) the run in --db, then mirror changes live."""
     from engine.migration import Migration
     from engine.validate import check_roots
-    from engine.watch import LiveMirror, run_phase
+    from engine.watch import LiveMirror, run_in_file
     from engine.store import not_writable
     loaded = _load_layers(args)
-    settings = loaded.settings
     src, dst = check_roots(args.src, args.dst, args.db)
     refusal = not_writable(args.db)  # before saying what it is about to do
     if refusal is not None:
         raise refusal
-    phase = run_phase(args.db, src, dst)
-    live = LiveMirror(src, dst, args.db, settings, propagate_deletes=args.propagate_deletes)
-    live.listen()  # from here on no source change is missed, not even during the catch-up below
+    info = run_in_file(args.db, src, dst)
+    phase = info.phase if info is not None else None
+    migration = None
+    if phase != "done" or args.rescan:  # the run to finish (or start) first, with the settings it will use
+        migration = Migration.create(args.db, src, dst, loaded.settings, given=loaded.explicit())
+        settings = migration.settings
+    elif info is not None:  # the mirror goes on from the run: its settings, but what is set now
+        settings = Migration.continued_settings(args.db, info.settings, loaded.settings, loaded.explicit())
     try:
-        if phase != "done" or args.rescan:
+        live = LiveMirror(src, dst, args.db, settings, propagate_deletes=args.propagate_deletes)
+        live.listen()  # from here on no source change is missed, not even during the catch-up below
+    except BaseException:
+        if migration is not None:
+            migration.close()
+        raise
+    try:
+        if migration is not None:
             what = "comparing the trees again" if phase == "done" else \
                 ("running the migration" if phase is None else "finishing the migration in the run file")
             print(f"{PROG}: {what} before watching", file=sys.stderr)
-            code = _drive(Migration.create(args.db, src, dst, settings, given=loaded.explicit()))
+            code = _drive(migration)
             if code not in (0, 1):
                 return code  # stopped: the run file stays resumable
         else:

@@ -163,7 +163,7 @@ class Migration:
                 if refusal is not None:  # an unfinished run of another version: not taken up by this one
                     raise UserError(refusal)
                 if given is not None:  # what `migrate config show --db` says this run uses
-                    settings = cls._continued_settings(db_path, info.settings, settings, given)
+                    settings = cls.continued_settings(db_path, info.settings, settings, given)
                     store.configure(settings.duckdb_memory_limit, settings.duckdb_threads)
                 if stored_exclude != settings.exclude:
                     raise UserError(exclude_changed(db_path, stored_exclude, settings.exclude))
@@ -199,8 +199,8 @@ class Migration:
         return cls(store, info, settings, LocalAdapter(info.src_root), LocalAdapter(info.dst_root), info.dry_run)
 
     @classmethod
-    def _continued_settings(cls, db_path: str, stored: dict, now: Settings, given: Collection[str]) -> Settings:
-        """An unfinished run's stored settings, but those given now; hot reload follows now's file and flags."""
+    def continued_settings(cls, db_path: str, stored: dict, now: Settings, given: Collection[str]) -> Settings:
+        """A run's stored settings, but those given now; hot reload follows now's file and flags."""
         settings = cls._stored_settings(db_path, {**stored, **{key: getattr(now, key) for key in given}})
         settings._source_file, settings._flags = now.source_file, now.flags
         return settings

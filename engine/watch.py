@@ -55,7 +55,7 @@ from engine.model import (
     join, node_id, order_unknown, parent_of,
 )
 from engine.settings import Settings
-from engine.store import Store
+from engine.store import RunInfo, Store
 from engine.threads import ThreadLimit, start_thread
 from engine.workers import BandwidthLimiter, classify, copy_entry, create_folder
 
@@ -78,8 +78,8 @@ SAID_ONCE = (KEPT_NEWER, FAILED)
 DELETIONS = (DELETED_ON_SRC, DELETED_ON_DST, KEPT_ON_DST)
 
 
-def run_phase(db_path: str, src_root: str, dst_root: str) -> str | None:
-    """The phase of the run in the file (None: no file or no run yet); UserError if it is another pair."""
+def run_in_file(db_path: str, src_root: str, dst_root: str) -> RunInfo | None:
+    """The run in the file (None: no file or no run yet); UserError if it is another pair."""
     if not os.path.exists(db_path):
         return None
     store = Store.open(db_path)
@@ -95,7 +95,7 @@ def run_phase(db_path: str, src_root: str, dst_root: str) -> str | None:
     refusal = another_version(info.settings, db_path)
     if refusal is not None:  # it would write its events into a file of another version
         raise UserError(refusal)
-    return info.phase
+    return info
 
 
 # one batch -----------------------------------------------------------------------------------------

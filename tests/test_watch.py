@@ -703,3 +703,27 @@ def test_a_deleted_folder_beside_an_unwatchable_one_is_counted_once(tmp_path, pr
     assert sorted(os.listdir(dst / "nd" / "deep")) == ["f"]
     if propagate:
         assert edited.read_bytes() == b"edited on dst"
+
+
+@pytest.mark.parametrize("run_was", ["unfinished", "done"])
+def test_the_mirror_goes_on_with_the_runs_own_settings(tmp_path, run_was):
+    """A run made with --exclude '*.log': the watch that finishes it, or follows it, mirrors with that exclude
+    too (what `migrate config show --db` says), not with the defaults."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub" / "a.txt").write_text("a")
+    argv = [sys.executable, "-m", "engine.cli", "run", str(src), str(dst), "--db", str(db), "--exclude", "*.log"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MIGRATE_")}
+    if run_was == "unfinished":
+        env["MIGRATE_CRASH_AT"] = "sealed:2"
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == (-signal.SIGKILL if run_was == "unfinished" else 0), done.stderr
+
+    proc = Proc("watch", str(src), str(dst), "--db", str(db))
+    try:
+        assert wait_for(lambda: proc.said("watching ") or proc.p.poll() is not None, 60), (proc.out, proc.err)
+        (src / "sub" / "new.log").write_text("excluded")
+        assert wait_for(lambda: proc.said("1 excluded"), 20), (proc.out, proc.err)  # it said "1 copied" before
+        assert not (dst / "sub" / "new.log").exists()
+    finally:
+        assert proc.stop() == 0
