@@ -580,8 +580,11 @@ class Migration:
         self._copy_before = copy_view(self.store, "copy") if resuming else CopyView()
         mode = CopyMode(self.store, self.src, self.dst, self.settings, self.copy_counters, self.limiter,
                         self._on_error, on_notice=self._notify_once)
-        self._run_queues({"copy": Queue(SRC, mode, self.coordinator, self.settings, self.settings.copy_workers,
-                                        self._on_stop_run)})
+        try:
+            self._run_queues({"copy": Queue(SRC, mode, self.coordinator, self.settings, self.settings.copy_workers,
+                                            self._on_stop_run)})
+        finally:
+            mode.close_copiers()  # a forced stop leaves without a seal, which closes them otherwise
         if not self._stop:
             made_mode = self.dst.made_mode
             restore = self.store.attributes_to_restore(

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 import time
 
 import pytest
 
-from support import CannotListLocked, wait_until
+from support import CannotListLocked, helpers_of_this_process, wait_until
 
 from engine.adapters.local import LocalAdapter
 from engine.adapters.memory import Faults, MemoryAdapter
@@ -137,6 +138,10 @@ def test_a_forced_stop_does_not_wait_for_a_copy_in_flight(tmp_path):
     m.stop(force=True)
     assert m.wait(20), "the forced stop waited for the copy in flight"  # which needs a minute more
     assert m.interrupted
+    # its copy processes end with it (they used to outlive a forced stop, which seals nothing)
+    wait_until(lambda: not helpers_of_this_process("engine.copying"), timeout=30)
+    m.limiter.rate = 0  # the copy left behind (a daemon thread) ends now, not in a minute, within this test
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name.endswith("-copy-w")], timeout=30)
     m.close()
 
     m = Migration.open(db)

@@ -110,7 +110,7 @@ class CopyMode:
             following = self._next_depth(2, 0)
             if following is not None:
                 return 2 * PASS_STRIDE + following
-        self._close_copiers()  # the last round is sealed: no worker copies any more
+        self.close_copiers()  # the last round is sealed: no worker copies any more
         return None
 
     def worker_leaves(self) -> None:
@@ -118,7 +118,9 @@ class CopyMode:
         if self.copiers is not None:
             self.copiers.release()
 
-    def _close_copiers(self) -> None:
+    def close_copiers(self) -> None:
+        """Its copy processes end (they finish the batch in hand): at the last round, at a stop's seal, and
+        after a forced stop, which seals nothing."""
         if self._own_copiers:
             self.copiers.close(wait=False)  # they exit on their own once their pipes close
 
@@ -320,4 +322,4 @@ class CopyMode:
         if final:
             self.cache.drop(r)
         else:
-            self._close_copiers()  # a stop: this queue ends after this seal
+            self.close_copiers()  # a stop: this queue ends after this seal
