@@ -450,7 +450,7 @@ def cmd_watch(args) -> int:
     if phase != "done" or args.rescan:  # the run to finish (or start) first, with the settings it will use
         migration = Migration.create(args.db, src, dst, loaded.settings, given=loaded.explicit())
         settings = migration.settings
-    elif info is not None:  # the mirror goes on from the run: its settings, but what is set now
+    else:  # the mirror goes on from the finished run: its settings, but what is set now
         settings = Migration.continued_settings(args.db, info.settings, loaded.settings, loaded.explicit())
     try:
         live = LiveMirror(src, dst, args.db, settings, propagate_deletes=args.propagate_deletes)
