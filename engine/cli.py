@@ -286,7 +286,7 @@ def cmd_run(args) -> int:
         raise UserError("--use-plan copies a dry run's plan and --dry-run copies nothing: give one of them")
     loaded = _load_layers(args)
     migration = Migration.create(args.db, args.src, args.dst, loaded.settings, dry_run=args.dry_run,
-                                 use_plan=args.use_plan, given=loaded.explicit())
+                                 use_plan=args.use_plan, given=loaded.given())
     return _drive(migration, notes=migration.start_notes)
 
 
@@ -448,10 +448,10 @@ def cmd_watch(args) -> int:
     phase = info.phase if info is not None else None
     migration = None
     if phase != "done" or args.rescan:  # the run to finish (or start) first, with the settings it will use
-        migration = Migration.create(args.db, src, dst, loaded.settings, given=loaded.explicit())
+        migration = Migration.create(args.db, src, dst, loaded.settings, given=loaded.given())
         settings = migration.settings
     else:  # the mirror goes on from the finished run: its settings, but what is set now
-        settings = Migration.continued_settings(args.db, info.settings, loaded.settings, loaded.explicit())
+        settings = Migration.continued_settings(args.db, info.settings, loaded.settings, loaded.given())
     try:
         live = LiveMirror(src, dst, args.db, settings, propagate_deletes=args.propagate_deletes)
         live.listen()  # from here on no source change is missed, not even during the catch-up below

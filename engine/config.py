@@ -62,9 +62,13 @@ class Loaded:
 
     run_file: str | None = None  # set by over_run: the run file whose stored settings fill the defaults
 
+    def given(self) -> dict[str, str]:
+        """Where each value set by a file, a variable or a flag came from (the others are defaults)."""
+        return {k: origin for k, origin in self.origins.items() if origin != DEFAULT}
+
     def explicit(self) -> dict:
         """The values set by a file, a variable or a flag (not left at their defaults)."""
-        return {k: getattr(self.settings, k) for k, origin in self.origins.items() if origin != DEFAULT}
+        return {k: getattr(self.settings, k) for k in self.given()}
 
     def over_run(self, stored: dict, run_file: str) -> "Loaded":
         """What a resume of the run in run_file would use: its stored settings, except what is set now."""

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections import deque
-from typing import Callable, Collection
+from typing import Callable, Mapping
 
 from pydantic import ValidationError
 
@@ -110,12 +110,12 @@ class Migration:
     @classmethod
     def create(cls, db_path: str, src: str, dst: str, settings: Settings | None = None, dry_run: bool = False,
                src_adapter: FSAdapter | None = None, dst_adapter: FSAdapter | None = None,
-               use_plan: bool = False, given: Collection[str] | None = None) -> "Migration":
+               use_plan: bool = False, given: Mapping[str, str] | None = None) -> "Migration":
         """A new run, or the continuation of an unfinished run of the same pair in the same file.
         A finished run of the same pair is compared again from scratch, as rsync would; so is a dry run's
         plan, which would miss what changed since it was made, unless use_plan (copy it as it stands).
-        given: the settings set by a file, a variable or a flag; a continued run keeps its stored values for
-        the others, as a resume does (None: all of `settings` are given)."""
+        given: the settings set by a file, a variable or a flag, and where (config.Loaded.given); a continued
+        run keeps its stored values for the others, as a resume does (None: all of `settings` are given)."""
         settings = settings or Settings()
         if src_adapter is None:
             src, dst = check_roots(src, dst, db_path, writes=not dry_run)
@@ -199,22 +199,29 @@ class Migration:
         return cls(store, info, settings, LocalAdapter(info.src_root), LocalAdapter(info.dst_root), info.dry_run)
 
     @classmethod
-    def continued_settings(cls, db_path: str, stored: dict, now: Settings, given: Collection[str]) -> Settings:
-        """A run's stored settings, but those given now; hot reload follows now's file and flags."""
-        settings = cls._stored_settings(db_path, {**stored, **{key: getattr(now, key) for key in given}})
+    def continued_settings(cls, db_path: str, stored: dict, now: Settings, given: Mapping[str, str]) -> Settings:
+        """A run's stored settings, but those given now (key -> where it was set); hot reload follows now's
+        file and flags."""
+        settings = cls._stored_settings(db_path, stored, {key: getattr(now, key) for key in given}, given)
         settings._source_file, settings._flags = now.source_file, now.flags
         return settings
 
     @staticmethod
-    def _stored_settings(db_path: str, stored: dict) -> Settings:
-        """The run's settings as its file stores them; UserError (one line) when this version cannot take them."""
+    def _stored_settings(db_path: str, stored: dict, now: dict | None = None,
+                         given: Mapping[str, str] | None = None) -> Settings:
+        """The run's settings as its file stores them, but the values `now` (set where `given` says); UserError
+        (one line) when this version cannot take them, naming the value at fault where it was set."""
         refusal = another_version(stored, db_path)
         if refusal is not None:
             raise UserError(refusal)
+        given = given or {}
         try:
-            return Settings(**stored)
+            return Settings(**{**stored, **(now or {})})
         except ValidationError as exc:
-            reason = validation_line(exc, dict.fromkeys(stored, f"run file {db_path}"), None)
+            reason = validation_line(exc, {**dict.fromkeys(stored, f"run file {db_path}"), **given}, None)
+            loc = exc.errors()[0]["loc"]
+            if loc and loc[0] in given:  # a value given now that does not go with the stored ones
+                raise UserError(f"{reason}; the run's other settings are those stored in '{db_path}'") from None
             raise UserError(f"the settings stored in '{db_path}' are invalid: {reason}") from None
 
     # commands --------------------------------------------------------------------------------------

@@ -130,6 +130,22 @@ def test_run_continues_a_killed_run_with_its_stored_settings_but_those_given_now
     assert tree_state(dst) == reference
 
 
+def test_a_setting_given_now_that_does_not_go_with_the_stored_ones_is_named_where_given(scenario, tmp_path,
+                                                                                        capsys):
+    tree, base, _ = scenario
+    dst, db = tmp_path / "dst", tmp_path / "run.duckdb"
+    shutil.copytree(base / "dst.orig", dst, symlinks=True)
+    killed = migrate_killed_at("src-listed:40", tree.root, dst, db, ["--buffer-size", "1000", "--low-water", "500"])
+    assert killed.returncode == -signal.SIGKILL
+    at_kill = tree_state(dst)
+
+    code, _, err = run_cli(capsys, "run", str(tree.root), str(dst), "--db", str(db), "--low-water", "2000")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "'low_water' from --low-water" in err and "buffer_size (1000)" in err, err  # 1000: the run's
+    assert "are invalid" not in err, err  # the stored settings are fine; it was blamed on them
+    assert tree_state(dst) == at_kill
+
+
 def test_a_run_killed_as_it_starts_is_not_taken_for_a_finished_one(scenario, tmp_path, capsys):
     tree, base, reference = scenario
     dst, db = tmp_path / "dst", tmp_path / "run.duckdb"

@@ -95,7 +95,7 @@ def launch(args: argparse.Namespace) -> Launch:
         if args.paths:
             src, dst = args.paths
             migration = Migration.create(args.db, src, dst, loaded.settings, dry_run=args.dry_run,
-                                         given=loaded.explicit())
+                                         given=loaded.given())
             notes += migration.start_notes
         else:  # what R, t or the run itself then use: as `migrate resume` would
             migration = Migration.open(args.db)
