@@ -24,7 +24,7 @@ from engine.fileview import copy_view, recorded_errors, traversal_views
 from engine.governor import ListingGovernor
 from engine.hotreload import SettingsWatcher
 from engine.model import (
-    ACTION_SKIP, DST, FOLDER, IN_PROGRESS, MTIME_NS_MAX, MTIME_NS_MIN, OUR_TEMPORARY, PENDING, SRC, SUCCESSFUL, Node,
+    ACTION_SKIP, DST, FOLDER, IN_PROGRESS, MTIME_NS_MAX, MTIME_NS_MIN, PENDING, SRC, SUCCESSFUL, Node,
     display, is_temp_name, join, name_in_temp, name_of, node_id, parent_of, temp_name_was_cut, temp_target,
 )
 from engine.listing import ListerPool, close_early
@@ -90,7 +90,6 @@ class Migration:
         # source entries that are neither folder, file nor symlink (FIFOs, sockets, devices): not migrated,
         # as rclone does; each is told to on_notice (the CLI prints it) and counted for the summary
         self.specials_skipped = 0
-        self._stray_temporaries: list[str] = []  # left by an interrupted copy, found by this DST traversal
         self.on_notice: Callable[[str], None] | None = None
         self._told: set[str] = set()  # the notices _notify_once told already
         self.summary: Summary | None = summarize(store, info.elapsed_s, plan=info.phase == "planned") \
@@ -380,9 +379,6 @@ class Migration:
         self.errors.append(ErrorView(time.time(), side, phase, display(path), message, attempts))
 
     def _on_special(self, side: str, specials: tuple) -> None:
-        if side != SRC:  # on DST they are destination entries (never touched), but for our own temporaries
-            self._stray_temporaries.extend(path for path, what in specials if what == OUR_TEMPORARY)
-            return
         self.specials_skipped += len(specials)  # under the SRC queue's lock, like every counter
         notices = [f"'{display(path)}' is {what}: not migrated (only folders, files and symlinks are)"
                    for path, what in specials]
@@ -435,9 +431,9 @@ class Migration:
             phase = "retry"
             self.store.set_phase(phase)
         resuming_copy = phase == "copy"
-        # Temporaries an interrupted copy left behind: a traversal of the whole DST by this process names them
-        # (_stray_temporaries); taken up any other way (a resume, a retry, a plan copied, a traversal resumed
-        # part-way), the copy sweeps the folders it has files left to copy in
+        # Temporaries an interrupted copy left behind: DST's listings record those they find (the run file's
+        # dst_temporaries); unless this process listed the whole DST itself, the copy also sweeps the
+        # folders it has files left to copy in, for those of a copy interrupted after the listing
         sweep = not (self.fresh and phase == "traversal")
         while True:
             self.phase = phase
@@ -567,12 +563,12 @@ class Migration:
             self._check_roots()
         if sweep:
             self._sweep_temporary_files()
-        for path in self._not_on_source(self._stray_temporaries):  # e.g. a run killed mid-file, started over
+        for path in self._not_on_source(self.store.found_temporaries()):  # e.g. a run killed mid-file, started over
             try:
                 self.dst.remove(path)
             except OSError:
                 pass  # not ours to fail the run for: it stays, as it would have
-        self._stray_temporaries = []
+        self.store.forget_temporaries()
         if isinstance(self.dst, LocalAdapter):
             try:
                 os.makedirs(self.dst_root, exist_ok=True)

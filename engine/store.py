@@ -77,6 +77,11 @@ SCHEMA = [
        attempts INTEGER, ts DOUBLE)""",
 ]
 
+# Our temporaries a DST listing found (an interrupted copy's), committed with the seal of the round that
+# listed them: the copy removes them however the run is taken up, in whichever process (a dry run's plan
+# copied, a traversal resumed). A file from before this table is given it with its first such seal.
+TEMPORARIES_TABLE = "CREATE TABLE IF NOT EXISTS dst_temporaries (path BLOB)"
+
 STATS_COLUMNS = ("depth", "pending", "successful", "failed", "completed",
                  "copy_pending", "copy_successful", "copy_failed", "copy_skipped")
 
@@ -304,7 +309,9 @@ class Store:
         or none; a run row without its roots was taken for a finished run with nothing to copy."""
 
         def body(con):
-            for table in ("src_nodes", "dst_nodes", "src_stats", "dst_stats", "task_errors", "queue_stats"):
+            con.execute(TEMPORARIES_TABLE)
+            for table in ("src_nodes", "dst_nodes", "src_stats", "dst_stats", "task_errors", "queue_stats",
+                          "dst_temporaries"):
                 con.execute(f"DELETE FROM {table}")
             now = time.time()
             con.execute("DELETE FROM run")
@@ -558,14 +565,15 @@ class Store:
     _NEW_LEVEL = "SELECT * FROM folders_tbl UNION ALL SELECT * FROM files_tbl"
 
     def prepare_traversal_seal(self, side: str, depth: int, level: LevelCache, next_level: LevelCache,
-                               errors: Sequence[tuple[str, str, int]], phase: str = "traversal"
-                               ) -> Callable[[], None]:
+                               errors: Sequence[tuple[str, str, int]], phase: str = "traversal",
+                               temporaries: Sequence[str] = ()) -> Callable[[], None]:
         """The seal of a round as Arrow tables built now, from the levels as they are at this moment (the
         next level's folders change once listed), and the commit of it, to call later on any thread
         (engine.sealer). The commit writes ONE transaction: the final statuses of the level's folders (the
         level itself was written by the previous seal, as its next level, and only folders are ever
         listed), the next level's discovered nodes (so a crash resumes there; DST's compared with SRC on
-        the way in), the dead letters, and the stats of the depths touched."""
+        the way in), the dead letters, the temporaries of ours DST's listings found, and the stats of the
+        depths touched."""
         folders = [n for n in level.nodes_as_listed() if n.type == FOLDER]
         listed = list(next_level.nodes_as_listed())
         tables = {"folders_tbl": pa.Table.from_batches(list(self._node_batches(side, listed)),
@@ -579,7 +587,8 @@ class Store:
                       "error": pa.array([n.error for n in folders], pa.string()),
                       **({"copy_status": pa.array([n.copy_status for n in folders], pa.string()),
                           "action": pa.array([n.action for n in folders], pa.string())} if side == SRC else {})}),
-                  "errors_tbl": self._errors_table(side, phase, errors)}
+                  "errors_tbl": self._errors_table(side, phase, errors),
+                  "temporaries_tbl": self._paths_table(temporaries)}
         has_next = bool(listed) or bool(len(next_level.files))
         has_folders, has_errors = bool(folders), bool(errors)
 
@@ -596,23 +605,50 @@ class Store:
                 con.execute(f"INSERT INTO {side}_nodes {self._NEW_LEVEL}")
             if has_errors:
                 con.execute("INSERT INTO task_errors SELECT * FROM errors_tbl")
+            self._record_temporaries(con, temporaries)
             self._refresh_stats(side, [d for d in (depth, depth + 1) if d >= 0])
 
         return functools.partial(self._transaction, "seal", body, tables)
 
+    @staticmethod
+    def _paths_table(paths: Sequence[str]) -> pa.Table:
+        return pa.table({"path": pa.array([os.fsencode(p) for p in paths], pa.binary())})
+
+    @staticmethod
+    def _record_temporaries(con, temporaries: Sequence[str]) -> None:
+        if temporaries:
+            con.execute(TEMPORARIES_TABLE)
+            con.execute("INSERT INTO dst_temporaries SELECT path FROM temporaries_tbl")
+
+    def found_temporaries(self) -> list[str]:
+        """The temporaries of ours DST's listings found in this run (see TEMPORARIES_TABLE)."""
+        with self._lock:
+            if not self._con.execute("SELECT 1 FROM information_schema.tables WHERE table_catalog = ? AND "
+                                     "table_name = 'dst_temporaries'", [RUN_CATALOG]).fetchall():
+                return []
+            return [os.fsdecode(p) for (p,) in
+                    self._con.execute("SELECT DISTINCT path FROM dst_temporaries ORDER BY path").fetchall()]
+
+    def forget_temporaries(self) -> None:
+        """The copy has removed what it found of them."""
+        if self.found_temporaries():
+            self._transaction("temporaries", lambda con: con.execute("DELETE FROM dst_temporaries"), {})
+
     def seal_by_id(self, side: str, depth: int, level: Sequence[Node], next_level: Sequence[Node],
-                   errors: Sequence[tuple[str, str, int]], relisted: Sequence[str]) -> None:
+                   errors: Sequence[tuple[str, str, int]], relisted: Sequence[str],
+                   temporaries: Sequence[str] = ()) -> None:
         """Seal a retry round: the cache holds only the nodes retried, so rows are replaced by id. A SRC
         folder listed now sends its DST counterpart back to pending, its stale DST children forgotten."""
         tables = {"nodes_tbl": self._node_table(side, [*level, *next_level]),
                   "errors_tbl": self._errors_table(side, "retry", errors),
-                  "relisted_tbl": pa.table({"path": pa.array([os.fsencode(p) for p in relisted], pa.binary())})}
+                  "relisted_tbl": self._paths_table(relisted), "temporaries_tbl": self._paths_table(temporaries)}
 
         def body(con):
             con.execute(f"DELETE FROM {side}_nodes WHERE id IN (SELECT id FROM nodes_tbl)")
             con.execute(f"INSERT INTO {side}_nodes SELECT * FROM nodes_tbl")
             if errors:
                 con.execute("INSERT INTO task_errors SELECT * FROM errors_tbl")
+            self._record_temporaries(con, temporaries)
             if side == DST and next_level:
                 self._classify_dst(depth + 1)
             if relisted:

@@ -183,8 +183,11 @@ def test_kill_mid_file_leaves_no_temporary_after_resume(tmp_path, monkeypatch):
         assert (dst / name).read_bytes() == data
 
 
-@pytest.mark.parametrize("taken_up", ["retry", "a plan copied", "a new run killed in its traversal, resumed"])
-def test_a_killed_copy_leaves_no_temporary_however_it_is_taken_up(tmp_path, capsys, taken_up):
+@pytest.mark.parametrize("taken_up, made_newer_by_hand", [
+    ("retry", False), ("a plan copied", False), ("a new run killed in its traversal, resumed", False),
+    # nothing is left to copy where the temporaries are: only the listing that saw them can name them
+    ("a plan copied", True), ("a new run killed in its traversal, resumed", True)])
+def test_a_killed_copy_leaves_no_temporary_however_it_is_taken_up(tmp_path, capsys, taken_up, made_newer_by_hand):
     src, dst = tmp_path / "src", tmp_path / "dst"
     # a folder per round down to depth 5: DST lists depth 4 in round 4, which waits for SRC's round-4 seal,
     # committed after DST's round-0 seal (SRC may run 3 rounds ahead): the root's listing is sealed by then
@@ -195,6 +198,10 @@ def test_a_killed_copy_leaves_no_temporary_however_it_is_taken_up(tmp_path, caps
         (src / name).write_bytes(data)
     assert migrate_killed_at("copy-chunk:2", src, dst, tmp_path / "first.duckdb").returncode == -signal.SIGKILL
     assert any(n.endswith(TEMP_SUFFIX) for n in os.listdir(dst)), "the kill did not happen mid-file"
+    if made_newer_by_hand:  # the operator puts the files there himself, newer than the source's
+        for name, data in blobs.items():
+            (dst / name).write_bytes(data)
+            os.utime(dst / name, (time.time() + 3600, time.time() + 3600))
 
     if taken_up == "retry":  # the killed run's own file, taken up by retry instead of resume
         code, out, err = run_cli(capsys, "retry", "--db", str(tmp_path / "first.duckdb"))

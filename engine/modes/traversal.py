@@ -10,8 +10,8 @@ from engine.adapters.base import FSAdapter
 from engine.cache import FileColumns, NodeCache
 from engine.counters import SideCounters
 from engine.model import (
-    ACTION_COPY, ACTION_VANISHED, DST, EXCLUDED, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL,
-    Node, Task,
+    ACTION_COPY, ACTION_VANISHED, DST, EXCLUDED, FAILED, FOLDER, IN_PROGRESS, OUR_TEMPORARY, PENDING, SKIPPED, SRC,
+    SUCCESSFUL, Node, Task,
 )
 from engine.queue import Outcome
 from engine.sealer import Sealer
@@ -48,6 +48,7 @@ class TraversalMode:
         self.excluded = excluded
         self.dead_letters: list[tuple[str, str, int]] = []
         self.relisted: list[str] = []  # retry, SRC only: folders listed now that failed before
+        self.temporaries: list[str] = []  # DST only: an interrupted copy's, found this round (sealed with it)
         self.max_known_depth = 0
         # DST only: paths of the SRC folders of this round that could not be listed (their DST twins wait)
         self._src_not_listed: set[str] = set()
@@ -145,8 +146,11 @@ class TraversalMode:
         if listing.count:
             nxt.add_files(listing)
             counters.files_discovered += listing.count - listing.excluded
-        if listing.specials and self.on_special is not None:
-            self.on_special(self.side, listing.specials)
+        if listing.specials:
+            if self.side == DST:  # destination entries, never touched: but for our own temporaries
+                self.temporaries += [path for path, what in listing.specials if what == OUR_TEMPORARY]
+            elif self.on_special is not None:
+                self.on_special(self.side, listing.specials)
         if self.retry and self.side == SRC:
             self.relisted.append(node.path)
             # A folder that failed before may have failed for its mode: the row holds what its parent's
@@ -177,12 +181,12 @@ class TraversalMode:
         if self.retry:  # small rounds, sealed by id; the next round reads them back, so wait for the commit
             self.sealer.submit(self.side, r, functools.partial(
                 self.store.seal_by_id, self.side, r, list(level.nodes()), list(nxt.nodes()), self.dead_letters,
-                self.relisted))
+                self.relisted, self.temporaries))
             self.sealer.wait_sealed(self.side, r)
         else:  # the tables are built now; the run loop goes on with the next round while they are committed
-            self.sealer.submit(self.side, r, self.store.prepare_traversal_seal(self.side, r, level, nxt,
-                                                                               self.dead_letters))
-        self.dead_letters, self.relisted = [], []
+            self.sealer.submit(self.side, r, self.store.prepare_traversal_seal(
+                self.side, r, level, nxt, self.dead_letters, temporaries=self.temporaries))
+        self.dead_letters, self.relisted, self.temporaries = [], [], []
         if final:
             self.cache.drop(r)
             if self.retry:
