@@ -11,7 +11,7 @@ import re
 from contextvars import ContextVar
 from typing import Annotated
 
-from pydantic import Field, PrivateAttr, field_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlConfigSettingsSource
 
 from engine.listing import DEFAULT_TRAVERSAL_WORKERS
@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     copy_workers: int = Field(2, ge=1, le=256, description="workers copying files")
     max_src_ahead: int = Field(3, ge=1, le=1000, description="rounds SRC may run ahead of DST")
     buffer_size: int = Field(4096, ge=1, le=1_000_000, description="bound of each queue's pending buffer (tasks)")
-    low_water: int = Field(1024, ge=0, le=1_000_000, description="refill the buffer when it falls to this many tasks")
+    low_water: int = Field(1024, ge=0, le=1_000_000, description="refill the buffer when it falls to this many "
+                           "tasks (default: a quarter of buffer_size)")
     pull_batch: int = Field(2048, ge=1, le=1_000_000, description="tasks taken from the level cache per pull")
     max_retries: int = Field(3, ge=0, le=100, description="attempts after the first for transient errors")
     lease_timeout: float = Field(60.0, gt=0, le=86_400, description="seconds a task may run without a heartbeat")
@@ -159,6 +160,18 @@ class Settings(BaseSettings):
         if size < MIN_DUCKDB_MEMORY:
             raise too_small
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _low_water_follows_buffer(cls, data: object) -> object:
+        """low_water not given is a quarter of buffer_size (1024 of the default 4096): `--buffer-size 800`
+        alone is a whole setting, not a clash with a default that only fits the default buffer."""
+        if isinstance(data, dict) and "low_water" not in data and "buffer_size" in data:
+            try:
+                data = {**data, "low_water": int(data["buffer_size"]) // 4}
+            except (TypeError, ValueError):
+                pass  # buffer_size's own validation names it
+        return data
 
     @field_validator("low_water")
     @classmethod

@@ -4,6 +4,7 @@ with an uninterrupted run's. The resumed run must not list sealed rounds again."
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -144,6 +145,11 @@ def test_a_setting_given_now_that_does_not_go_with_the_stored_ones_is_named_wher
     assert "'low_water' from --low-water" in err and "buffer_size (1000)" in err, err  # 1000: the run's
     assert "are invalid" not in err, err  # the stored settings are fine; it was blamed on them
     assert tree_state(dst) == at_kill
+
+    # a buffer given now goes with the run's own low_water (500), not with the default one (1024)
+    code, out, err = run_cli(capsys, "config", "show", "--db", str(db), "--buffer-size", "800")
+    assert code == 0, err
+    assert re.search(r"^buffer_size +800 +--buffer-size$", out, re.M) and re.search(r"^low_water +500 +run file", out, re.M), out
 
 
 def test_a_run_killed_as_it_starts_is_not_taken_for_a_finished_one(scenario, tmp_path, capsys):

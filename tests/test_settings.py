@@ -119,6 +119,15 @@ def test_config_show_without_a_file_says_so(tmp_path, capsys):
     assert {origin for _, origin in rows.values()} == {"default"}
 
 
+def test_a_buffer_given_alone_brings_its_own_low_water(tmp_path, capsys):
+    """low_water's default is a quarter of the buffer: the default 1024 only fits the default 4096."""
+    code, out, err = run_cli(capsys, "config", "show", "--db", str(tmp_path / "run.duckdb"), "--buffer-size", "800")
+    assert code == 0, err
+    rows = parse_show(out)[1]
+    assert rows["buffer_size"] == ("800", "--buffer-size") and rows["low_water"] == ("200", "default")
+    assert parse_show(run_cli(capsys, "config", "show")[1])[1]["low_water"] == ("1024", "default")
+
+
 def test_a_misspelt_variable_is_named_not_ignored_in_silence(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("MIGRATE_BWLIMT", "1M")
     monkeypatch.setenv("MIGRATE_CRASH_AT", "")  # the tests' crash points: not a setting, not a typo
@@ -206,8 +215,8 @@ BAD = [
      r"unknown setting 'copy_worker' in .*migrate\.toml \(did you mean 'copy_workers'\?\)"),
     ("file", "src_workers = = 2\n", {}, [],
      r"settings file '.*migrate\.toml' is not valid TOML: .*\(at line 1, column \d+\)"),
-    ("file", "buffer_size = 100\n", {}, [],
-     r"invalid setting 'low_water' from the default: must be below buffer_size \(100\)"),
+    ("file", "buffer_size = 100\nlow_water = 100\n", {}, [],
+     r"invalid setting 'low_water' from settings file .*migrate\.toml: must be below buffer_size \(100\)"),
     ("file", b"\xff\xfe", {}, [],
      r"settings file '.*migrate\.toml' is not valid TOML: not UTF-8 text \(byte 0xff at offset 0\); save it as UTF-8"),
     ("env", None, {"MIGRATE_DUCKDB_MEMORY_LIMIT": "1KB"}, [],
