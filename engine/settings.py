@@ -133,6 +133,20 @@ class Settings(BaseSettings):
     def _list(cls, value: object) -> object:
         return parse_list(value)
 
+    @field_validator("exclude")
+    @classmethod
+    def _globs_compile(cls, value: list[str]) -> list[str]:
+        # a glob whose [...] is no valid character class (e.g. '[z-a]') fails only when a run compiles it:
+        # found here, before a run file is made
+        import re
+        from engine.excludes import compile_excludes
+        for pattern in value:
+            try:
+                compile_excludes([pattern])
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid glob ({exc.msg}); check its [...]") from None
+        return value
+
     @field_validator("duckdb_memory_limit")
     @classmethod
     def _memory_limit(cls, value: str) -> str:

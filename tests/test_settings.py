@@ -223,6 +223,11 @@ BAD = [
      r"invalid setting 'duckdb_memory_limit' from MIGRATE_DUCKDB_MEMORY_LIMIT: below the 32MB a run file needs"),
     ("flag", None, {}, ["--duckdb-memory-limit", "16MB"],
      r"invalid setting 'duckdb_memory_limit' from --duckdb-memory-limit: below the 32MB a run file needs"),
+    # a glob whose character class is no regex class: was a traceback, and a run file made before it
+    ("flag", None, {}, ["--exclude", "[z-a]"],
+     r"invalid setting 'exclude' from --exclude: '\[z-a\]' is not a valid glob"),
+    ("file", 'exclude = ["*.tmp", "[9-0]*"]\n', {}, [],
+     r"invalid setting 'exclude' from settings file .*migrate\.toml: '\[9-0\]\*' is not a valid glob"),
 ]
 
 
