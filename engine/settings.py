@@ -7,6 +7,7 @@ the file, names where each value came from and turns validation errors into one 
 from __future__ import annotations
 
 import json
+import math
 import re
 from contextvars import ContextVar
 from typing import Annotated
@@ -23,6 +24,10 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)?\s*$", re.IGNORECASE)
 
 def parse_size(value: object) -> int:
     """'50M' -> 52428800 (K/M/G/T are binary, as in rsync; KB/MB/GB are decimal); 0 means none."""
+    if isinstance(value, bool):  # a bool is an int to Python: 'bwlimit = true' was 1 byte/s
+        raise ValueError(f"{str(value).lower()} is not a size; use bytes or a number with K, M, G or T")
+    if isinstance(value, float) and not math.isfinite(value):  # TOML's inf and nan: int() raised
+        raise ValueError(f"{value} is not a size; use bytes or a number with K, M, G or T (0 = unlimited)")
     if isinstance(value, (int, float)):
         return int(value)
     m = _SIZE.match(str(value))

@@ -228,6 +228,12 @@ BAD = [
      r"invalid setting 'exclude' from --exclude: '\[z-a\]' is not a valid glob"),
     ("file", 'exclude = ["*.tmp", "[9-0]*"]\n', {}, [],
      r"invalid setting 'exclude' from settings file .*migrate\.toml: '\[9-0\]\*' is not a valid glob"),
+    # TOML's inf: was an OverflowError traceback (and, edited in during a run, hot reload stopped for good)
+    ("file", "bwlimit = inf\n", {}, [],
+     r"invalid setting 'bwlimit' from settings file .*migrate\.toml: inf is not a size"),
+    # a bool is an int to Python: was taken as 1 byte/s
+    ("file", "bwlimit = true\n", {}, [],
+     r"invalid setting 'bwlimit' from settings file .*migrate\.toml: true is not a size"),
 ]
 
 
