@@ -408,7 +408,9 @@ def cmd_demo(args) -> int:
         raise UserError(f"the folder '{os.path.dirname(os.path.abspath(args.dir))}' does not exist; create it first")
     if args.dir and os.path.isdir(args.dir) and os.listdir(args.dir):  # an earlier demo's trees, or anything else
         raise UserError(f"'{args.dir}' is not empty; give --dir a new or empty folder for the demo trees")
-    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="migrate-demo-"))
+    # absolute: the run file stores its roots as given, and a relative pair names other folders (or none)
+    # to a resume, a watch or the console started from another folder
+    base = Path(os.path.abspath(args.dir)) if args.dir else Path(tempfile.mkdtemp(prefix="migrate-demo-"))
     base.mkdir(exist_ok=True)
     print(f"generating {args.files:,} files in {base} ...", file=sys.stderr)
     migration = create_demo(base, files=args.files)

@@ -606,3 +606,18 @@ def test_console_script_shows_no_traceback(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
+
+
+def test_a_demo_in_a_relative_folder_can_be_taken_up_from_another_folder(capsys, tmp_path, monkeypatch):
+    """`migrate demo --dir d` stored its roots as 'd/demo-src' and 'd/demo-dst': from any other folder the run
+    file named other folders, and `migrate watch` with the demo's own absolute paths was refused as 'not this
+    pair'."""
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(capsys, "demo", "--dir", "d", "--files", "10")[0] == 0
+    from engine.store import Store
+    store = Store.open(str(tmp_path / "d" / "demo.duckdb"))
+    try:
+        info = store.run_info()
+    finally:
+        store.close()
+    assert (info.src_root, info.dst_root) == (str(tmp_path / "d" / "demo-src"), str(tmp_path / "d" / "demo-dst"))
