@@ -391,9 +391,20 @@ def cmd_report(args) -> int:
                 writer.writerow(record)
             else:
                 out.write(json.dumps(dict(zip(REPORT_FIELDS, record)), ensure_ascii=False) + "\n")
-    finally:
         if out is not sys.stdout:
-            out.close()
+            out.close()  # flushes: a full disk may say so only now
+    except BrokenPipeError:
+        raise  # a reader that left (| head): main() ends quietly
+    except OSError as exc:  # the disk is full, an I/O error: one line, not a traceback
+        where = "standard output" if out is sys.stdout else f"'{args.output}'"
+        raise UserError(f"cannot write the report to {where} ({exc.strerror or exc}); it is incomplete: "
+                        "free some space or give -o a file elsewhere") from None
+    finally:
+        if out is not sys.stdout and not out.closed:
+            try:
+                out.close()
+            except OSError:
+                pass
         store.close()
     return 0
 

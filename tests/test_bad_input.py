@@ -621,3 +621,15 @@ def test_a_demo_in_a_relative_folder_can_be_taken_up_from_another_folder(capsys,
     finally:
         store.close()
     assert (info.src_root, info.dst_root) == (str(tmp_path / "d" / "demo-src"), str(tmp_path / "d" / "demo-dst"))
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_report_to_a_full_disk_is_one_line_not_a_traceback(capsys, trees, tmp_path, fmt):
+    """-o on a full filesystem (here /dev/full): the write's OSError was a traceback, exit 1."""
+    src, dst = trees
+    db = tmp_path / "run.duckdb"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    assert_refused(capsys, ["report", "--db", str(db), "--format", fmt, "-o", "/dev/full"],
+                   "cannot write the report to '/dev/full' (No space left on device)")
+    assert run_cli(capsys, "status", "--db", str(db))[0] == 0  # the run file closed and intact
