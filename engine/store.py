@@ -203,7 +203,12 @@ class Store:
             con.close()
         if meta.get("app") != APP:
             raise UserError(f"'{path}' is a DuckDB database of another program, not a migrate-tui run")
-        version = int(meta.get("schema_version", "0"))
+        try:
+            version = int(meta.get("schema_version", "0"))
+        except ValueError:  # not a schema this version ever wrote: '2.1', 'v3', ...
+            raise UserError(f"'{path}' has schema version {meta['schema_version']!r}, which this migrate-tui "
+                            f"(schema {SCHEMA_VERSION}) does not know; open it with the version that wrote it, "
+                            "or give a new --db path") from None
         if version > SCHEMA_VERSION:
             raise UserError(f"'{path}' was written by a newer migrate-tui (schema {version}, this one reads "
                             f"{SCHEMA_VERSION}); upgrade migrate-tui")
