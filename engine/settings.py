@@ -29,13 +29,18 @@ def parse_size(value: object) -> int:
     if isinstance(value, float) and not math.isfinite(value):  # TOML's inf and nan: int() raised
         raise ValueError(f"{value} is not a size; use bytes or a number with K, M, G or T (0 = unlimited)")
     if isinstance(value, (int, float)):
-        return int(value)
-    m = _SIZE.match(str(value))
-    if not m:
-        raise ValueError(f"{value!r} is not a size; use bytes or a number with K, M, G or T")
-    number, unit, suffix = float(m.group(1)), m.group(2).lower(), (m.group(3) or "").lower()
-    base = 1000 if suffix == "b" else 1024
-    return int(number * base ** " kmgt".index(unit or " "))
+        number = value
+    else:
+        m = _SIZE.match(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a size; use bytes or a number with K, M, G or T")
+        number, unit, suffix = float(m.group(1)), m.group(2).lower(), (m.group(3) or "").lower()
+        base = 1000 if suffix == "b" else 1024
+        number *= base ** " kmgt".index(unit or " ")
+    size = int(number)
+    if size == 0 and number > 0:  # 0.5 bytes would be 0: no limit at all, the opposite of what was asked
+        raise ValueError(f"{value!r} is less than 1 byte; give at least 1 (0 means none), e.g. 0.5M")
+    return size
 
 
 def parse_list(value: object) -> object:

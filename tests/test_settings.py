@@ -234,6 +234,9 @@ BAD = [
     # a bool is an int to Python: was taken as 1 byte/s
     ("file", "bwlimit = true\n", {}, [],
      r"invalid setting 'bwlimit' from settings file .*migrate\.toml: true is not a size"),
+    # below a byte: was int() to 0, i.e. unlimited
+    ("flag", None, {}, ["--bwlimit", "0.5"],
+     r"invalid setting 'bwlimit' from --bwlimit: '0.5' is less than 1 byte"),
 ]
 
 
