@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, TomlConfigSettingsSource
 
+from engine.excludes import compile_excludes
 from engine.listing import DEFAULT_TRAVERSAL_WORKERS
 
 # Below this even a small run's statements fail (1-4 MB did; a 100k dry run needs more than 16 MB).
@@ -148,8 +149,6 @@ class Settings(BaseSettings):
     def _globs_compile(cls, value: list[str]) -> list[str]:
         # a glob whose [...] is no valid character class (e.g. '[z-a]') fails only when a run compiles it:
         # found here, before a run file is made
-        import re
-        from engine.excludes import compile_excludes
         for pattern in value:
             try:
                 compile_excludes([pattern])
