@@ -74,17 +74,24 @@ class Loaded:
         """What a resume of the run in run_file would use: its stored settings, except what is set now."""
         origins = {k: f"run file {run_file}" if origin == DEFAULT and k in stored else origin
                    for k, origin in self.origins.items()}
-        refusal = another_version(stored, run_file)
-        if refusal is not None:
-            raise UserError(refusal)
-        values = {k: stored[k] if origin.startswith("run file ") else getattr(self.settings, k)
-                  for k, origin in origins.items()}
-        try:
-            settings = Settings(**values)
-        except ValidationError as exc:
-            raise UserError(f"the settings stored in '{run_file}' are invalid: {validation_line(exc, origins, None)}"
-                            ) from None
-        return Loaded(settings, self.file, origins, run_file)
+        return Loaded(continued(stored, run_file, self.explicit(), self.given()), self.file, origins, run_file)
+
+
+def continued(stored: dict, run_file: str, now: dict | None = None, given: dict[str, str] | None = None) -> Settings:
+    """A run's settings as its file stores them, but the values `now` (set where `given` says); UserError (one
+    line) when this version cannot take them, naming the value at fault where it was set."""
+    refusal = another_version(stored, run_file)
+    if refusal is not None:
+        raise UserError(refusal)
+    given = given or {}
+    try:
+        return Settings(**{**stored, **(now or {})})
+    except ValidationError as exc:
+        reason = validation_line(exc, {**dict.fromkeys(stored, f"run file {run_file}"), **given}, None)
+        loc = exc.errors()[0]["loc"]
+        if loc and loc[0] in given:  # a value given now that does not go with the stored ones
+            raise UserError(f"{reason}; the run's other settings are those stored in '{run_file}'") from None
+        raise UserError(f"the settings stored in '{run_file}' are invalid: {reason}") from None
 
 
 def _not_toml(path: str, exc: ValueError) -> UserError:

@@ -2,9 +2,10 @@
 
 A daemon thread watches the file's folder with watchfiles (editors save by writing a new file and renaming it
 over the old one, so the file itself is not a stable thing to watch). On a change the file is read again
-through the same layers as at start (defaults < file < MIGRATE_* < the run's flags), and the values that
-changed are handed to Migration.apply_settings: workers, bwlimit, max_src_ahead and the retry settings
-change at once; the others are refused and said so in migration.message, which the console shows.
+through the same layers as at start (defaults, or a continued run's stored settings < file < MIGRATE_* < the
+run's flags), and the values that changed are handed to Migration.apply_settings: workers, bwlimit,
+max_src_ahead and the retry settings change at once; the others are refused and said so in
+migration.message, which the console shows.
 A file that does not load (bad TOML, a bad value) is not applied: the message names the problem."""
 
 from __future__ import annotations
@@ -113,7 +114,11 @@ class SettingsWatcher:
 
     def _load_dump(self) -> dict | None:
         try:
-            dump = load(config=self.path, overrides=self.flags).settings.model_dump()
+            loaded = load(config=self.path, overrides=self.flags)
+            stored = getattr(self.migration, "continued_from", None)
+            if stored is not None:  # a continued run: what the file does not set is the run's own, not the default
+                loaded = loaded.over_run(stored, self.migration.store.path)
+            dump = loaded.settings.model_dump()
         except UserError as exc:
             self.last_error = str(exc)
             return None

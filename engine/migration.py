@@ -11,11 +11,10 @@ import time
 from collections import deque
 from typing import Callable, Mapping
 
-from pydantic import ValidationError
 
 from engine.adapters.base import FSAdapter
 from engine.adapters.local import LocalAdapter
-from engine.config import another_version, readable, validation_line
+from engine.config import another_version, continued, readable
 from engine.coordinator import QueueCoordinator
 from engine.counters import CopyCounters, SideCounters
 from engine.errors import UserError
@@ -103,6 +102,9 @@ class Migration:
         # (exclude, where it came from): another exclude than this finished run's, given when its file was
         # opened (engine.config.apply_to_resumed_run); its plan would copy what that excludes
         self.exclude_now: tuple[list, str] | None = None
+        # the settings the run file held when this process took the run up (None: a run started now): what a
+        # key the settings file stops setting goes back to, mid-run (engine.hotreload), as in a resume
+        self.continued_from: dict | None = None
 
     # construction ----------------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ class Migration:
                 raise UserError(f"'{db_path}' holds a run that stopped after it began copying; a dry run cannot "
                                 f"continue it: finish it with 'migrate resume --db {db_path}', or give the dry run "
                                 "a new --db path")
-            notes = []
+            notes, continued_from = [], None
             stored_exclude = info.settings.get("exclude", []) if info is not None else []
             if use_plan and (info is None or info.phase != "planned"):  # asked for that plan, not another run
                 raise UserError(no_plan(db_path))
@@ -161,6 +163,7 @@ class Migration:
                 refusal = another_version(info.settings, db_path)
                 if refusal is not None:  # an unfinished run of another version: not taken up by this one
                     raise UserError(refusal)
+                continued_from = info.settings
                 if given is not None:  # what `migrate config show --db` says this run uses
                     settings = cls.continued_settings(db_path, info.settings, settings, given)
                     store.configure(settings.duckdb_memory_limit, settings.duckdb_threads)
@@ -177,6 +180,7 @@ class Migration:
                         dry_run)
         migration.fresh = info.elapsed_s == 0.0 and info.phase == "traversal"
         migration.start_notes = notes
+        migration.continued_from = continued_from
         return migration
 
     @classmethod
@@ -191,37 +195,22 @@ class Migration:
             raise UserError(f"'{db_path}' holds no run yet; start one with SRC and DST")
         if settings is None:
             try:
-                settings = cls._stored_settings(db_path, info.settings)
+                settings = continued(info.settings, db_path)
             except UserError:
                 store.close()
                 raise
-        return cls(store, info, settings, LocalAdapter(info.src_root), LocalAdapter(info.dst_root), info.dry_run)
-
-    @classmethod
-    def continued_settings(cls, db_path: str, stored: dict, now: Settings, given: Mapping[str, str]) -> Settings:
-        """A run's stored settings, but those given now (key -> where it was set); hot reload follows now's
-        file and flags."""
-        settings = cls._stored_settings(db_path, stored, {key: getattr(now, key) for key in given}, given)
-        settings._source_file, settings._flags = now.source_file, now.flags
-        return settings
+        migration = cls(store, info, settings, LocalAdapter(info.src_root), LocalAdapter(info.dst_root),
+                        info.dry_run)
+        migration.continued_from = info.settings
+        return migration
 
     @staticmethod
-    def _stored_settings(db_path: str, stored: dict, now: dict | None = None,
-                         given: Mapping[str, str] | None = None) -> Settings:
-        """The run's settings as its file stores them, but the values `now` (set where `given` says); UserError
-        (one line) when this version cannot take them, naming the value at fault where it was set."""
-        refusal = another_version(stored, db_path)
-        if refusal is not None:
-            raise UserError(refusal)
-        given = given or {}
-        try:
-            return Settings(**{**stored, **(now or {})})
-        except ValidationError as exc:
-            reason = validation_line(exc, {**dict.fromkeys(stored, f"run file {db_path}"), **given}, None)
-            loc = exc.errors()[0]["loc"]
-            if loc and loc[0] in given:  # a value given now that does not go with the stored ones
-                raise UserError(f"{reason}; the run's other settings are those stored in '{db_path}'") from None
-            raise UserError(f"the settings stored in '{db_path}' are invalid: {reason}") from None
+    def continued_settings(db_path: str, stored: dict, now: Settings, given: Mapping[str, str]) -> Settings:
+        """A run's stored settings, but those given now (key -> where it was set); hot reload follows now's
+        file and flags."""
+        settings = continued(stored, db_path, {key: getattr(now, key) for key in given}, dict(given))
+        settings._source_file, settings._flags = now.source_file, now.flags
+        return settings
 
     # commands --------------------------------------------------------------------------------------
 

@@ -168,3 +168,29 @@ def test_migrate_run_follows_the_file_beside_the_run_file(tmp_path, monkeypatch,
     m = started[0]
     assert m.limiter.rate == 0 and m.settings.copy_workers == 3
     assert "migrate: migrate.toml reloaded: applied copy_workers=3, bwlimit=unlimited" in capsys.readouterr().err
+
+
+def test_a_key_the_file_stops_setting_goes_back_to_the_continued_runs_own_value(tmp_path):
+    """A continued run keeps its stored settings except what is set now: once the file no longer sets a key,
+    the run's own value is what it goes back to, not the default."""
+    from engine.config import apply_to_resumed_run
+    src = tmp_path / "src"
+    src.mkdir()
+    db = tmp_path / "run.duckdb"
+    Migration.create(str(db), str(src), str(tmp_path / "dst"), Settings(copy_workers=4, bwlimit=1 << 20)).close()
+    toml = tmp_path / "migrate.toml"
+    toml.write_text("copy_workers = 3\n", encoding="utf-8")
+    m = Migration.open(str(db))  # as `migrate resume` takes it up
+    notes = []
+    apply_to_resumed_run(m, load(db_path=str(db)), notes.append)
+    assert m.settings.copy_workers == 3 and not notes
+    watcher = SettingsWatcher(m, str(toml)).start()
+    try:
+        save(toml, "max_src_ahead = 2\n")
+        assert wait_for(lambda: m.settings.max_src_ahead == 2), m.message
+        assert m.settings.copy_workers == 4, m.message  # the run's own, not the default 2
+        assert m.settings.bwlimit == 1 << 20 and Store  # untouched by the file throughout
+        assert m.store.run_info().settings["copy_workers"] == 4
+    finally:
+        watcher.stop()
+        m.close()
