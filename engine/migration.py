@@ -578,11 +578,35 @@ class Migration:
         finally:
             mode.close_copiers()  # a forced stop leaves without a seal, which closes them otherwise
         if not self._stop:
-            made_mode = self.dst.made_mode
-            restore = self.store.attributes_to_restore(
-                lambda path, wanted: path in mode.made_folders and made_mode(wanted) == wanted)
+            restore = self.store.attributes_to_restore(self._made_with(mode.made_folders))
             self._set_attributes([change for change in restore if not mode.blocks(change[0])]
                                  + self._root_attributes())
+
+    def _made_with(self, made: set[str]) -> Callable[[str, int], bool]:
+        """Does a folder this copy made have the mode `wanted` already (then it is not set again)?
+
+        mkdir gives a folder its mode less the umask (made_mode), but never the setuid or setgid bit from the
+        mode: on Linux a new folder has setgid exactly when the folder it is made in has it. So a folder that
+        wants either bit, or one made where setgid is inherited (under a destination folder that has it and
+        was not made by this copy: a shared group folder, say), is not made with its mode and gets it set."""
+        made_mode = self.dst.made_mode
+        inherits: dict[str, bool] = {}  # a folder not made by this copy -> has setgid (or cannot be told)
+
+        def setgid_inherited(path: str) -> bool:
+            parent = parent_of(path)
+            while parent in made:  # made by this copy: it has setgid only if it inherited it in turn
+                parent = parent_of(parent)
+            found = inherits.get(parent)
+            if found is None:
+                try:
+                    there = self.dst.stat(parent)
+                except OSError:
+                    there = None
+                found = inherits[parent] = there is None or bool(there.mode & 0o2000)
+            return found
+
+        return lambda path, wanted: (path in made and made_mode(wanted) == wanted and not wanted & 0o6000
+                                     and not setgid_inherited(path))
 
     def _run_queues(self, queues: dict[str, Queue]) -> None:
         refused = None

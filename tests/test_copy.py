@@ -155,6 +155,29 @@ def test_folders_and_identical_files_end_with_the_source_modes_and_times(capsys,
     assert (dst / "ro" / "deep" / "z").read_text() == "z"
 
 
+@pytest.mark.parametrize("copy_processes", [True, False])
+def test_made_folders_end_with_the_source_setgid_and_setuid_bits(capsys, tmp_path, copy_processes):
+    """mkdir never takes setuid or setgid from its mode, and a new folder inherits setgid from the folder
+    it is made in: as rsync -a leaves them, made folders still end with exactly the source's mode (a
+    source folder with g+s keeps it; one without it does not take it from a shared g+s destination)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for rel in ("g/inner", "u", "plain/deep"):
+        (src / rel).mkdir(parents=True)
+    (src / "g" / "inner" / "f").write_text("f")
+    (src / "plain" / "deep" / "f").write_text("f")
+    (src / "g").chmod(0o2755)
+    (src / "u").chmod(0o4755)
+    src.chmod(0o2755)
+    dst.mkdir()
+    dst.chmod(0o2755)  # a shared group folder: what is made in it inherits setgid
+
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(tmp_path / "r.duckdb"),
+                           f"--{'' if copy_processes else 'no-'}copy-processes")
+    assert code == 0, err
+    for rel in ("g", "g/inner", "u", "plain", "plain/deep"):
+        assert (dst / rel).stat().st_mode & 0o7777 == (src / rel).stat().st_mode & 0o7777, rel
+
+
 def test_roots_given_through_symlinks_get_the_source_root_mode_and_time(capsys, tmp_path):
     """rsync -a src/ link/ gives the source root's mode and mtime to the folder link leads to: the roots are
     the operator's paths, followed (nothing below them is)."""
