@@ -200,7 +200,17 @@ def _changed(kind: str, now: Entry | None, src=None, path: str = "") -> Result:
     return refused(f"the source changed from {kind} to {now.type} since traversal")
 
 
-def make_folder(dst, path: str, mode: int) -> Result:
+def make_folder(dst, path: str, mode: int, src=None) -> Result:
+    """Create the destination folder of the source folder `path`; given src, only if it is still a folder
+    there (one deleted since it was listed, before a plan is copied say, is not made: vanished, as a file)."""
+    if src is not None:
+        try:
+            now = src.stat(path)
+        except OSError:  # cannot be looked at: made, and the copies below it say why (CopyMode._check_folders)
+            pass
+        else:
+            if now is None or now.type != FOLDER:
+                return _changed(FOLDER, now, src, path)
     try:
         dst.create_folder(path, mode)
         return done("folder")
@@ -332,7 +342,7 @@ def serve() -> None:
                 return None  # the run was killed: copy nothing more for it (a resume may be copying these now)
             try:
                 if kind == FOLDER:
-                    results.append(make_folder(dst, path, mode))
+                    results.append(make_folder(dst, path, mode, src))
                 else:
                     results.append(copy_entry(src, dst, path, kind, _nothing, NO_LIMIT, False, _nothing,
                                               HELPER_LIMIT))

@@ -140,9 +140,9 @@ def outcome(result) -> Outcome:
     return Outcome(ok, error, transient, (), kind, nbytes, stop_run)
 
 
-def create_folder(dst: FSAdapter, task: Task) -> Outcome:
+def create_folder(dst: FSAdapter, task: Task, src: FSAdapter | None = None) -> Outcome:
     node = task.node
-    return outcome(copying.make_folder(dst, node.path, node.mode))
+    return outcome(copying.make_folder(dst, node.path, node.mode, src))
 
 
 def copy_entry(src: FSAdapter, dst: FSAdapter, task: Task, heartbeat: Callable[[], None],

@@ -524,6 +524,24 @@ def test_a_source_folder_deleted_after_its_parents_listing_is_vanished_not_faile
     assert code == 0 and "failed       0" in out, err
 
 
+@pytest.mark.parametrize("copy_processes", [True, False])
+def test_a_source_folder_deleted_after_the_dry_run_is_not_made_by_its_plan(capsys, tmp_path, copy_processes):
+    """Listed by the dry run, deleted before --use-plan copies its plan: vanished, as its files are, and
+    no folder made on DST for a source that no longer has it (neither rsync nor rclone would make one)."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "r.duckdb")
+    (src / "gone" / "sub").mkdir(parents=True)
+    (src / "gone" / "sub" / "f").write_text("f")
+    (src / "kept").write_text("kept")
+    flag = f"--{'' if copy_processes else 'no-'}copy-processes"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", db, "--dry-run", flag)[0] == 0
+    shutil.rmtree(src / "gone")
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, "--use-plan", flag)
+    assert code == 0 and "failed       0" in out, err
+    assert sorted(tree_state(dst)) == ["kept"]
+    actions = {row["path"]: row["action"] for row in report(capsys, tmp_path / "r.duckdb")}
+    assert actions["gone"] == actions["gone/sub"] == "vanished"
+
+
 def test_a_destination_folder_removed_before_a_resume_is_made_again(capsys, tmp_path):
     """An operator frees space after a full destination by removing a folder the run had made: the resume
     makes it again for the files still to copy into it, instead of failing them for ever."""

@@ -213,7 +213,7 @@ class CopyMode:
         if blocked is not None:
             return blocked
         if task.kind == "mkdir":
-            return create_folder(self.dst, task)
+            return create_folder(self.dst, task, self.src)
         return copy_entry(self.src, self.dst, task, heartbeat, self.limiter, self.settings.verify, self._progress)
 
     def _execute_batch(self, tasks: list[Task], heartbeat: Callable[[Task], None] | None = None) -> list[Outcome]:
