@@ -653,13 +653,16 @@ class Migration:
         the same form that is on the destination only (.notes.abcdef12.migrate-tmp with no 'notes'), or on
         the source too, is an entry like any other: never swept."""
         targets = {path: join(parent_of(path), temp_target(name_of(path))) for path in temporaries}
-        known = self.store.source_paths([*temporaries, *targets.values()])
+        on_source = self.store.source_paths(temporaries)
+        # only a source file or symlink has temporaries written for it: '.docs.<8 hex>.migrate-tmp' beside a
+        # source folder 'docs' is a destination entry like any other
+        written_for = self.store.source_paths(list(targets.values()), files_only=True)
         # a NAME too long for the temporary's name was cut in it: such a target is known by its cut
         cut = {parent_of(path) for path in temporaries
-               if targets[path] not in known and temp_name_was_cut(name_of(path))}
-        known |= {join(folder, name_in_temp(name_of(path)))
-                  for folder in cut for path in self.store.source_paths_in(folder)}
-        return [path for path in temporaries if path not in known and targets[path] in known]
+               if targets[path] not in written_for and temp_name_was_cut(name_of(path))}
+        written_for |= {join(folder, name_in_temp(name_of(path)))
+                        for folder in cut for path in self.store.source_paths_in(folder, files_only=True)}
+        return [path for path in temporaries if path not in on_source and targets[path] in written_for]
 
     def _root_to_open(self) -> list[tuple[str, None, int]]:
         """The destination root, when an earlier run gave it a source mode without owner rwx: opened for the

@@ -811,18 +811,21 @@ class Store:
             return self._con.execute(f"SELECT {columns}, count(*), coalesce(sum(size), 0) FROM {side}_nodes "
                                      f"GROUP BY ALL").fetchall()
 
-    def source_paths(self, paths: Sequence[str]) -> set[str]:
-        """Those of paths that are source entries of the run."""
+    def source_paths(self, paths: Sequence[str], files_only: bool = False) -> set[str]:
+        """Those of paths that are source entries of the run (files_only: files and symlinks, what a copy
+        writes a temporary for)."""
         if not paths:
             return set()
+        kind = " AND type <> 'folder'" if files_only else ""
         with self._lock:
-            rows = self._con.execute("SELECT path FROM src_nodes WHERE path IN (SELECT unnest(?::BLOB[]))",
+            rows = self._con.execute(f"SELECT path FROM src_nodes WHERE path IN (SELECT unnest(?::BLOB[])){kind}",
                                      [[os.fsencode(p) for p in paths]]).fetchall()
         return {os.fsdecode(p) for (p,) in rows}
 
-    def source_paths_in(self, folder: str) -> list[str]:
-        """The paths of the source entries directly in `folder`."""
-        return [os.fsdecode(p) for (p,) in self._read("SELECT path FROM src_nodes WHERE parent_path = ?",
+    def source_paths_in(self, folder: str, files_only: bool = False) -> list[str]:
+        """The paths of the source entries directly in `folder` (files_only: as source_paths)."""
+        kind = " AND type <> 'folder'" if files_only else ""
+        return [os.fsdecode(p) for (p,) in self._read(f"SELECT path FROM src_nodes WHERE parent_path = ?{kind}",
                                                       [os.fsencode(folder)])]
 
     def pending_copy_folders(self) -> list[str]:

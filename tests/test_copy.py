@@ -381,6 +381,27 @@ def test_a_temporary_left_by_a_killed_run_goes_when_a_new_run_copies(capsys, tmp
     assert users.read_text() == "mine" and alike.read_text() == "mine too" and "dst only     1 " in out
 
 
+@pytest.mark.parametrize("resumed", [False, True])
+def test_a_file_in_the_temporaries_form_beside_a_source_folder_is_never_swept(capsys, tmp_path, resumed):
+    """Temporaries are written for files and symlinks only: '.docs.<8 hex>.migrate-tmp' beside a source
+    folder 'docs' is a destination-only file like any other, kept by a new run and by a resumed copy."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "r.duckdb")
+    (src / "docs" / "sub").mkdir(parents=True)
+    (src / "docs" / "sub" / "a").write_text("a")
+    (src / "docs" / "b").write_text("b")  # files to copy beside both: their folders are swept
+    (src / "top").write_text("top")
+    (dst / "docs").mkdir(parents=True)
+    alike = [dst / f".docs.abcdef12{TEMP_SUFFIX}", dst / "docs" / f".sub.0123abcd{TEMP_SUFFIX}"]
+    for path in alike:
+        path.write_text("mine")
+    if resumed:  # a plan copied later: the copy sweeps the folders it has files to copy in
+        assert run_cli(capsys, "run", str(src), str(dst), "--db", db, "--dry-run")[0] == 0
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", db, *(["--use-plan"] if resumed else []))
+    assert code == 0, err
+    assert (dst / "docs" / "sub" / "a").read_text() == "a"
+    assert all(path.read_text() == "mine" for path in alike)
+
+
 @pytest.mark.parametrize("long_name", ["L" * 250, "\u00e9" * 120], ids=["ascii", "cut-inside-a-character"])
 def test_a_temporary_of_a_name_too_long_for_it_goes_too(capsys, tmp_path, long_name):
     """A NAME over 233 bytes is cut in its temporary's name (.NAME.<hex>.migrate-tmp fits 255 bytes): such a
