@@ -678,10 +678,11 @@ class Store:
                               AND greatest(t.mtime_ns, s.mtime_ns) <= {MTIME_NS_MIN + MTIME_WINDOW_NS}))"""
     _DST_MATCH = f"""CASE WHEN s.id IS NULL THEN 'not_on_src'
                  WHEN s.traversal_status = 'excluded' OR s.copy_status = 'excluded' THEN 'excluded'
-                 WHEN t.type <> s.type THEN 'copy'
-                 WHEN t.type = 'folder' THEN 'skip'
+                 WHEN t.type <> s.type AND s.type = 'folder' THEN 'copy'
+                 WHEN t.type = 'folder' AND s.type = 'folder' THEN 'skip'
                  WHEN {_ORDER_UNKNOWN} THEN 'copy'
-                 WHEN t.size = s.size AND abs(t.mtime_ns::HUGEINT - s.mtime_ns) <= {MTIME_WINDOW_NS} THEN 'skip'
+                 WHEN t.type = s.type AND t.size = s.size
+                      AND abs(t.mtime_ns::HUGEINT - s.mtime_ns) <= {MTIME_WINDOW_NS} THEN 'skip'
                  WHEN t.mtime_ns > s.mtime_ns::HUGEINT + {MTIME_WINDOW_NS} THEN 'keep_dst_newer'
                  ELSE 'copy' END"""
     # a DST folder is listed only where SRC has a folder too (TraversalMode decides the same in memory)

@@ -99,13 +99,14 @@ def _outcome(side: str, task: Task, result, excluded: Callable[[str, bool], bool
 def classify(dst_type: str, dst_size: int, dst_mtime: int, src: Node) -> str:
     """One DST entry against its SRC entry (the live mirror). Store.classify_dst does the same in SQL
     for a traversal's whole level: the two must agree (tests check both paths)."""
-    if dst_type != src.type:
-        return CHANGED
-    if dst_type == FOLDER:
+    if dst_type != src.type and src.type == FOLDER:
+        return CHANGED  # the copy makes the folder, or refuses what stands in its way
+    if dst_type == FOLDER and src.type == FOLDER:
         return IDENTICAL
     if order_unknown(dst_mtime, src.mtime_ns):
         return CHANGED  # to copy: the copy compares the exact dates before writing anything
-    if dst_size == src.size and abs(dst_mtime - src.mtime_ns) <= MTIME_WINDOW_NS:
+    # another type on DST newer than the source is kept, as the copy keeps it (engine.copying.in_the_way)
+    if dst_type == src.type and dst_size == src.size and abs(dst_mtime - src.mtime_ns) <= MTIME_WINDOW_NS:
         return IDENTICAL
     if dst_mtime > src.mtime_ns + MTIME_WINDOW_NS:
         return DST_NEWER

@@ -59,3 +59,37 @@ def test_report_names_each_file_once_even_a_backslash_beside_a_raw_byte(capsys, 
     assert run_cli(capsys, "run", str(src), str(tmp_path / "dst"), "--db", str(db), "--dry-run")[0] == 0
     paths = sorted(r["path"] for r in report(capsys, db) if r["side"] == "src")
     assert paths == ["latin\\\\xe9.txt", "latin\\xe9.txt"]
+
+
+def test_dry_run_plans_what_the_copy_does_where_a_newer_destination_entry_has_another_type(capsys, tmp_path):
+    """A source file where the destination has a symlink or a folder newer by more than 2 s: the copy keeps
+    the destination entry (keep_dst_newer, never overwritten), so the dry run's plan and counts must say
+    so too, not 'copy'. A source folder where the destination has a newer file still fails: 'copy'."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    old = 1_600_000_000 * 10**9
+    for name in ("file_vs_link", "file_vs_folder"):
+        (src / name).write_bytes(b"data")
+        os.utime(src / name, ns=(old, old))
+    os.symlink("elsewhere", dst / "file_vs_link")  # made now: newer than the source file by years
+    (dst / "file_vs_folder").mkdir()
+    (src / "folder_vs_file").mkdir()
+    (dst / "folder_vs_file").write_bytes(b"newer file")
+    os.utime(src / "folder_vs_file", ns=(old, old))
+    db = tmp_path / "run.duckdb"
+
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")
+    assert code == 0, err
+    planned = {r["path"]: r["action"] for r in report(capsys, db) if r["side"] == "src"}
+    assert "kept newer   2 " in out, out
+    assert "to copy      1\n" in out, out
+
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--use-plan")
+    assert code == 1, err  # folder_vs_file fails: a file stands where the source has a folder
+    done = {r["path"]: r["action"] for r in report(capsys, db) if r["side"] == "src"}
+    assert planned == {"file_vs_link": "keep_dst_newer", "file_vs_folder": "keep_dst_newer",
+                       "folder_vs_file": "copy"}
+    assert done == {"file_vs_link": "keep_dst_newer", "file_vs_folder": "keep_dst_newer",
+                    "folder_vs_file": "failed"}
+    assert os.readlink(dst / "file_vs_link") == "elsewhere" and (dst / "file_vs_folder").is_dir()

@@ -183,6 +183,10 @@ def test_the_live_mirror_and_the_seals_compare_an_entry_alike():
         (FILE, 1, MTIME_NS_MAX, FILE, 1, MTIME_NS_MIN),
         (FILE, 1, MTIME_NS_MAX - w // 2, FILE, 1, MTIME_NS_MAX), (FILE, 1, MTIME_NS_MIN, FILE, 1, MTIME_NS_MIN + w),
         (FILE, 1, MTIME_NS_MAX - w - 1, FILE, 1, MTIME_NS_MAX),
+        # another type on DST, newer by more than the window: kept, as the copy keeps it; a SRC folder
+        # still goes to the copy (which refuses what stands in its way)
+        (SYMLINK, 1, now + w + 1, FILE, 1, now), (FOLDER, 0, now + w + 1, FILE, 1, now),
+        (FILE, 1, now + w + 1, FOLDER, 0, now), (FOLDER, 0, now, FILE, 1, now + w + 1),
     ]
     con = duckdb.connect()
     con.execute("CREATE TABLE t (i INTEGER, type VARCHAR, size BIGINT, mtime_ns BIGINT)")
@@ -197,3 +201,4 @@ def test_the_live_mirror_and_the_seals_compare_an_entry_alike():
         src = Node(1, None, "x", 1, st, ss, sm, 0o644)
         assert word[classify(dt, ds, dm, src)] == by_sql[i], cases[i]
     assert [by_sql[i] for i in (6, 7, 8, 13, 14)] == ["copy"] * 5  # at a limit, or near it: the copy decides
+    assert [by_sql[i] for i in (16, 17, 18, 19)] == ["keep_dst_newer", "keep_dst_newer", "copy", "copy"]
