@@ -759,12 +759,13 @@ class Store:
             "id": pa.array([n.id for n in nodes], pa.int64()),
             "copy_status": pa.array([n.copy_status for n in nodes], pa.string()),
             "action": pa.array([n.action for n in nodes], pa.string()),
+            "size": pa.array([n.size for n in nodes], pa.int64()),
             "attempts": pa.array([n.attempts for n in nodes], pa.int32()),
             "error": pa.array([n.error for n in nodes], pa.string()),
         }), "errors_tbl": self._errors_table(SRC, "copy", errors)}
 
-        def body(con):
-            con.execute("UPDATE src_nodes SET copy_status = upd.copy_status, action = upd.action, "
+        def body(con):  # size: a file's as copied (engine.modes.copy), the source may have changed since
+            con.execute("UPDATE src_nodes SET copy_status = upd.copy_status, action = upd.action, size = upd.size, "
                         "attempts = upd.attempts, error = upd.error FROM upd "
                         "WHERE src_nodes.id = upd.id AND src_nodes.depth = ?", [depth])
             if errors:

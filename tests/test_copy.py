@@ -747,3 +747,27 @@ def test_use_plan_with_another_exclude_than_the_plans_is_refused(capsys, tmp_pat
     assert not dst.exists()
     code, out, _ = run_cli(capsys, "status", "--db", str(db))
     assert "phase    planned (dry run)" in out
+
+
+@pytest.mark.parametrize("size", [1000, 3_000_000])  # a helper process's batch, and a copy in this process
+def test_bytes_copied_are_the_bytes_that_moved_when_the_source_grew_after_the_plan(capsys, tmp_path, size):
+    """A file that changed after the dry run is copied as it is now: the summary's bytes and its record's
+    size are what was copied, not what the plan listed."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    src.mkdir()
+    (src / "grows.bin").write_bytes(b"small")
+    (src / "same.txt").write_bytes(b"abc")
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
+    (src / "grows.bin").write_bytes(os.urandom(size))
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--use-plan")
+    assert code == 0, err
+    assert (dst / "grows.bin").read_bytes() == (src / "grows.bin").read_bytes()
+    sizes = {r["path"]: r["size"] for r in report(capsys, db) if r["side"] == "src"}
+    assert sizes == {"grows.bin": size, "same.txt": 3}
+    from engine.store import Store
+    from engine.summary import summarize
+    store = Store.open(str(db))
+    try:
+        assert summarize(store, 0.0).bytes_copied == size + 3
+    finally:
+        store.close()

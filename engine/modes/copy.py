@@ -17,7 +17,7 @@ from engine.adapters.local import LocalAdapter
 from engine.cache import NodeCache
 from engine.counters import CopyCounters
 from engine.model import (
-    ACTION_KEEP_DST_NEWER, ACTION_VANISHED, FAILED, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL,
+    ACTION_KEEP_DST_NEWER, ACTION_VANISHED, FAILED, FILE, FOLDER, IN_PROGRESS, PENDING, SKIPPED, SRC, SUCCESSFUL,
     Task, folders_above, is_temp_name, name_in_temp, not_a_folder_now, parent_of, temp_target, unambiguous,
 )
 from engine.queue import Outcome
@@ -290,6 +290,8 @@ class CopyMode:
             self.made_folders.add(node.path)
         elif outcome.kind == "file":
             c.files_copied += 1
+            if node.type == FILE:  # the bytes copied: the source may have changed since it was listed
+                node.size = outcome.bytes
         else:
             c.already_there += 1
 
