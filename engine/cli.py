@@ -522,16 +522,46 @@ def main(argv: list[str] | None = None) -> int:
             listing.close_early()  # those the settings did not use (fewer workers, or no helpers)
 
 
+class _GuardedOutput:
+    """Standard output whose write errors (a full disk: `migrate status > /dev/full`) are one line naming
+    them, through main()'s UserError, not a traceback. A reader that left (| head) stays BrokenPipeError."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _guarded(self, call, *args):
+        try:
+            return call(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise UserError(f"cannot write standard output ({exc.strerror or exc}); what it shows is incomplete: "
+                            "free some space or send it elsewhere") from None
+
+    def write(self, text: str) -> int:
+        return self._guarded(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guarded(self._stream.flush)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def entry() -> None:
     """The `migrate` command. Every command has closed its run file and its helpers when main() returns;
     tearing down the interpreter after a big run (hundreds of thousands of objects freed one by one) took
     ~50 ms more, for nothing, so the process leaves at once."""
+    sys.stdout = _GuardedOutput(sys.stdout)
     code = main()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (BrokenPipeError, ValueError):  # a reader that left (| head), or a stream closed already
             pass
+        except UserError as exc:  # what was printed last did not reach standard output
+            print(f"{PROG}: error: {exc}", file=sys.stderr)
+            code = code or exc.exit_code
     os._exit(code)
 
 

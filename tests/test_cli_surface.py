@@ -76,3 +76,16 @@ def test_printed_paths_paste_back_as_the_same_bytes(name):
     assert quoted.isprintable()  # no raw byte or control: a terminal shows it as it is, on one line
     pasted = subprocess.run(["bash", "-c", f"printf %s {quoted}"], capture_output=True, check=True).stdout
     assert pasted == os.fsencode(path)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("argv", [["config", "show"], ["--version"]])
+def test_standard_output_on_a_full_disk_is_one_line_not_a_traceback(argv):
+    import sys
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-c", "from engine.cli import entry; entry()", *argv],
+                                stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "migrate: error: cannot write standard output (No space left on device); what it shows is incomplete: "
+        "free some space or send it elsewhere"], result.stderr
