@@ -61,6 +61,7 @@ class Loaded:
     origins: dict[str, str] = field(default_factory=dict)
 
     run_file: str | None = None  # set by over_run: the run file whose stored settings fill the defaults
+    file_values: dict = field(default_factory=dict)  # what the settings file sets, outranked or not
 
     def given(self) -> dict[str, str]:
         """Where each value set by a file, a variable or a flag came from (the others are defaults)."""
@@ -74,7 +75,8 @@ class Loaded:
         """What a resume of the run in run_file would use: its stored settings, except what is set now."""
         origins = {k: f"run file {run_file}" if origin == DEFAULT and k in stored else origin
                    for k, origin in self.origins.items()}
-        return Loaded(continued(stored, run_file, self.explicit(), self.given()), self.file, origins, run_file)
+        return Loaded(continued(stored, run_file, self.explicit(), self.given()), self.file, origins, run_file,
+                      self.file_values)
 
 
 def continued(stored: dict, run_file: str, now: dict | None = None, given: dict[str, str] | None = None) -> Settings:
@@ -184,7 +186,7 @@ def load(config: str | None = None, db_path: str | None = None, overrides: dict 
         raise _not_toml(file, exc) from None
     except SettingsError as exc:
         raise UserError(f"invalid settings: {' '.join(str(exc).split())}") from None
-    return Loaded(settings, file, origins)
+    return Loaded(settings, file, origins, file_values=file_values)
 
 
 def load_settings(config: str | None = None, db_path: str | None = None, overrides: dict | None = None) -> Settings:

@@ -35,6 +35,9 @@ class SettingsWatcher:
         self.reloads = 0  # files read since start (applied or not): tests and diagnostics
         self.applied: list[dict] = []  # each reload's applied changes
         self.last_error: str | None = None
+        self._file_values: dict = {}  # what the file set when last read
+        self._origins: dict[str, str] = {}  # where each value came from then
+        self._outranked: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last = self._load_dump()
@@ -123,6 +126,10 @@ class SettingsWatcher:
             self.last_error = str(exc)
             return None
         self.last_error = None
+        # keys the file set anew that a flag or a MIGRATE_* variable sets too
+        self._outranked = sorted(k for k, v in loaded.file_values.items()
+                                 if v != self._file_values.get(k) and loaded.origins.get(k) != loaded.file)
+        self._file_values, self._origins = loaded.file_values, loaded.origins
         return dump
 
     def reload(self) -> dict:
@@ -140,15 +147,19 @@ class SettingsWatcher:
         # what the file changed since it was last read, and that differs from what the run uses now
         changes = {k: v for k, v in new.items() if v != self._last.get(k) and v != getattr(current, k, v)}
         self._last = new
-        if not changes:
+        # edited in the file, but a flag or a variable sets it: said, or the edit would seem lost
+        outranked = [f"{k} ({self._origins[k]} outranks the file)" for k in self._outranked]
+        if not changes and not outranked:
             return {}
-        refused = self.migration.apply_settings(changes)
+        refused = self.migration.apply_settings(changes) if changes else []
         applied = {k: v for k, v in changes.items() if k not in refused}
         parts = []
         if applied:
             parts.append("applied " + ", ".join(f"{k}={readable(k, v)}" for k, v in applied.items()))
         if refused:  # said briefly: the console shows it on one line
             parts.append(f"kept {', '.join(refused)} until the next run (fixed while one runs)")
+        if outranked:
+            parts.append(f"kept {', '.join(outranked)}")
         self.applied.append(applied)
         self._say(f"{name} reloaded: " + "; ".join(parts))
         return applied

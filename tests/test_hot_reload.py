@@ -77,6 +77,7 @@ def test_live_change_of_workers_bwlimit_gate_and_retries_without_restart(run):
         assert src_q.settings.max_retries == 7  # the queues read the run's settings object
         assert dst_q.target_workers == 2  # --dst-workers outranks the file: not changed
         assert wait_for(lambda: (m.message or "").startswith("migrate.toml reloaded: applied ")), m.message
+        assert m.message.endswith("; kept dst_workers (--dst-workers outranks the file)"), m.message  # said, not lost
 
         # not live: refused, with a message the console shows; the running queues keep their buffers
         save(toml, BASE.replace('"64K"', '"2M"').replace("src_workers = 1", "src_workers = 3")
