@@ -73,10 +73,11 @@ class Loaded:
 
     def over_run(self, stored: dict, run_file: str) -> "Loaded":
         """What a resume of the run in run_file would use: its stored settings, except what is set now."""
-        origins = {k: f"run file {run_file}" if origin == DEFAULT and k in stored else origin
-                   for k, origin in self.origins.items()}
-        return Loaded(continued(stored, run_file, self.explicit(), self.given()), self.file, origins, run_file,
-                      self.file_values)
+        settings = continued(stored, run_file, self.explicit(), self.given())
+        # a stored value not kept (low_water following a buffer given now) is the default's rule, as in a new run
+        origins = {k: f"run file {run_file}" if origin == DEFAULT and k in stored
+                   and stored[k] == getattr(settings, k) else origin for k, origin in self.origins.items()}
+        return Loaded(settings, self.file, origins, run_file, self.file_values)
 
 
 def continued(stored: dict, run_file: str, now: dict | None = None, given: dict[str, str] | None = None) -> Settings:
@@ -85,15 +86,28 @@ def continued(stored: dict, run_file: str, now: dict | None = None, given: dict[
     refusal = another_version(stored, run_file)
     if refusal is not None:
         raise UserError(refusal)
-    given = given or {}
+    given, now = given or {}, now or {}
+    if "buffer_size" in now and "low_water" not in now and "buffer_size" in stored \
+            and stored.get("low_water") == _quarter(stored["buffer_size"]):
+        # the run's low_water is the one a buffer brings (the default 1024 of 4096 too): it follows the buffer
+        # given now, as it would in a new run, rather than clash with it
+        stored = {k: v for k, v in stored.items() if k != "low_water"}
     try:
-        return Settings(**{**stored, **(now or {})})
+        return Settings(**{**stored, **now})
     except ValidationError as exc:
         reason = validation_line(exc, {**dict.fromkeys(stored, f"run file {run_file}"), **given}, None)
         loc = exc.errors()[0]["loc"]
-        if loc and loc[0] in given:  # a value given now that does not go with the stored ones
+        # a value given now that does not go with the stored ones (a stored low_water with a buffer given now)
+        if loc and (loc[0] in given or (loc[0] == "low_water" and "buffer_size" in given)):
             raise UserError(f"{reason}; the run's other settings are those stored in '{run_file}'") from None
         raise UserError(f"the settings stored in '{run_file}' are invalid: {reason}") from None
+
+
+def _quarter(value: object) -> int | None:
+    try:
+        return int(value) // 4
+    except (TypeError, ValueError):
+        return None
 
 
 def _not_toml(path: str, exc: ValueError) -> UserError:

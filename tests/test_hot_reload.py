@@ -195,3 +195,35 @@ def test_a_key_the_file_stops_setting_goes_back_to_the_continued_runs_own_value(
     finally:
         watcher.stop()
         m.close()
+
+
+def test_a_buffer_given_to_a_continued_run_of_default_settings_brings_its_own_low_water(tmp_path, capsys):
+    """The run's low_water is the default's (1024 of 4096): a buffer given now (800) is a whole setting, as in
+    a new run, not a clash blamed on the run file; hot reload of the resumed run still applies the file."""
+    from engine import cli
+    from engine.config import apply_to_resumed_run
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x", encoding="utf-8")
+    db = tmp_path / "run.duckdb"
+    assert cli.main(["run", str(src), str(tmp_path / "dst"), "--db", str(db), "-n"]) == 0
+    capsys.readouterr()
+    assert cli.main(["config", "show", "--db", str(db), "--buffer-size", "800"]) == 0, capsys.readouterr().err
+    shown = capsys.readouterr().out
+    assert "are invalid" not in shown and " 200 " in next(line for line in shown.splitlines()
+                                                            if line.startswith("low_water"))
+    toml = tmp_path / "migrate.toml"
+    toml.write_text("copy_workers = 2\n", encoding="utf-8")
+    m = Migration.open(str(db))  # as `migrate resume --buffer-size 800` takes it up
+    loaded = load(db_path=str(db), overrides={"buffer_size": 800})
+    apply_to_resumed_run(m, loaded, lambda note: None)
+    watcher = SettingsWatcher(m, str(toml)).start()
+    try:
+        assert watcher.last_error is None, watcher.last_error
+        save(toml, "copy_workers = 2\nbwlimit = \"2M\"\n")
+        assert wait_for(lambda: m.settings.bwlimit == 2 << 20), m.message
+    finally:
+        watcher.stop()
+        m.close()
+    assert cli.main(["run", str(src), str(tmp_path / "dst"), "--db", str(db), "--use-plan", "--buffer-size", "800"]) \
+        == 0, capsys.readouterr().err
