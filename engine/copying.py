@@ -19,7 +19,7 @@ from typing import Callable
 
 from engine.adapters.base import Entry, describe, is_disk_full, is_transient, not_a_folder_above
 from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
-from engine.model import FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
+from engine.model import FILE, FOLDER, MTIME_WINDOW_NS, SYMLINK, parent_of
 
 CHUNK = 8 << 20  # per copy step: the unit of heartbeat, pause checks and bandwidth accounting
 # Files from this size on have their destination looked at before copying as well as just before the
@@ -183,7 +183,8 @@ def in_the_way(there: Entry | None, now: Entry) -> Result | None:
     # both exact (stat with exact_mtime): traversal could not order two dates past the same limit of the run
     # file's column, and left it to this comparison
     if there.type == now.type and there.size == now.size and abs(there.mtime_ns - now.mtime_ns) <= MTIME_WINDOW_NS:
-        return done("exists")  # already complete (e.g. copied before a crash)
+        # already complete (e.g. copied before a crash); its size: the record holds the size copied
+        return done("exists", there.size if there.type == FILE else 0)
     if there.mtime_ns > now.mtime_ns + MTIME_WINDOW_NS:
         return done("skipped")  # newer on the destination: kept, never overwritten
     if there.type == FOLDER:

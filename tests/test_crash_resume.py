@@ -296,3 +296,26 @@ def test_ctrl_c_twice_stops_at_once_and_says_how_to_resume(tmp_path):
         assert probe.interrupted
     finally:
         probe.close()
+
+
+def test_a_file_changed_since_the_plan_and_copied_before_a_kill_has_its_copied_size_after_the_resume(tmp_path,
+                                                                                                      capsys):
+    """The record holds the size copied, not the one listed: also for a file the killed process copied (the
+    resume finds it complete on the destination), as the summary's bytes copied sum those records."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    src.mkdir()
+    (src / "small").write_bytes(b"small\n")
+    (src / "big").write_bytes(b"big\n")
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "-n")
+    assert code == 0, err
+    (src / "small").write_bytes(os.urandom(1000))  # copied by a helper process
+    (src / "big").write_bytes(os.urandom(3 << 20))  # copied in this process
+    killed = migrate_killed_at("copied:1", src, dst, db, ["--use-plan", "--copy-workers", "1"])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    code, out, err = run_cli(capsys, "resume", "--db", str(db))
+    assert code == 0, err
+    assert (dst / "small").stat().st_size == 1000 and (dst / "big").stat().st_size == 3 << 20
+    code, out, err = run_cli(capsys, "report", "--db", str(db), "--format", "csv")
+    assert code == 0, err
+    sizes = {line.split(",")[1]: int(line.split(",")[3]) for line in out.splitlines()[1:] if line.startswith("src,")}
+    assert sizes == {"small": 1000, "big": 3 << 20}, out

@@ -238,7 +238,8 @@ class CopyMode:
                 counters = self.counters
                 for i, result in zip(picked, results):
                     if result[4] != "handback":  # a file that grew past the helper's limit is copied below
-                        counters.bytes += result[5]
+                        if result[4] == "file":  # the bytes moved ("exists" tells the size found there)
+                            counters.bytes += result[5]
                         outcomes[i] = as_outcome(result)
         rest = [i for i, o in enumerate(outcomes) if o is None]
         every = min(1.0, self.settings.lease_timeout / 4)
@@ -294,6 +295,8 @@ class CopyMode:
                 node.size = outcome.bytes
         else:
             c.already_there += 1
+            if outcome.kind == "exists" and node.type == FILE:  # copied before a crash, say: as it is there,
+                node.size = outcome.bytes                        # the source's size now, maybe not the listed one
 
     def _not_made(self, path: str, reason: str) -> None:
         self._blocking[path] = f"its folder '{unambiguous(path)}' could not be made on the destination ({reason})"
