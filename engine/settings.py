@@ -39,7 +39,7 @@ def parse_size(value: object) -> int:
         base = 1000 if suffix == "b" else 1024
         number *= base ** " kmgt".index(unit or " ")
     size = int(number)
-    if size == 0 and number > 0:  # 0.5 bytes would be 0: no limit at all, the opposite of what was asked
+    if size == 0 and number != 0:  # 0.5 (or -0.5) bytes would be 0: no limit at all, the opposite of what was asked
         raise ValueError(f"{value!r} is less than 1 byte; give at least 1 (0 means none), e.g. 0.5M")
     return size
 

@@ -237,6 +237,9 @@ BAD = [
     # below a byte: was int() to 0, i.e. unlimited
     ("flag", None, {}, ["--bwlimit", "0.5"],
      r"invalid setting 'bwlimit' from --bwlimit: '0.5' is less than 1 byte"),
+    # a TOML float above -1: int() made it 0, i.e. unlimited, where -1 is refused
+    ("file", "bwlimit = -0.5\n", {}, [],
+     r"invalid setting 'bwlimit' from settings file .*migrate\.toml: -0\.5 is less than 1 byte"),
 ]
 
 
