@@ -205,7 +205,7 @@ class Store:
             raise UserError(f"'{path}' is a DuckDB database of another program, not a migrate-tui run")
         try:
             version = int(meta.get("schema_version", "0"))
-        except ValueError:  # not a schema this version ever wrote: '2.1', 'v3', ...
+        except (TypeError, ValueError):  # not a schema this version ever wrote: '2.1', 'v3', NULL, ...
             raise UserError(f"'{path}' has schema version {meta['schema_version']!r}, which this migrate-tui "
                             f"(schema {SCHEMA_VERSION}) does not know; open it with the version that wrote it, "
                             "or give a new --db path") from None

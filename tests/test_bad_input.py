@@ -462,18 +462,19 @@ def test_db_of_a_newer_schema_is_refused(capsys, trees, tmp_path):
     assert_refused(capsys, ["run", str(src), str(dst), "--db", str(db)], "newer migrate-tui")
 
 
+@pytest.mark.parametrize("value,shown", [("'1.1'", "'1.1'"), ("NULL", "None")])
 @pytest.mark.parametrize("command", [["run", "SRC", "DST"], ["status"], ["report"], ["resume"], ["config", "show"]])
-def test_db_of_a_schema_version_that_is_no_number_is_refused(capsys, trees, tmp_path, command):
-    """A schema version such as '1.1' was int()'s ValueError: a traceback, for every command."""
+def test_db_of_a_schema_version_that_is_no_number_is_refused(capsys, trees, tmp_path, command, value, shown):
+    """A schema version such as '1.1' was int()'s ValueError, NULL its TypeError: a traceback, for every command."""
     src, dst = trees
     db = tmp_path / "run.duckdb"
     assert run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--dry-run")[0] == 0
     con = duckdb.connect(str(db))
-    con.execute("UPDATE meta SET value = '1.1' WHERE key = 'schema_version'")
+    con.execute(f"UPDATE meta SET value = {value} WHERE key = 'schema_version'")
     con.close()
     before = db.read_bytes()
     argv = [str(src) if a == "SRC" else str(dst) if a == "DST" else a for a in command]
-    assert_refused(capsys, [*argv, "--db", str(db)], "schema version '1.1'")
+    assert_refused(capsys, [*argv, "--db", str(db)], f"schema version {shown}")
     assert db.read_bytes() == before
 
 
