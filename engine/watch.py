@@ -310,13 +310,16 @@ class Mirror:
             elif entry.type == FOLDER:
                 if self.excluded(rel, True):
                     self._record(rel, kinds[rel], entry, EXCLUDED)
-                elif ADDED in kinds[rel] or self.dst.stat(rel) is None:
+                    continue
+                self._replaced(rel, entry)
+                if ADDED in kinds[rel] or self.dst.stat(rel) is None:
                     trees.append(rel)
                 else:
                     self._touched.add(rel)  # its listing changed: its mtime did too
             elif self.excluded(rel, False):
                 self._record(rel, kinds[rel], entry, EXCLUDED)
             else:
+                self._replaced(rel, entry)
                 files.append((rel, entry))
 
         walked: set[str] = set()
@@ -479,6 +482,21 @@ class Mirror:
         if self.store is not None:
             said |= self.store.reported_deletions([p for p in paths if p not in said])
         return said
+
+    def _replaced(self, rel: str, entry) -> None:
+        """With --propagate-deletes: the source entry at rel is now a folder where the destination has a file
+        (or a symlink), or the reverse: what the source had under that name was deleted, and its copy goes as
+        any deletion does (only a copy of what the source had, never anything newer), so that the new entry
+        can take its place. Removed and made again within one batch, the deletion has no event of its own."""
+        if not self.propagate_deletes:
+            return
+        there = self.dst.stat(rel)
+        if there is None or (there.type == FOLDER) == (entry.type == FOLDER):
+            return
+        if self.store is None or rel not in self.store.known_source_mtimes([rel]):
+            return  # not a copy of anything the source had (on the destination only): no deletion to speak of
+        if rel not in self._deletions_said([rel]):
+            self._gone(rel)
 
     def _gone(self, rel: str) -> None:
         """A path reported but no longer on the source: deleted (or renamed away). Its deletion is not said

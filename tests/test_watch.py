@@ -729,3 +729,41 @@ def test_the_mirror_goes_on_with_the_runs_own_settings(tmp_path, run_was):
         assert not (dst / "sub" / "new.log").exists()
     finally:
         assert proc.stop() == 0
+
+
+def test_propagate_deletes_makes_way_for_a_file_made_a_folder_and_a_folder_made_a_file(tmp_path):
+    """Removed and made again as the other kind within one batch: the destination's copy of what was deleted
+    goes (a newer destination file still stays), and the new entry takes its place, as in two batches."""
+    src, dst, db = migrated(tmp_path)
+    d0, d1, d2 = "dir 00/inner", "dir 01", "dir 02/inner/file 2.txt"
+    shutil.rmtree(src / d0)  # a folder of copies, now a file
+    (src / d0).write_bytes(b"a file now")
+    os.unlink(src / "dir 01" / "inner" / "file 0.txt")
+    shutil.rmtree(src / d1)  # a folder holding a file edited on the destination, now a file
+    (src / d1).write_bytes(b"a file too")
+    edited = dst / "dir 01" / "inner" / "file 1.txt"
+    future = time.time_ns() + 3600 * 10**9
+    os.utime(edited, ns=(future, future))
+    os.unlink(src / d2)  # a file, now a folder
+    (src / d2).mkdir()
+    (src / d2 / "in").write_bytes(b"inside")
+    (dst / "mine").write_bytes(b"only on the destination")  # the source makes a folder of that name: fails
+    (src / "mine").mkdir()
+    changes = {(1, str(src / "mine")), (3, str(src / d0)), (1, str(src / d0)), (3, str(src / d0 / "file 0.txt")),
+               (3, str(src / d1)), (1, str(src / d1)), (3, str(src / "dir 01" / "inner" / "file 0.txt")),
+               (3, str(src / d2)), (1, str(src / d2)), (1, str(src / d2 / "in"))}
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(), store, propagate_deletes=True)
+        result = mirror.apply(changes)
+    finally:
+        store.close()
+    assert (dst / d0).read_bytes() == b"a file now"
+    assert (dst / d2 / "in").read_bytes() == b"inside"
+    assert edited.stat().st_mtime_ns == future  # newer on the destination: kept, so is its folder
+    assert (dst / d1).is_dir() and not (dst / "dir 01" / "inner" / "file 0.txt").exists()
+    assert (dst / "mine").read_bytes() == b"only on the destination"
+    assert result.counts["failed"] == 2 and sorted(p for p, _ in result.errors) == [d1, "mine"], result.line()
+    assert ("kept_on_dst", "mine") not in outcomes(db)  # never on the source: not a deletion
+    assert temp_files(dst) == []
