@@ -76,6 +76,7 @@ SAID_ONCE = (KEPT_NEWER, FAILED)
 # outcomes of a deletion: a path is deleted once until the source has it again, however many ways it reaches
 # the mirror (see Mirror._deletions_said): said once
 DELETIONS = (DELETED_ON_SRC, DELETED_ON_DST, KEPT_ON_DST)
+ABANDONED = "abandoned"  # not an outcome recorded: a change left undone because the watch was stopped at once
 
 
 def run_in_file(db_path: str, src_root: str, dst_root: str) -> RunInfo | None:
@@ -129,6 +130,8 @@ class BatchResult:
         if c[DELETED_ON_SRC]:
             names = ", ".join(self.named[DELETED_ON_SRC]) + (", ..." if c[DELETED_ON_SRC] > LISTED else "")
             parts.append(f"{c[DELETED_ON_SRC]:,} deleted on the source, kept on the destination ({names})")
+        if c[ABANDONED]:
+            parts.append(f"{c[ABANDONED]:,} not brought over (stopped at once)")
         if c[FAILED]:
             path, error = self.errors[0]
             parts.append(f"{c[FAILED]:,} failed (first: {path}: {error})")
@@ -139,6 +142,11 @@ class BatchResult:
 
 def _noop(*_args) -> None:
     pass
+
+
+class _Abandoned(Exception):
+    """Raised from a copy's heartbeat once the watch is told to stop at once: the copy in flight is given up
+    (its temporary removed on the way out)."""
 
 
 def _decodable(name: str) -> bool:
@@ -203,6 +211,8 @@ class Mirror:
         self._known_roots: dict[str, str] | None = None  # read from the store once
         self.propagate_deletes = propagate_deletes
         self.stop = stop or threading.Event()
+        self.abort = threading.Event()  # stop at once: give up the copy in flight and the rest of the batch
+        self.busy = False  # a batch is under way
         self.limiter = BandwidthLimiter(settings.bwlimit)
         self._excluded = compile_excludes(settings.exclude)
         self.batches = 0  # batches of any kind: the batch number of mirror_events rows
@@ -273,6 +283,7 @@ class Mirror:
     def _begin(self, comparing: bool = False) -> BatchResult:
         self._t0 = time.perf_counter()
         self.check_roots()
+        self.busy = True
         self.batches += 1
         self._result = BatchResult()
         self._comparing = comparing  # a comparison, not events: what it finds again unchanged is not news
@@ -283,6 +294,7 @@ class Mirror:
         return self._result
 
     def _finish(self) -> BatchResult:
+        self.busy = False
         self._fix_folder_times()
         if self.store is not None:
             self.store.record_mirror_events(self._rows)
@@ -329,6 +341,9 @@ class Mirror:
                 walked.add(rel)
                 result.new_folders.append(rel)
         for rel, entry in files:
+            if self.abort.is_set():
+                result.counts[ABANDONED] += 1
+                continue
             if not _under(rel, walked):
                 self._copy(rel, entry, "added" if ADDED in kinds[rel] else "modified")
         said = self._deletions_said(gone)
@@ -451,7 +466,11 @@ class Mirror:
         task = Task("copy", self._node(rel, entry), 0)
         s = self.settings
         while True:
-            out = copy_entry(self.src, self.dst, task, _noop, self.limiter, s.verify, _noop)
+            try:
+                out = copy_entry(self.src, self.dst, task, self._heartbeat, self.limiter, s.verify, _noop)
+            except _Abandoned:
+                self._result.counts[ABANDONED] += 1
+                return
             if out.ok or not out.transient or task.attempts >= s.max_retries or self.stop.is_set():
                 break
             task.attempts += 1
@@ -471,6 +490,11 @@ class Mirror:
             self._record(rel, event, latest, KEPT_NEWER)
         else:
             self._record(rel, event, latest, IDENTICAL_OUT)
+
+    def _heartbeat(self) -> None:
+        """Between the steps of a copy (a quarter second's worth under a bandwidth limit)."""
+        if self.abort.is_set():
+            raise _Abandoned
 
     def _deletions_said(self, paths: list[str]) -> set[str]:
         """Of these paths, those whose deletion is already said. One deletion reaches the mirror in several
@@ -884,6 +908,9 @@ class LiveMirror:
                 path = path_from_error(payload)
                 if not self._recover(full=role == "deep", hint=mirror._rel(path) if path else None):
                     break
+            if mirror.totals[ABANDONED]:
+                self._print(f"{time.strftime('%H:%M:%S')} stopped at once: {mirror.totals[ABANDONED]:,} changes "
+                            "not brought over (no temporary left); `migrate watch --rescan` brings them")
             t = mirror.totals
             deletions = (f"{t[DELETED_ON_DST]:,} deleted on the destination, {t[KEPT_ON_DST]:,} not deleted"
                          if mirror.propagate_deletes else f"{t[DELETED_ON_SRC]:,} deletions reported")
@@ -901,7 +928,13 @@ class LiveMirror:
             return _noop
 
         def on_signal(signum, frame):
+            if self.stop_event.is_set():  # the second one: at once
+                self.mirror.abort.set()
+                return
             self.stop_event.set()
+            if self.mirror.busy:
+                print(f"{time.strftime('%H:%M:%S')} stopping: finishing the batch under way "
+                      "(Ctrl+C again stops at once)", file=sys.stderr, flush=True)
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 

@@ -767,3 +767,29 @@ def test_propagate_deletes_makes_way_for_a_file_made_a_folder_and_a_folder_made_
     assert result.counts["failed"] == 2 and sorted(p for p, _ in result.errors) == [d1, "mine"], result.line()
     assert ("kept_on_dst", "mine") not in outcomes(db)  # never on the source: not a deletion
     assert temp_files(dst) == []
+
+
+def test_a_second_signal_stops_a_long_copy_at_once_and_leaves_no_temporary(tmp_path):
+    """The first Ctrl+C lets the batch under way finish; the second gives up the copy in flight (a big file
+    under a bandwidth limit took its whole time, however many signals came) and removes its temporary."""
+    src, dst, db = migrated(tmp_path)
+    proc = Proc("watch", str(src), str(dst), "--db", str(db), "--bwlimit", "1M")
+    try:
+        assert wait_for(lambda: proc.said("watching"), 60)
+        part = src / "big.part"
+        part.write_bytes(os.urandom(16 << 20))  # 16 s at 1 MiB/s
+        part.rename(src / "big.bin")
+        assert wait_for(lambda: temp_files(dst), 20)  # the copy is under way
+        proc.p.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        assert proc.p.poll() is None  # finishing the batch under way
+        proc.p.send_signal(signal.SIGINT)
+        code = proc.p.wait(5)
+    finally:
+        if proc.p.poll() is None:
+            proc.p.kill()
+            proc.p.wait()
+    assert code == 0
+    assert temp_files(dst) == [] and not (dst / "big.bin").exists()
+    assert wait_for(lambda: any("stopped at once: 1 changes not brought over" in line for line in proc.out), 5), \
+        proc.out
