@@ -174,15 +174,18 @@ def file_hash(adapter, path: str) -> bytes:
             h.update(memoryview(buf)[:n])
 
 
-def in_the_way(there: Entry | None, now: Entry) -> Result | None:
+def in_the_way(there: Entry | None, now: Entry, strict: bool = False) -> Result | None:
     """What the entry at the final name means for a copy of the source entry `now`; None: nothing there,
     or an older or different file the copy replaces. Asked before copying (except for small files) and
-    always once more just before the rename."""
+    always once more just before the rename. strict (the live mirror, told by an event that the source file
+    changed): a same-size destination file older than `now` is an older version even within the 2 s window
+    (a file written again within 2 s of its last copy), and is replaced; a newer one is still kept."""
     if there is None:
         return None
     # both exact (stat with exact_mtime): traversal could not order two dates past the same limit of the run
     # file's column, and left it to this comparison
-    if there.type == now.type and there.size == now.size and abs(there.mtime_ns - now.mtime_ns) <= MTIME_WINDOW_NS:
+    if there.type == now.type and there.size == now.size and abs(there.mtime_ns - now.mtime_ns) <= MTIME_WINDOW_NS \
+            and not (strict and there.mtime_ns < now.mtime_ns):
         # already complete (e.g. copied before a crash); its size: the record holds the size copied
         return done("exists", there.size if there.type == FILE else 0)
     if there.mtime_ns > now.mtime_ns + MTIME_WINDOW_NS:
@@ -225,22 +228,22 @@ def make_folder(dst, path: str, mode: int, src=None) -> Result:
 
 
 def copy_entry(src, dst, path: str, kind: str, heartbeat: Callable[[], None], limiter, verify: bool,
-               progress: Callable[[int], None], size_limit: int | None = None) -> Result:
+               progress: Callable[[int], None], size_limit: int | None = None, strict: bool = False) -> Result:
     """Copy one file or symlink to a temporary name, then rename it over the final name.
 
     The destination is checked again just before the rename: a file that became newer than the source
     since traversal is kept. The temporary file never survives a failure."""
     if kind != SYMLINK and hasattr(src, "open_file_fd") and hasattr(dst, "create_temp_fd"):
-        return _copy_file_fds(src, dst, path, kind, heartbeat, limiter, verify, progress, size_limit)
+        return _copy_file_fds(src, dst, path, kind, heartbeat, limiter, verify, progress, size_limit, strict)
     now_src = src.stat(path, exact_mtime=True)
     if now_src is None or now_src.type != kind:
         return _changed(kind, now_src, src, path)
-    early = in_the_way(dst.stat(path, exact_mtime=True), now_src)
+    early = in_the_way(dst.stat(path, exact_mtime=True), now_src, strict)
     if early is not None:
         return early
     folder, name = parent_of(path), path.rpartition("/")[2]
     try:
-        with _Temporary(dst) as temp:
+        with _Temporary(dst, strict) as temp:
             if kind == SYMLINK:
                 temp.name = dst.create_temp_link(folder, name, src.read_link(path))
                 return temp.commit(path, now_src, None, 0)
@@ -258,7 +261,7 @@ def copy_entry(src, dst, path: str, kind: str, heartbeat: Callable[[], None], li
 
 
 def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None], limiter, verify: bool,
-                   progress: Callable[[int], None], size_limit: int | None) -> Result:
+                   progress: Callable[[int], None], size_limit: int | None, strict: bool = False) -> Result:
     """copy_entry for a regular file between adapters that hand out file descriptors (local disks).
 
     The source is opened first (never through a symlink) and its size, mtime and mode come from the open
@@ -267,7 +270,7 @@ def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None]
     chmod, utime and rename relative to that folder and its close: 14 system calls (the file object path
     took 15 before the folder was opened; opening it keeps a folder swapped for a symlink out)."""
     try:
-        with _Temporary(dst) as temp:
+        with _Temporary(dst, strict) as temp:
             src_fd, now = src.open_file_fd(path)
             if src_fd is None:
                 return _changed(kind, now, src, path)
@@ -275,7 +278,7 @@ def _copy_file_fds(src, dst, path: str, kind: str, heartbeat: Callable[[], None]
                 if size_limit is not None and now.size > size_limit:
                     return HANDED_BACK
                 if now.size >= PRECHECK_MIN:
-                    early = in_the_way(dst.stat(path, exact_mtime=True), now)
+                    early = in_the_way(dst.stat(path, exact_mtime=True), now, strict)
                     if early is not None:
                         return early
                 temp.name, out_fd = dst.create_temp_fd(parent_of(path), path.rpartition("/")[2])
@@ -303,8 +306,9 @@ class _Temporary:
     """The temporary file of one copy: renamed over the final name by commit(), removed on every other
     way out (a failure, a source or destination that changed meanwhile)."""
 
-    def __init__(self, dst):
+    def __init__(self, dst, strict: bool = False):
         self.dst = dst
+        self.strict = strict  # see in_the_way
         self.name: str | None = None
 
     def __enter__(self) -> "_Temporary":
@@ -320,7 +324,8 @@ class _Temporary:
 
     def commit(self, path: str, source: Entry, mode: int | None, copied: int) -> Result:
         """Check the destination again (changed on it while we copied?), then rename the temporary over it."""
-        late = self.dst.commit_temp(self.name, path, source.mtime_ns, mode, lambda there: in_the_way(there, source))
+        late = self.dst.commit_temp(self.name, path, source.mtime_ns, mode,
+                                    lambda there: in_the_way(there, source, self.strict))
         if late is not None:
             return late
         self.name = None

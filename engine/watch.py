@@ -345,7 +345,7 @@ class Mirror:
                 result.counts[ABANDONED] += 1
                 continue
             if not _under(rel, walked):
-                self._copy(rel, entry, "added" if ADDED in kinds[rel] else "modified")
+                self._copy(rel, entry, "added" if ADDED in kinds[rel] else "modified", strict=True)
         said = self._deletions_said(gone)
         for rel in sorted(gone, key=lambda p: -p.count("/")):  # children before their folder
             if rel not in said:
@@ -460,14 +460,16 @@ class Mirror:
         self._folders_ok.add(rel)
         return True
 
-    def _copy(self, rel: str, entry, event, parent_ok: bool = False) -> None:
+    def _copy(self, rel: str, entry, event, parent_ok: bool = False, strict: bool = False) -> None:
+        """strict: an event says the source file changed: a same-size destination file older than it is
+        replaced even within the 2 s window (engine.copying.in_the_way)."""
         if not parent_ok and not self._ensure_folder(parent_of(rel)):
             return
         task = Task("copy", self._node(rel, entry), 0)
         s = self.settings
         while True:
             try:
-                out = copy_entry(self.src, self.dst, task, self._heartbeat, self.limiter, s.verify, _noop)
+                out = copy_entry(self.src, self.dst, task, self._heartbeat, self.limiter, s.verify, _noop, strict)
             except _Abandoned:
                 self._result.counts[ABANDONED] += 1
                 return

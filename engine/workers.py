@@ -147,10 +147,12 @@ def create_folder(dst: FSAdapter, task: Task, src: FSAdapter | None = None) -> O
 
 
 def copy_entry(src: FSAdapter, dst: FSAdapter, task: Task, heartbeat: Callable[[], None],
-               limiter: BandwidthLimiter, verify: bool, progress: Callable[[int], None]) -> Outcome:
+               limiter: BandwidthLimiter, verify: bool, progress: Callable[[int], None],
+               strict: bool = False) -> Outcome:
     """Copy one file or symlink to a temporary name, then rename it over the final name (engine.copying).
 
     The destination is checked again just before the rename: a file that became newer than the source
     since traversal is kept. The temporary file never survives a failure."""
     node = task.node
-    return outcome(copying.copy_entry(src, dst, node.path, node.type, heartbeat, limiter, verify, progress))
+    return outcome(copying.copy_entry(src, dst, node.path, node.type, heartbeat, limiter, verify, progress,
+                                      strict=strict))

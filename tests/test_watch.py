@@ -793,3 +793,34 @@ def test_a_second_signal_stops_a_long_copy_at_once_and_leaves_no_temporary(tmp_p
     assert temp_files(dst) == [] and not (dst / "big.bin").exists()
     assert wait_for(lambda: any("stopped at once: 1 changes not brought over" in line for line in proc.out), 5), \
         proc.out
+
+
+def test_a_file_written_again_within_2_s_of_its_copy_arrives(tmp_path):
+    """Preallocated then filled (truncate -s, then dd conv=notrunc), or any same-size rewrite: the second
+    version's mtime is within 2 s of the copy's. The event says it changed: it was 'already identical' and
+    the destination kept the first version for good. A destination file newer than the source is still kept."""
+    src, dst, db = migrated(tmp_path)
+    changed, edited = "dir 00/inner/file 0.txt", "dir 01/inner/file 0.txt"
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(), store)
+        for rel in (changed, edited):
+            (src / rel).write_bytes(b"\0" * 8)  # preallocated
+        first = mirror.apply({(1, str(src / changed)), (1, str(src / edited))})
+        assert first.counts["copied"] == 2
+        t = os.stat(src / changed).st_mtime_ns
+        (src / changed).write_bytes(b"filled!\n")  # same size, within 2 s
+        os.utime(src / changed, ns=(t + 10**9, t + 10**9))
+        (src / edited).write_bytes(b"src edit")
+        os.utime(src / edited, ns=(t + 10**9, t + 10**9))
+        (dst / edited).write_bytes(b"dst edit")  # newer on the destination, within 2 s: kept
+        os.utime(dst / edited, ns=(t + 15 * 10**8, t + 15 * 10**8))
+        again = mirror.apply({(2, str(src / changed)), (2, str(src / edited))})
+    finally:
+        store.close()
+    assert (dst / changed).read_bytes() == b"filled!\n", again.line()
+    assert os.stat(dst / changed).st_mtime_ns == t + 10**9
+    assert (dst / edited).read_bytes() == b"dst edit"
+    assert again.counts["copied"] == 1 and again.counts["identical"] == 1
+    assert temp_files(dst) == []
