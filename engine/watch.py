@@ -350,6 +350,8 @@ class Mirror:
         for rel in sorted(gone, key=lambda p: -p.count("/")):  # children before their folder
             if rel not in said:
                 self._gone(rel)
+            if parent_of(rel):  # its listing changed on the source, so did its mtime (kept or not on DST)
+                self._touched.add(parent_of(rel))
         return self._finish()
 
     def scan(self, rel: str = "", unwatchable: bool = False) -> BatchResult:

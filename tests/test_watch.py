@@ -824,3 +824,22 @@ def test_a_file_written_again_within_2_s_of_its_copy_arrives(tmp_path):
     assert (dst / edited).read_bytes() == b"dst edit"
     assert again.counts["copied"] == 1 and again.counts["identical"] == 1
     assert temp_files(dst) == []
+
+
+def test_a_folder_keeps_the_source_mtime_after_an_entry_of_it_is_deleted_or_moved_away(tmp_path):
+    """rsync -a (without --delete) gives a folder the source's mtime; a deletion in it, reported and not
+    propagated, left the destination folder with the time it had before."""
+    src, dst, db = migrated(tmp_path)
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(), store)
+        os.unlink(src / "dir 00" / "inner" / "file 0.txt")
+        os.rename(src / "dir 01" / "inner" / "file 0.txt", src / "dir 01" / "moved.txt")
+        result = mirror.apply({(3, str(src / "dir 00" / "inner" / "file 0.txt")),
+                               (3, str(src / "dir 01" / "inner" / "file 0.txt")), (1, str(src / "dir 01" / "moved.txt"))})
+    finally:
+        store.close()
+    assert result.counts["deleted_on_src"] == 2 and result.counts["copied"] == 1
+    for folder in ("dir 00/inner", "dir 01/inner", "dir 01"):
+        assert os.stat(dst / folder).st_mtime_ns == os.stat(src / folder).st_mtime_ns, folder
