@@ -51,7 +51,7 @@ from engine.errors import UserError
 from engine.validate import changed_roots, check_roots
 from engine.excludes import compile_excludes
 from engine.model import (
-    ACTION_COPY, DST, FOLDER, IDENTICAL, DST_NEWER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, Task, display,
+    ACTION_COPY, DST, FILE, FOLDER, IDENTICAL, DST_NEWER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, Task, display,
     join, node_id, order_unknown, parent_of,
 )
 from engine.settings import Settings
@@ -415,7 +415,8 @@ class Mirror:
                 if d is not None:
                     match = classify(d.type, d.size, d.mtime_ns, self._node(child, e))
                     if match == IDENTICAL:
-                        self._record(child, event, e, IDENTICAL_OUT)
+                        if self._same_mode(child, e, d, event):
+                            self._record(child, event, e, IDENTICAL_OUT)
                         continue
                     if match == DST_NEWER:
                         self._record(child, event, e, KEPT_NEWER)
@@ -492,8 +493,20 @@ class Mirror:
                 self._touched.add(parent_of(rel))
         elif out.kind == "skipped":
             self._record(rel, event, latest, KEPT_NEWER)
-        else:
+        elif self._same_mode(rel, latest, self.dst.stat(rel), event):
             self._record(rel, event, latest, IDENTICAL_OUT)
+
+    def _same_mode(self, rel: str, entry, there, event) -> bool:
+        """An identical destination file ends with the source file's mode, as a run leaves it (a chmod on the
+        source is an event of its own, with nothing else changed). False if it could not be given it."""
+        if entry.type != FILE or there is None or there.type != FILE or there.mode == entry.mode:
+            return True
+        try:
+            self.dst.set_attributes(rel, None, entry.mode)
+        except OSError as exc:
+            self._fail(rel, FILE, event, f"cannot set its mode: {exc.strerror or exc} on the destination", entry)
+            return False
+        return True
 
     def _heartbeat(self) -> None:
         """Between the steps of a copy (a quarter second's worth under a bandwidth limit)."""

@@ -843,3 +843,24 @@ def test_a_folder_keeps_the_source_mtime_after_an_entry_of_it_is_deleted_or_move
     assert result.counts["deleted_on_src"] == 2 and result.counts["copied"] == 1
     for folder in ("dir 00/inner", "dir 01/inner", "dir 01"):
         assert os.stat(dst / folder).st_mtime_ns == os.stat(src / folder).st_mtime_ns, folder
+
+
+def test_a_chmod_on_the_source_reaches_the_identical_destination_file(tmp_path):
+    """chmod 600 on the source (nothing else changed) was 'already identical' and the copy stayed 644: as a
+    run leaves them, identical files end with the source's mode, in an event and in a comparison alike."""
+    src, dst, db = migrated(tmp_path)
+    by_event, by_scan = "dir 00/inner/file 0.txt", "dir 01/inner/file 0.txt"
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(), store)
+        for rel in (by_event, by_scan):
+            os.chmod(src / rel, 0o600)
+            assert os.stat(dst / rel).st_mode & 0o777 != 0o600
+        result = mirror.apply({(2, str(src / by_event))})
+        mirror.scan("dir 01")
+    finally:
+        store.close()
+    assert result.counts["identical"] == 1 and result.counts["copied"] == 0
+    for rel in (by_event, by_scan):
+        assert os.stat(dst / rel).st_mode & 0o777 == 0o600, rel
