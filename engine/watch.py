@@ -115,7 +115,7 @@ class BatchResult:
         self.counts[outcome] += 1
         names = self.named.setdefault(outcome, [])
         if len(names) < LISTED:
-            names.append(display(path))
+            names.append(shown(path))
 
     def line(self) -> str:
         c = self.counts
@@ -138,6 +138,15 @@ class BatchResult:
         if not parts:
             parts.append("nothing to do" if not c[IDENTICAL_OUT] else f"{c[IDENTICAL_OUT]:,} already identical")
         return f"{time.strftime('%H:%M:%S')} " + ", ".join(parts) + f" · {self.seconds * 1000:.0f} ms"
+
+
+def shown(path: str) -> str:
+    """A path in a batch's line: display(), and what a terminal would not show as it is (a newline, a tab) as
+    \\xNN, so that a name cannot break the line in two."""
+    text = display(path)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "".join(f"\\x{b:02x}" for b in c.encode()) for c in text)
 
 
 def _noop(*_args) -> None:
@@ -646,7 +655,7 @@ class Mirror:
             return
         self._rows.append((time.time(), self.batches, event, os.fsencode(rel), type_, None, None, FAILED, error))
         self._result.note(FAILED, rel)
-        self._result.errors.append((display(rel), error or "failed"))
+        self._result.errors.append((shown(rel), error or "failed"))
 
 
 # the listeners -------------------------------------------------------------------------------------

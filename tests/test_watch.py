@@ -864,3 +864,18 @@ def test_a_chmod_on_the_source_reaches_the_identical_destination_file(tmp_path):
     assert result.counts["identical"] == 1 and result.counts["copied"] == 0
     for rel in (by_event, by_scan):
         assert os.stat(dst / rel).st_mode & 0o777 == 0o600, rel
+
+
+def test_a_name_with_a_newline_does_not_break_a_batchs_line(tmp_path):
+    src, dst, db = migrated(tmp_path)
+    (src / "new\nline").write_bytes(b"x")
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(), store)
+        assert mirror.apply({(1, str(src / "new\nline"))}).counts["copied"] == 1
+        os.unlink(src / "new\nline")
+        line = mirror.apply({(3, str(src / "new\nline"))}).line()
+    finally:
+        store.close()
+    assert "\n" not in line and "(new\\x0aline)" in line, line
