@@ -453,6 +453,12 @@ class Mirror:
             return True
         there = self.dst.stat(rel)
         if there is not None and there.type == FOLDER:
+            if there.mode & 0o700 != 0o700:  # given a source mode without owner rwx: opened to be written in,
+                try:  # and given its mode again at the batch's end (_fix_folder_times), as a run does
+                    self.dst.set_attributes(rel, None, there.mode | 0o700)
+                    self._touched.add(rel)
+                except OSError:
+                    pass  # what is written there says why it cannot be
             self._folders_ok.add(rel)
             return True
         if not self._ensure_folder(parent_of(rel)):
@@ -609,7 +615,8 @@ class Mirror:
                 self._touched.add(parent_of(path))
 
     def _fix_folder_times(self) -> None:
-        """Writing into a destination folder changed its mtime; give it the source folder's, as a run does."""
+        """Writing into a destination folder changed its mtime; give it the source folder's, and its mode (made
+        with owner rwx and less the umask, or changed on the source since), as a run does."""
         for rel in sorted(self._touched, key=lambda p: -p.count("/")):
             if not rel:
                 continue  # the root's time is not carried over by a run either
@@ -617,7 +624,9 @@ class Mirror:
             if entry is None or entry.type != FOLDER:
                 continue
             try:
-                self.dst.set_attributes(rel, entry.mtime_ns, None)
+                there = self.dst.stat(rel)
+                if there is not None and there.type == FOLDER:  # never what stands in a folder's place
+                    self.dst.set_attributes(rel, entry.mtime_ns, entry.mode)
             except OSError:
                 pass
 

@@ -879,3 +879,33 @@ def test_a_name_with_a_newline_does_not_break_a_batchs_line(tmp_path):
     finally:
         store.close()
     assert "\n" not in line and "(new\\x0aline)" in line, line
+
+
+def test_folders_end_with_the_source_mode(tmp_path):
+    """A folder the mirror made had its mode less the umask (775 became 755), and a chmod of a source folder
+    never reached the destination; a run gives folders the source's mode (rsync -a too). One without owner
+    write still takes new files, and ends with its mode."""
+    src, dst, db = migrated(tmp_path)
+    old = os.umask(0o022)
+    try:
+        (src / "shared").mkdir()
+        os.chmod(src / "shared", 0o775)
+        (src / "shared" / "f").write_bytes(b"f")
+        os.chmod(src / "dir 00", 0o700)
+        (src / "dir 01" / "inner" / "new").write_bytes(b"n")
+        os.chmod(src / "dir 01" / "inner", 0o555)
+        store = Store.open(str(db))
+        try:
+            store.ensure_mirror_table()
+            mirror = Mirror(str(src), str(dst), Settings(), store)
+            mirror.apply({(1, str(src / "shared")), (2, str(src / "dir 00")),
+                          (1, str(src / "dir 01" / "inner" / "new"))})
+        finally:
+            store.close()
+    finally:
+        os.umask(old)
+        os.chmod(src / "dir 01" / "inner", 0o755)
+    assert (dst / "shared" / "f").read_bytes() == b"f" and (dst / "dir 01" / "inner" / "new").read_bytes() == b"n"
+    got = {p: os.stat(dst / p).st_mode & 0o7777 for p in ("shared", "dir 00", "dir 01/inner")}
+    os.chmod(dst / "dir 01" / "inner", 0o755)
+    assert got == {"shared": 0o775, "dir 00": 0o700, "dir 01/inner": 0o555}

@@ -313,8 +313,8 @@ class LocalAdapter:
             if mode is not None:
                 try:
                     os.chmod(name, mode, dir_fd=dir_fd, follow_symlinks=False)
-                except NotImplementedError:  # Linux refuses it for a symlink only: one took the entry's place
-                    pass
+                except (NotImplementedError, ValueError):  # Linux refuses it for a symlink only: one took the
+                    pass  # entry's place (with dir_fd, Python says so with ValueError)
 
         if path:
             self._in_folder(path, set_them)
