@@ -965,6 +965,23 @@ class Store:
             self._con.execute("CREATE TABLE IF NOT EXISTS mirror_events (ts DOUBLE, batch BIGINT, event VARCHAR, "
                               "path BLOB, type VARCHAR, size BIGINT, mtime_ns BIGINT, outcome VARCHAR, "
                               "error VARCHAR)")
+            # the destination folders (tree: and every folder below) the mirror's batch under way copies into:
+            # where a watch killed mid-copy left its temporaries, for the next one to remove
+            # (engine.watch.Mirror.sweep_killed_copies)
+            self._con.execute("CREATE TABLE IF NOT EXISTS mirror_writing (path BLOB, tree BOOLEAN)")
+
+    def mirror_writing(self) -> list[tuple[str, bool]]:
+        with self._lock:
+            return [(os.fsdecode(p), tree) for p, tree in self._con.execute(
+                "SELECT path, bool_or(tree) FROM mirror_writing GROUP BY path ORDER BY path").fetchall()]
+
+    def add_mirror_writing(self, folders: Sequence[tuple[str, bool]]) -> None:
+        """Committed before the first copy into these (folder, tree) in a batch."""
+        self._transaction("mirror", lambda con: con.executemany(
+            "INSERT INTO mirror_writing VALUES (?, ?)", [(os.fsencode(f), tree) for f, tree in folders]), {})
+
+    def clear_mirror_writing(self) -> None:
+        self._transaction("mirror", lambda con: con.execute("DELETE FROM mirror_writing"), {})
 
     def last_mirror_batch(self) -> int:
         with self._lock:

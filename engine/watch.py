@@ -52,7 +52,7 @@ from engine.validate import changed_roots, check_roots
 from engine.excludes import compile_excludes
 from engine.model import (
     ACTION_COPY, DST, FILE, FOLDER, IDENTICAL, DST_NEWER, MTIME_WINDOW_NS, PENDING, SRC, SUCCESSFUL, Node, Task, display,
-    join, node_id, order_unknown, parent_of,
+    is_temp_name, join, name_in_temp, node_id, order_unknown, parent_of, temp_target,
 )
 from engine.settings import Settings
 from engine.store import RunInfo, Store
@@ -300,6 +300,11 @@ class Mirror:
         self._folders_ok: set[str] = set()  # destination folders known to exist in this batch
         self._touched: set[str] = set()  # destination folders whose mtime must follow the source's
         self._deleted: set[str] = set()  # paths whose deletion this batch recorded (not in the store yet)
+        # destination folders this batch copies into, named in the run file before its first copy (see
+        # _before_copying_into): those given as its scope, then any other one; trees: with every folder below
+        self._scope: list[tuple[str, bool]] = []
+        self._writing: set[str] = set()
+        self._writing_trees: set[str] = set()
         return self._result
 
     def _finish(self) -> BatchResult:
@@ -307,6 +312,8 @@ class Mirror:
         self._fix_folder_times()
         if self.store is not None:
             self.store.record_mirror_events(self._rows)
+            if self._writing or self._writing_trees:  # every copy of the batch is over: none left a temporary
+                self.store.clear_mirror_writing()
         result = self._result
         result.seconds = time.perf_counter() - self._t0
         self.totals.update(result.counts)
@@ -343,6 +350,7 @@ class Mirror:
                 self._replaced(rel, entry)
                 files.append((rel, entry))
 
+        self._scope = [(rel, True) for rel in trees] + [(f, False) for f in {parent_of(rel) for rel, _ in files}]
         walked: set[str] = set()
         for rel in trees:  # shallowest first: a folder inside one already walked is skipped
             if not _under(rel, walked):
@@ -370,6 +378,7 @@ class Mirror:
         self._begin(comparing=True)
         if self.src.stat(rel) is not None:
             self._note_unwatchable(rel)
+            self._scope = [(rel, True)]
             self.sync_tree([rel], event="scan",
                            descend=None if unwatchable else (lambda child, name: _decodable(name)))
         return self._finish()
@@ -379,6 +388,7 @@ class Mirror:
         covered (watched by a listener of its own), not one of folders, and can be reported."""
         self._begin(comparing=True)
         skip = set(folders) | covered
+        self._scope = [(f, False) for f in folders]
         self.sync_tree(sorted(folders), event="scan",
                        descend=lambda child, name: child not in skip and _decodable(name))
         return self._finish()
@@ -483,6 +493,7 @@ class Mirror:
         replaced even within the 2 s window (engine.copying.in_the_way)."""
         if not parent_ok and not self._ensure_folder(parent_of(rel)):
             return
+        self._before_copying_into(parent_of(rel))
         task = Task("copy", self._node(rel, entry), 0)
         s = self.settings
         while True:
@@ -522,6 +533,54 @@ class Mirror:
             self._fail(rel, FILE, event, f"cannot set its mode: {exc.strerror or exc} on the destination", entry)
             return False
         return True
+
+    def _before_copying_into(self, folder: str) -> None:
+        """A watch killed mid-copy leaves a temporary: the run file names where (the batch's scope at its first
+        copy, in one transaction; a folder outside it when a copy goes there) before one can be made."""
+        if folder in self._writing or _under(folder, self._writing_trees):
+            return
+        named, self._scope = self._scope, []
+        if not any(f == folder or (tree and _under(folder, {f})) for f, tree in named):
+            named.append((folder, False))
+        for f, tree in named:
+            (self._writing_trees if tree else self._writing).add(f)
+        if self.store is not None:
+            self.store.add_mirror_writing(named)
+
+    def sweep_killed_copies(self) -> int:
+        """Remove the temporaries a watch killed mid-copy left where its batch was copying (the run file names
+        those folders): those of a source file or symlink's NAME beside them, by the run's listing or the
+        source's now, and not source entries themselves (as a run sweeps). Returns how many were removed."""
+        removed = 0
+        stack = self.store.mirror_writing()
+        while stack:
+            folder, tree = stack.pop()
+            try:
+                there = self.dst.list(folder)
+            except OSError:
+                continue  # gone, or cannot be read: nothing of ours to remove there
+            if tree:
+                stack.extend((join(folder, e.name), True) for e in there if e.type == FOLDER)
+            temporaries = [e.name for e in there if e.type != FOLDER and is_temp_name(e.name)]
+            if not temporaries:
+                continue
+            try:
+                source = self.src.list(folder)
+            except OSError:
+                source = []
+            names = {e.name for e in source}
+            files = {e.name for e in source if e.type != FOLDER}
+            files |= {p.rpartition("/")[2] for p in self.store.source_paths_in(folder, files_only=True)}
+            targets = {name_in_temp(name) for name in files}
+            for name in temporaries:
+                if name not in names and temp_target(name) in targets:
+                    try:
+                        self.dst.remove(join(folder, name))
+                        removed += 1
+                    except OSError:
+                        pass  # it stays, as it would have: not the watch's to stop for
+        self.store.clear_mirror_writing()
+        return removed
 
     def _heartbeat(self) -> None:
         """Between the steps of a copy (a quarter second's worth under a bandwidth limit)."""
@@ -897,6 +956,7 @@ class LiveMirror:
             store.require_writable()  # the mirror records what it does in the run file
             store.ensure_mirror_table()
             mirror.check_roots(watching=False)  # a destination replaced since the run: refused before anything
+            mirror.sweep_killed_copies()  # a watch killed mid-copy: its temporaries go before anything else
             mirror.batches = store.last_mirror_batch()  # batch numbers go on from an earlier session's
             deletes = "propagated (copies only)" if mirror.propagate_deletes else "reported, not propagated"
             self._print(f"watching {self.src_root} -> {self.dst_root}; deletions {deletes}; Ctrl+C stops")

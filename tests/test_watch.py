@@ -795,6 +795,36 @@ def test_a_second_signal_stops_a_long_copy_at_once_and_leaves_no_temporary(tmp_p
         proc.out
 
 
+@pytest.mark.parametrize("where", ["a folder the run made", "a new folder"])
+def test_a_watch_killed_mid_copy_leaves_no_temporary_once_restarted(tmp_path, where):
+    """kill -9 while a big file is copied: the next watch removes the temporary before it listens (the run file
+    names the folders the killed batch was copying into)."""
+    src, dst, db = migrated(tmp_path)
+    folder = src / "dir 01" if where == "a folder the run made" else src / "made later" / "deep"
+    proc = Proc("watch", str(src), str(dst), "--db", str(db), "--bwlimit", "1M")
+    try:
+        assert wait_for(lambda: proc.said("watching"), 60)
+        part = tmp_path / "big.part"
+        part.write_bytes(os.urandom(16 << 20))  # 16 s at 1 MiB/s
+        folder.mkdir(parents=True, exist_ok=True)
+        part.rename(folder / "big.bin")
+        assert wait_for(lambda: temp_files(dst), 20)  # the copy is under way
+    finally:
+        proc.p.kill()
+        proc.p.wait()
+    assert temp_files(dst), "the kill came after the copy"
+
+    again = Proc("watch", str(src), str(dst), "--db", str(db))
+    try:
+        assert wait_for(lambda: again.said("watching") or again.p.poll() is not None, 60), (again.out, again.err)
+        assert temp_files(dst) == [], "the killed copy's temporary is still there"
+        (folder / "big.bin").touch()  # an event: copied now, whole
+        assert wait_for(lambda: same_file(folder / "big.bin", dst / folder.relative_to(src) / "big.bin"), 30)
+    finally:
+        assert again.stop() == 0
+    assert temp_files(dst) == []
+
+
 def test_a_file_written_again_within_2_s_of_its_copy_arrives(tmp_path):
     """Preallocated then filled (truncate -s, then dd conv=notrunc), or any same-size rewrite: the second
     version's mtime is within 2 s of the copy's. The event says it changed: it was 'already identical' and
