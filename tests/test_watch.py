@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from contextlib import contextmanager
 import json
 import os
 import shutil
@@ -88,6 +89,17 @@ def state_now(root: Path) -> dict | None:
         return tree_state(root)
     except FileNotFoundError:
         return None
+
+
+@contextmanager
+def mirror_on(src: Path, dst: Path, db: Path, **options):
+    """A Mirror of src to dst recording in the run file db (its store closed after)."""
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        yield Mirror(str(src), str(dst), Settings(), store, **options)
+    finally:
+        store.close()
 
 
 def temp_files(root: Path) -> list[str]:
@@ -515,10 +527,7 @@ def test_a_new_folder_is_walked_whole_in_one_batch(tmp_path):
         p = src / "new" / f"d{i % 5}" / f"f{i}"
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(b"x" * i)
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        mirror = Mirror(str(src), str(dst), Settings(), store)
+    with mirror_on(src, dst, db) as mirror:
         result = mirror.apply({(1, str(src / "new")), (1, str(src / "new" / "d1" / "f1"))})
         assert result.counts["copied"] == 50 and result.counts["folder_created"] == 6
         assert tree_state(dst / "new") == tree_state(src / "new")
@@ -526,9 +535,7 @@ def test_a_new_folder_is_walked_whole_in_one_batch(tmp_path):
             assert os.stat(dst / sub).st_mtime_ns == os.stat(src / sub).st_mtime_ns
         again = mirror.apply({(2, str(src / "new" / "d1" / "f1"))})
         assert again.counts["identical"] == 1 and again.counts["copied"] == 0
-        batches = sorted(Counter(batch for batch, _, _, _ in store.mirror_events()).items())
-    finally:
-        store.close()
+        batches = sorted(Counter(batch for batch, _, _, _ in mirror.store.mirror_events()).items())
     assert batches == [(1, 56), (2, 1)]
 
 
@@ -567,15 +574,10 @@ def test_comparisons_say_kept_newer_files_once_without_recording_them(tmp_path):
     newer.write_bytes(b"edited on dst")
     future = time.time_ns() + 3600 * 10**9
     os.utime(newer, ns=(future, future))
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        mirror = Mirror(str(src), str(dst), Settings(), store=store)
+    with mirror_on(src, dst, db) as mirror:
         first, second = mirror.scan(""), mirror.scan("")
         assert first.counts["kept_dst_newer"] == 1 and second.counts["kept_dst_newer"] == 0
-        assert [o for _, _, _, o in store.mirror_events() if o == "kept_dst_newer"] == []
-    finally:
-        store.close()
+        assert [o for _, _, _, o in mirror.store.mirror_events() if o == "kept_dst_newer"] == []
     assert newer.read_bytes() == b"edited on dst"
 
 
@@ -586,14 +588,9 @@ def test_a_comparison_reports_deletions_it_finds_once(tmp_path):
     src, dst, db = migrated(tmp_path)
     os.unlink(src / "dir 00" / "inner" / "file 0.txt")
     (dst / "dir 00" / "inner" / "only on dst.txt").write_bytes(b"mine")
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        mirror = Mirror(str(src), str(dst), Settings(), store=store)
+    with mirror_on(src, dst, db) as mirror:
         first, second = mirror.scan(""), mirror.scan("")
-        deletions = [p for _, _, p, o in store.mirror_events() if o == "deleted_on_src"]
-    finally:
-        store.close()
+        deletions = [p for _, _, p, o in mirror.store.mirror_events() if o == "deleted_on_src"]
     assert first.counts["deleted_on_src"] == 1 and second.counts["deleted_on_src"] == 0
     assert deletions == ["dir 00/inner/file 0.txt"]
     assert (dst / "dir 00" / "inner" / "file 0.txt").exists()  # reported, not propagated
@@ -752,13 +749,8 @@ def test_propagate_deletes_makes_way_for_a_file_made_a_folder_and_a_folder_made_
     changes = {(1, str(src / "mine")), (3, str(src / d0)), (1, str(src / d0)), (3, str(src / d0 / "file 0.txt")),
                (3, str(src / d1)), (1, str(src / d1)), (3, str(src / "dir 01" / "inner" / "file 0.txt")),
                (3, str(src / d2)), (1, str(src / d2)), (1, str(src / d2 / "in"))}
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        mirror = Mirror(str(src), str(dst), Settings(), store, propagate_deletes=True)
+    with mirror_on(src, dst, db, propagate_deletes=True) as mirror:
         result = mirror.apply(changes)
-    finally:
-        store.close()
     assert (dst / d0).read_bytes() == b"a file now"
     assert (dst / d2 / "in").read_bytes() == b"inside"
     assert edited.stat().st_mtime_ns == future  # newer on the destination: kept, so is its folder
@@ -831,10 +823,7 @@ def test_a_file_written_again_within_2_s_of_its_copy_arrives(tmp_path):
     the destination kept the first version for good. A destination file newer than the source is still kept."""
     src, dst, db = migrated(tmp_path)
     changed, edited = "dir 00/inner/file 0.txt", "dir 01/inner/file 0.txt"
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        mirror = Mirror(str(src), str(dst), Settings(), store)
+    with mirror_on(src, dst, db) as mirror:
         for rel in (changed, edited):
             (src / rel).write_bytes(b"\0" * 8)  # preallocated
         first = mirror.apply({(1, str(src / changed)), (1, str(src / edited))})
@@ -847,8 +836,6 @@ def test_a_file_written_again_within_2_s_of_its_copy_arrives(tmp_path):
         (dst / edited).write_bytes(b"dst edit")  # newer on the destination, within 2 s: kept
         os.utime(dst / edited, ns=(t + 15 * 10**8, t + 15 * 10**8))
         again = mirror.apply({(2, str(src / changed)), (2, str(src / edited))})
-    finally:
-        store.close()
     assert (dst / changed).read_bytes() == b"filled!\n", again.line()
     assert os.stat(dst / changed).st_mtime_ns == t + 10**9
     assert (dst / edited).read_bytes() == b"dst edit"
@@ -860,16 +847,11 @@ def test_a_folder_keeps_the_source_mtime_after_an_entry_of_it_is_deleted_or_move
     """rsync -a (without --delete) gives a folder the source's mtime; a deletion in it, reported and not
     propagated, left the destination folder with the time it had before."""
     src, dst, db = migrated(tmp_path)
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        mirror = Mirror(str(src), str(dst), Settings(), store)
+    with mirror_on(src, dst, db) as mirror:
         os.unlink(src / "dir 00" / "inner" / "file 0.txt")
         os.rename(src / "dir 01" / "inner" / "file 0.txt", src / "dir 01" / "moved.txt")
         result = mirror.apply({(3, str(src / "dir 00" / "inner" / "file 0.txt")),
                                (3, str(src / "dir 01" / "inner" / "file 0.txt")), (1, str(src / "dir 01" / "moved.txt"))})
-    finally:
-        store.close()
     assert result.counts["deleted_on_src"] == 2 and result.counts["copied"] == 1
     for folder in ("dir 00/inner", "dir 01/inner", "dir 01"):
         assert os.stat(dst / folder).st_mtime_ns == os.stat(src / folder).st_mtime_ns, folder
@@ -880,17 +862,12 @@ def test_a_chmod_on_the_source_reaches_the_identical_destination_file(tmp_path):
     run leaves them, identical files end with the source's mode, in an event and in a comparison alike."""
     src, dst, db = migrated(tmp_path)
     by_event, by_scan = "dir 00/inner/file 0.txt", "dir 01/inner/file 0.txt"
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        mirror = Mirror(str(src), str(dst), Settings(), store)
+    with mirror_on(src, dst, db) as mirror:
         for rel in (by_event, by_scan):
             os.chmod(src / rel, 0o600)
             assert os.stat(dst / rel).st_mode & 0o777 != 0o600
         result = mirror.apply({(2, str(src / by_event))})
         mirror.scan("dir 01")
-    finally:
-        store.close()
     assert result.counts["identical"] == 1 and result.counts["copied"] == 0
     for rel in (by_event, by_scan):
         assert os.stat(dst / rel).st_mode & 0o777 == 0o600, rel
@@ -899,15 +876,10 @@ def test_a_chmod_on_the_source_reaches_the_identical_destination_file(tmp_path):
 def test_a_name_with_a_newline_does_not_break_a_batchs_line(tmp_path):
     src, dst, db = migrated(tmp_path)
     (src / "new\nline").write_bytes(b"x")
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        mirror = Mirror(str(src), str(dst), Settings(), store)
+    with mirror_on(src, dst, db) as mirror:
         assert mirror.apply({(1, str(src / "new\nline"))}).counts["copied"] == 1
         os.unlink(src / "new\nline")
         line = mirror.apply({(3, str(src / "new\nline"))}).line()
-    finally:
-        store.close()
     assert "\n" not in line and "(new\\x0aline)" in line, line
 
 
@@ -924,14 +896,9 @@ def test_folders_end_with_the_source_mode(tmp_path):
         os.chmod(src / "dir 00", 0o700)
         (src / "dir 01" / "inner" / "new").write_bytes(b"n")
         os.chmod(src / "dir 01" / "inner", 0o555)
-        store = Store.open(str(db))
-        try:
-            store.ensure_mirror_table()
-            mirror = Mirror(str(src), str(dst), Settings(), store)
+        with mirror_on(src, dst, db) as mirror:
             mirror.apply({(1, str(src / "shared")), (2, str(src / "dir 00")),
                           (1, str(src / "dir 01" / "inner" / "new"))})
-        finally:
-            store.close()
     finally:
         os.umask(old)
         os.chmod(src / "dir 01" / "inner", 0o755)
