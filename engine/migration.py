@@ -567,6 +567,9 @@ class Migration:
             if DST not in self.store.root_identities():  # made now, or there since the comparison began
                 self.store.set_root_identities({DST: folder_identity(self.dst_root)})
         self._set_attributes(self.store.folders_to_open() + self._root_to_open())
+        # this copy's own counts, as its totals are (a retry or a resume in this process copies again: what
+        # the copies before it counted is in the file, and in _copy_before when this copy counts on from it)
+        self.copy_counters = CopyCounters()
         self.copy_totals = (self.store.count(SRC, "copy_status IN ('pending', 'in_progress') AND depth > 0"),
                             self.store.sum_size("copy_status IN ('pending', 'in_progress') AND type = 'file'"))
         self._copy_before = copy_view(self.store, "copy") if resuming else CopyView()

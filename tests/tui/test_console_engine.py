@@ -192,3 +192,40 @@ def test_demo_builds_sample_trees_and_a_new_run_in_one_folder(tmp_path, monkeypa
         assert str(tmp_path / "demo") in launched.farewell
     finally:
         launched.controller.close()
+
+
+def test_t_after_a_run_with_failures_counts_the_retry_copy_alone(tmp_path):
+    """A run started in the console ends with failures; once their cause is moved away, t copies what failed.
+    The Throughput panel counts that copy against its own total, as it counted the first against its own:
+    not every copy this console has seen against the retry's total ("done 67 / 23 items · 23 failed")."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    for folder in ("a", "b"):
+        (src / folder).mkdir(parents=True)
+        for i in range(5):
+            (src / folder / f"f{i}").write_text("x" * 100)
+    dst.mkdir()
+    (dst / "b").write_text("a file where the source has a folder")  # b and its 5 files fail
+    migration = Migration.create(str(db), str(src), str(dst), Settings(observer_interval=0.05))
+
+    async def main():
+        app = MigrationConsole(migration, start_run=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: migration.wait(0) and app.snapshot.phase == "done", timeout=30)
+            assert migration.snapshot().summary.failed == 6
+            (dst / "b").unlink()
+            await pilot.press("t")
+            await wait_until(pilot, lambda: migration.wait(0) and app.snapshot.summary is not None
+                             and app.snapshot.summary.failed == 0, timeout=30)
+            await pilot.pause(0.2)
+            copy = migration.snapshot().copy
+            assert (copy.items_done, copy.items_total, copy.failed) == (6, 6, 0)
+            assert (copy.bytes_done, copy.bytes_total) == (500, 500)
+            rates = static_text(app, "#rates")
+            assert "6 / 6 items" in rates and "failed" not in rates
+            await pilot.press("q")
+
+    try:
+        asyncio.run(main())
+    finally:
+        migration.close()
+    assert files_below(dst) == files_below(src)
