@@ -79,7 +79,8 @@ class Migration:
         # The failures the run file records (an opened run's, or a continued one's), then this process's.
         self.errors: deque[ErrorView] = deque(recorded_errors(store, ERRORS_KEPT), maxlen=ERRORS_KEPT)
         self.failed_count = store.dead_letter_count()
-        self._file_views: tuple[QueueView, QueueView, GateView, CopyView] | None = None  # see snapshot()
+        # see snapshot(): the queues they were read for, and what the file said then
+        self._file_views: tuple[dict, QueueView, QueueView, GateView, CopyView] | None = None
         self.copy_totals = (0, 0)  # what the copy had still to do when this process started it
         self._copy_before = CopyView()  # what the run file had copied already then (a resumed copy)
         self._found_before: dict[str, tuple[int, int]] = {}  # per side: the counts a retry's own finds add to
@@ -753,17 +754,19 @@ class Migration:
         return view
 
     def snapshot(self) -> MigrationSnapshot:
-        driving = bool(self.queues) or self.running or self.fresh
+        queues = self.queues  # once: each phase of the run puts a dict of its own queues here
+        driving = bool(queues) or self.running or self.fresh
         file_copy = None
-        if not driving or "copy" in self.queues:
+        if not driving or "copy" in queues:
             # A run file this process has not driven, or a copy whose traversal is over (run here or
             # before a resume): how the traversal went is what the file says, not this process's counters
-            # or an idle coordinator's round 0. Read once (start() forgets it); nothing else writes the
-            # file while this process holds it.
-            if self._file_views is None:
-                self._file_views = (*traversal_views(self.store, self.phase, self.settings.max_src_ahead),
+            # or an idle coordinator's round 0. Read once per copy (start() forgets it too): read while a
+            # retry's traversal had not yet replaced the copy before it, it would be that copy's; nothing
+            # else writes the file while this process holds it.
+            if self._file_views is None or self._file_views[0] is not queues:
+                self._file_views = (queues, *traversal_views(self.store, self.phase, self.settings.max_src_ahead),
                                     copy_view(self.store, self.phase))
-            src_view, dst_view, gate, file_copy = self._file_views
+            _, src_view, dst_view, gate, file_copy = self._file_views
             if driving:  # SRC's column shows the live copy queue, with what the traversal found
                 src_view = dataclasses.replace(self._queue_view(SRC), files_discovered=src_view.files_discovered,
                                                folders_discovered=src_view.folders_discovered)

@@ -229,3 +229,54 @@ def test_t_after_a_run_with_failures_counts_the_retry_copy_alone(tmp_path):
     finally:
         migration.close()
     assert files_below(dst) == files_below(src)
+
+
+class Refusing(LocalAdapter):
+    """A real folder one of whose subfolders cannot be listed until ``allow`` is set (a mode of 000)."""
+
+    def __init__(self, root, refused: str):
+        super().__init__(root)
+        self.refused, self.allow = refused, False
+
+    def list(self, path, specials=None):
+        if path == self.refused and not self.allow:
+            raise PermissionError(13, "Permission denied", path)
+        return super().list(path, specials)
+
+
+def test_t_after_a_listing_failure_shows_what_the_retry_found(tmp_path):
+    """A folder that could not be listed, listed by the retry (t) once it can be: the Rounds and gate panels
+    say what the whole run found and how deep it went, as the summary does, not what the file held before
+    the retry ("20 files · 2 folders" beside a summary of 41 files and 3 folders)."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    for folder in ("a", "b", "b/sub"):
+        (src / folder).mkdir(parents=True)
+        for i in range(5):
+            (src / folder / f"f{i}").write_text("x" * 100)
+    adapter = Refusing(src, "b")
+    migration = Migration.create(str(db), str(src), str(dst), Settings(observer_interval=0.05, list_processes=False),
+                                 src_adapter=adapter, dst_adapter=LocalAdapter(dst))
+
+    async def main():
+        app = MigrationConsole(migration, start_run=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_until(pilot, lambda: migration.wait(0) and app.snapshot.phase == "done", timeout=30)
+            assert migration.snapshot().summary.failed == 1
+            assert "5 files · 2 folders" in static_text(app, "#src-found")
+            adapter.allow = True
+            await pilot.press("t")
+            await wait_until(pilot, lambda: migration.wait(0) and app.snapshot.summary is not None
+                             and app.snapshot.summary.failed == 0, timeout=30)
+            await pilot.pause(1.2)  # the panels' next redraw
+            snapshot = migration.snapshot()
+            assert (snapshot.summary.src_files, snapshot.summary.src_folders) == (15, 3)
+            assert (snapshot.src.files_discovered, snapshot.src.folders_discovered) == (15, 3)
+            assert "15 files · 3 folders" in static_text(app, "#src-found")
+            assert snapshot.gate.src_round == 2 and "SRC round 2" in static_text(app, "#gate-text")
+            await pilot.press("q")
+
+    try:
+        asyncio.run(main())
+    finally:
+        migration.close()
+    assert files_below(dst) == files_below(src)
