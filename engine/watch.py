@@ -402,7 +402,10 @@ class Mirror:
         """Bring source folders and what is below them to the destination (one listing per folder).
         descend(child, name) -> bool chooses the subfolders walked (default: all)."""
         stack = list(roots)
-        while stack and not self.stop.is_set():
+        while stack:
+            if self.abort.is_set():  # stopped at once (a first signal lets the batch under way finish)
+                self._result.counts[ABANDONED] += len(stack)  # folders not walked: said, for --rescan
+                break
             folder = stack.pop()
             if folder and not self._ensure_folder(folder):
                 continue

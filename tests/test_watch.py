@@ -906,3 +906,32 @@ def test_folders_end_with_the_source_mode(tmp_path):
     got = {p: os.stat(dst / p).st_mode & 0o7777 for p in ("shared", "dir 00", "dir 01/inner")}
     os.chmod(dst / "dir 01" / "inner", 0o755)
     assert got == {"shared": 0o775, "dir 00": 0o700, "dir 01/inner": 0o555}
+
+
+def test_the_first_signal_lets_a_new_folder_be_walked_whole(tmp_path):
+    """The first Ctrl+C/SIGTERM lets the batch under way finish: a new folder being walked when it comes is
+    brought over whole (it stopped the walk at the next subfolder, leaving the rest missing without a word,
+    and a watch started again without --rescan never brought it)."""
+    src, dst, db = plain_tree(tmp_path / "src", 1, 1), tmp_path / "dst", tmp_path / "run.duckdb"
+    dst.mkdir()
+    for i in range(10):
+        p = src / "new" / f"d{i}" / "f"
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"x" * i)
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        stop = threading.Event()
+        mirror = Mirror(str(src), str(dst), Settings(), store, stop=stop)
+        real_copy = mirror._copy
+
+        def copy_then_signal(*args, **kwargs):
+            real_copy(*args, **kwargs)
+            stop.set()  # the first signal, while the batch walks the new folder
+        mirror._copy = copy_then_signal
+        result = mirror.apply({(1, str(src / "new"))})
+    finally:
+        store.close()
+    assert result.counts["copied"] == 10 and result.counts["abandoned"] == 0, result.line()
+    assert tree_state(dst / "new") == tree_state(src / "new")
+    assert temp_files(dst) == []
