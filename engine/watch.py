@@ -358,11 +358,12 @@ class Mirror:
                 walked.add(rel)
                 result.new_folders.append(rel)
         for rel, entry in files:
+            if _under(rel, walked):
+                continue  # brought over (or said not to be) by its new folder's walk
             if self.abort.is_set():
                 result.counts[ABANDONED] += 1
                 continue
-            if not _under(rel, walked):
-                self._copy(rel, entry, "added" if ADDED in kinds[rel] else "modified", strict=True)
+            self._copy(rel, entry, "added" if ADDED in kinds[rel] else "modified", strict=True)
         said = self._deletions_said(gone)
         for rel in sorted(gone, key=lambda p: -p.count("/")):  # children before their folder
             if rel not in said:

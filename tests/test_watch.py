@@ -935,3 +935,33 @@ def test_the_first_signal_lets_a_new_folder_be_walked_whole(tmp_path):
     assert result.counts["copied"] == 10 and result.counts["abandoned"] == 0, result.line()
     assert tree_state(dst / "new") == tree_state(src / "new")
     assert temp_files(dst) == []
+
+
+def test_a_second_signal_counts_only_what_was_not_brought_over(tmp_path):
+    """Stopped at once during a new folder's walk: the files named by events inside that folder are not
+    counted as left undone when the walk brought them over (all of them were, copied or not)."""
+    src, dst, db = plain_tree(tmp_path / "src", 1, 1), tmp_path / "dst", tmp_path / "run.duckdb"
+    dst.mkdir()
+    for i in range(4):
+        p = src / "new" / f"d{i}" / "f"
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"x" * i)
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(), store)
+        real_copy = mirror._copy
+
+        def copy_then_abort(*args, **kwargs):
+            real_copy(*args, **kwargs)
+            mirror.stop.set()
+            mirror.abort.set()  # a second signal, once the walk copied its first file
+        mirror._copy = copy_then_abort
+        events = {(1, str(src / "new"))} | {(1, str(src / "new" / f"d{i}" / "f")) for i in range(4)}
+        result = mirror.apply(events)
+    finally:
+        store.close()
+    copied = sum(1 for _, _, names in os.walk(dst / "new") for _ in names)
+    assert copied == result.counts["copied"] >= 1
+    assert result.counts["abandoned"] <= 4 - copied, result.line()
+    assert temp_files(dst) == []
