@@ -629,9 +629,11 @@ class Mirror:
             # run made, and a deletion would reach through to elsewhere. What is there is not looked at either
             # (the adapter never goes through a symlink): said only for what this run copied.
             if self.store is not None and rel in self.store.known_source_mtimes([rel]):
+                # without --propagate-deletes nothing would be deleted anyway: a deletion reported, as any
+                outcome = KEPT_ON_DST if self.propagate_deletes else DELETED_ON_SRC
                 self._rows.append((time.time(), self.batches, "deleted", os.fsencode(rel), None, None, None,
-                                   KEPT_ON_DST, blocked))
-                self._result.note(KEPT_ON_DST, rel)
+                                   outcome, blocked))
+                self._result.note(outcome, rel)
                 self._deleted.add(rel)
             return
         there = self.dst.stat(rel)  # None too when a folder above it is gone: nothing to say then

@@ -965,3 +965,26 @@ def test_a_second_signal_counts_only_what_was_not_brought_over(tmp_path):
     assert copied == result.counts["copied"] >= 1
     assert result.counts["abandoned"] <= 4 - copied, result.line()
     assert temp_files(dst) == []
+
+
+def test_without_propagate_deletes_a_deletion_under_a_destination_symlink_is_reported_not_said_kept(tmp_path):
+    """Without --propagate-deletes a deletion is reported ('deleted on the source, kept on the destination',
+    counted in 'deletions reported'), also under a destination folder replaced by a symlink: it was said
+    'not deleted (destination changed or not a copy)', which is neither, and the end's count said 0."""
+    src, dst, db = migrated(tmp_path)
+    elsewhere = tmp_path / "other disk"
+    shutil.move(dst / "dir 00", elsewhere)
+    os.symlink(elsewhere, dst / "dir 00")
+    before = tree_state(elsewhere)
+    os.unlink(src / "dir 00" / "inner" / "file 0.txt")
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(), store)
+        result = mirror.apply({(3, str(src / "dir 00" / "inner" / "file 0.txt"))})
+    finally:
+        store.close()
+    assert result.counts["deleted_on_src"] == 1 and result.counts["kept_on_dst"] == 0, result.line()
+    assert "not deleted" not in result.line()
+    assert ("deleted_on_src", "dir 00/inner/file 0.txt") in outcomes(db)
+    assert tree_state(elsewhere) == before
