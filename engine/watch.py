@@ -299,6 +299,7 @@ class Mirror:
         self._rows: list[tuple] = []
         self._folders_ok: set[str] = set()  # destination folders known to exist in this batch
         self._touched: set[str] = set()  # destination folders whose mtime must follow the source's
+        self._opened: dict[str, int] = {}  # destination folders given owner rwx for this batch: their mode
         self._deleted: set[str] = set()  # paths whose deletion this batch recorded (not in the store yet)
         # destination folders this batch copies into, named in the run file before its first copy (see
         # _before_copying_into): those given as its scope, then any other one; trees: with every folder below
@@ -467,12 +468,7 @@ class Mirror:
             return True
         there = self.dst.stat(rel)
         if there is not None and there.type == FOLDER:
-            if there.mode & 0o700 != 0o700:  # given a source mode without owner rwx: opened to be written in,
-                try:  # and given its mode again at the batch's end (_fix_folder_times), as a run does
-                    self.dst.set_attributes(rel, None, there.mode | 0o700)
-                    self._touched.add(rel)
-                except OSError:
-                    pass  # what is written there says why it cannot be
+            self._open(rel, there)
             self._folders_ok.add(rel)
             return True
         if not self._ensure_folder(parent_of(rel)):
@@ -491,6 +487,18 @@ class Mirror:
                 self._touched.add(parent_of(rel))
         self._folders_ok.add(rel)
         return True
+
+    def _open(self, rel: str, there) -> None:
+        """A destination folder given a source mode without owner rwx: opened to be written in (a copy, a
+        deletion), and given its mode again at the batch's end (_fix_folder_times), as a run does."""
+        if not rel or rel in self._opened or there is None or there.type != FOLDER or there.mode & 0o700 == 0o700:
+            return
+        try:
+            self.dst.set_attributes(rel, None, there.mode | 0o700)
+        except OSError:
+            return  # what is written there says why it cannot be
+        self._opened[rel] = there.mode
+        self._touched.add(rel)
 
     def _copy(self, rel: str, entry, event, parent_ok: bool = False, strict: bool = False) -> None:
         """strict: an event says the source file changed: a same-size destination file older than it is
@@ -667,13 +675,17 @@ class Mirror:
                                                                 or order_unknown(entry.mtime_ns, known[path]))):
                 self._record(path, "deleted", entry, KEPT_ON_DST)
                 continue
+            parent = parent_of(path)
+            if parent:
+                self._open(parent, self.dst.stat(parent))
             try:
                 if entry.type == FOLDER:
                     self.dst.remove_folder(path)
                 else:
                     self.dst.remove(path)
-            except OSError:
-                self._record(path, "deleted", entry, KEPT_ON_DST)  # a folder still holding kept entries
+            except OSError as exc:  # a folder still holding kept entries, or one that cannot be written
+                self._record(path, "deleted", entry, KEPT_ON_DST,
+                             None if entry.type == FOLDER else (exc.strerror or str(exc)))
                 continue
             self._record(path, "deleted", entry, DELETED_ON_DST)
             if parent_of(path):
@@ -687,6 +699,13 @@ class Mirror:
                 continue  # the root's time is not carried over by a run either
             entry = self.src.stat(rel)
             if entry is None or entry.type != FOLDER:
+                if rel in self._opened:  # opened for a deletion, gone from the source, kept: closed again
+                    try:
+                        there = self.dst.stat(rel)
+                        if there is not None and there.type == FOLDER:
+                            self.dst.set_attributes(rel, None, self._opened[rel])
+                    except OSError:
+                        pass
                 continue
             try:
                 there = self.dst.stat(rel)

@@ -988,3 +988,61 @@ def test_without_propagate_deletes_a_deletion_under_a_destination_symlink_is_rep
     assert "not deleted" not in result.line()
     assert ("deleted_on_src", "dir 00/inner/file 0.txt") in outcomes(db)
     assert tree_state(elsewhere) == before
+
+
+MIRROR_AS_NOBODY = """
+import json, sys
+from engine.settings import Settings
+from engine.store import Store
+from engine.watch import Mirror
+src, dst, db, gone = sys.argv[1:5]
+store = Store.open(db)
+try:
+    store.ensure_mirror_table()
+    result = Mirror(src, dst, Settings(), store, propagate_deletes=True).apply({(3, gone)})
+finally:
+    store.close()
+print(json.dumps(dict(result.counts)))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs setpriv as root")
+def test_propagate_deletes_opens_a_folder_without_owner_write_and_closes_it_again(tmp_path):
+    """A copy in a destination folder given a source mode without owner write (0555) is deleted with
+    --propagate-deletes, as it is copied into: the folder is opened for the batch and given its mode again. It
+    was kept, said 'not deleted (destination changed or not a copy)', and never deleted later."""
+    import tempfile
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="watch-ro-"))
+    try:
+        os.chmod(base, 0o755)
+        src, dst, db = base / "src", base / "dst", base / "run.duckdb"
+        (src / "ro").mkdir(parents=True)
+        (src / "ro" / "a").write_bytes(b"a")
+        (src / "ro" / "b").write_bytes(b"b")
+        os.chmod(src / "ro", 0o555)
+        m = Migration.create(str(db), str(src), str(dst), None)
+        m.start()
+        assert m.wait(60) and m.phase == "done"
+        m.close()
+        assert os.stat(dst / "ro").st_mode & 0o777 == 0o555
+        os.chmod(src / "ro", 0o755)
+        os.unlink(src / "ro" / "a")
+        os.chmod(src / "ro", 0o555)
+        prefix = []
+        if os.geteuid() == 0:  # root writes into any folder: the mirror runs as nobody
+            for dirpath, dirnames, filenames in os.walk(base):
+                for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+                    os.lchown(name, 65534, 65534)
+            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        out = subprocess.run(prefix + [sys.executable, "-c", MIRROR_AS_NOBODY, str(src), str(dst), str(db),
+                                       str(src / "ro" / "a")], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        counts = json.loads(out.stdout.strip().splitlines()[-1])
+        assert counts.get("deleted_on_dst") == 1 and not counts.get("kept_on_dst"), counts
+        assert not (dst / "ro" / "a").exists() and (dst / "ro" / "b").exists()
+        assert os.stat(dst / "ro").st_mode & 0o777 == 0o555
+    finally:
+        for dirpath, dirnames, _ in os.walk(base):
+            for name in dirnames:
+                os.chmod(os.path.join(dirpath, name), 0o755)
+        shutil.rmtree(base)
