@@ -565,12 +565,14 @@ class Mirror:
         source's now, and not source entries themselves (as a run sweeps). Returns how many were removed."""
         removed = 0
         stack = self.store.mirror_writing()
+        swept: list[str] = []
         while stack:
             folder, tree = stack.pop()
             try:
                 there = self.dst.list(folder)
             except OSError:
                 continue  # gone, or cannot be read: nothing of ours to remove there
+            swept.append(folder)
             if tree:
                 stack.extend((join(folder, e.name), True) for e in there if e.type == FOLDER)
             temporaries = [e.name for e in there if e.type != FOLDER and is_temp_name(e.name)]
@@ -591,6 +593,12 @@ class Mirror:
                         removed += 1
                     except OSError:
                         pass  # it stays, as it would have: not the watch's to stop for
+        # the killed batch left these folders as it wrote in them (opened without owner write, a temporary's
+        # mtime): they end with the source folder's mode and mtime, as its end would have left them
+        self._touched = set(swept)
+        self._opened = {}
+        self._fix_folder_times()
+        self._touched = set()
         self.store.clear_mirror_writing()
         return removed
 

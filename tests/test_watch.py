@@ -1046,3 +1046,31 @@ def test_propagate_deletes_opens_a_folder_without_owner_write_and_closes_it_agai
             for name in dirnames:
                 os.chmod(os.path.join(dirpath, name), 0o755)
         shutil.rmtree(base)
+
+
+def test_a_watch_started_again_gives_the_folders_a_killed_batch_wrote_in_their_mode_and_mtime(tmp_path):
+    """A batch killed mid-copy in a folder of mode 0555 (opened for the copy) left it 0755, with the mtime of
+    its temporary: the next watch removes the temporary and gives the folder the source's mode and mtime, as
+    the batch's end would have."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    (src / "ro").mkdir(parents=True)
+    (src / "ro" / "big").write_bytes(b"x" * 1000)
+    os.utime(src / "ro", ns=(OLD_NS, OLD_NS))
+    os.chmod(src / "ro", 0o555)
+    m = Migration.create(str(db), str(src), str(dst), None)
+    m.start()
+    assert m.wait(60) and m.phase == "done"
+    m.close()
+    # what the killed batch left: the folder opened, a temporary in it
+    os.chmod(dst / "ro", 0o755)
+    (dst / "ro" / ".big.0123abcd.migrate-tmp").write_bytes(b"x" * 10)
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        store.add_mirror_writing([("ro", False)])
+        removed = Mirror(str(src), str(dst), Settings(), store).sweep_killed_copies()
+    finally:
+        store.close()
+    assert removed == 1 and temp_files(dst) == []
+    st = os.stat(dst / "ro")
+    assert st.st_mode & 0o777 == 0o555 and st.st_mtime_ns == OLD_NS
