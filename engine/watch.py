@@ -158,6 +158,11 @@ class _Abandoned(Exception):
     (its temporary removed on the way out)."""
 
 
+def _event_name(kinds) -> str:
+    """The event a batch's row names for a path's set of changes."""
+    return "added" if ADDED in kinds else ("deleted" if DELETED in kinds else "modified")
+
+
 def _decodable(name: str) -> bool:
     """watchfiles can report this name (it is valid UTF-8, not bytes smuggled in as surrogates)."""
     try:
@@ -333,7 +338,11 @@ class Mirror:
 
         trees, files, gone = [], [], []
         for rel in sorted(kinds, key=lambda p: (p.count("/"), p)):
-            entry = self.src.stat(rel)
+            try:
+                entry = self.src.stat(rel)
+            except OSError as exc:  # a folder above it made unreadable (chmod 000): neither there nor gone
+                self._fail(rel, None, _event_name(kinds[rel]), f"cannot read the source: {exc.strerror or exc}")
+                continue
             if entry is None:
                 gone.append(rel)
             elif entry.type == FOLDER:
@@ -473,7 +482,11 @@ class Mirror:
             return True
         if not self._ensure_folder(parent_of(rel)):
             return False
-        entry = self.src.stat(rel)
+        try:
+            entry = self.src.stat(rel)
+        except OSError as exc:
+            self._fail(rel, FOLDER, "added", f"cannot read the source: {exc.strerror or exc}")
+            return False
         if entry is None or entry.type != FOLDER:
             return False  # gone from the source meanwhile
         out = create_folder(self.dst, Task("folder", self._node(rel, entry), 0))
@@ -523,7 +536,10 @@ class Mirror:
             return
         if out.kind == "vanished":
             return  # deleted again before it could be copied: its deletion is an event of its own
-        latest = self.src.stat(rel) or entry  # what was copied: copy_entry re-reads the source
+        try:
+            latest = self.src.stat(rel) or entry  # what was copied: copy_entry re-reads the source
+        except OSError:
+            latest = entry
         if out.kind == "file":
             self._result.bytes += out.bytes
             self._record(rel, event, latest, COPIED)
@@ -705,7 +721,10 @@ class Mirror:
         for rel in sorted(self._touched, key=lambda p: -p.count("/")):
             if not rel:
                 continue  # the root's time is not carried over by a run either
-            entry = self.src.stat(rel)
+            try:
+                entry = self.src.stat(rel)
+            except OSError:  # cannot be read now: its mode and mtime cannot be known
+                entry = None
             if entry is None or entry.type != FOLDER:
                 if rel in self._opened:  # opened for a deletion, gone from the source, kept: closed again
                     try:
@@ -747,7 +766,7 @@ class Mirror:
             # every sweep of a folder watchfiles cannot watch (every 5 s): count them only
             return
         if not isinstance(event, str):
-            event = "added" if ADDED in event else ("deleted" if DELETED in event else "modified")
+            event = _event_name(event)
         self._rows.append((time.time(), self.batches, event, os.fsencode(rel), entry.type, entry.size,
                            entry.mtime_ns, outcome, error))
 

@@ -1074,3 +1074,59 @@ def test_a_watch_started_again_gives_the_folders_a_killed_batch_wrote_in_their_m
     assert removed == 1 and temp_files(dst) == []
     st = os.stat(dst / "ro")
     assert st.st_mode & 0o777 == 0o555 and st.st_mtime_ns == OLD_NS
+
+
+APPLY_AS_NOBODY = """
+import json, sys
+from engine.settings import Settings
+from engine.store import Store
+from engine.watch import Mirror
+src, dst, db, *changed = sys.argv[1:]
+store = Store.open(db)
+try:
+    store.ensure_mirror_table()
+    mirror = Mirror(src, dst, Settings(), store, propagate_deletes=True)
+    result = mirror.apply({(1, path) for path in changed})
+finally:
+    store.close()
+print(json.dumps({"counts": dict(result.counts), "line": result.line()}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs setpriv as root")
+def test_a_change_in_a_source_folder_made_unreadable_fails_without_a_traceback(tmp_path):
+    """A file created in a folder that is then made unreadable (chmod 000) before the batch: the batch says it
+    failed and goes on; the watch died with a PermissionError traceback (and nothing is taken for deleted)."""
+    import tempfile
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="watch-000-"))
+    try:
+        os.chmod(base, 0o755)
+        src, dst, db = base / "src", base / "dst", base / "run.duckdb"
+        src.mkdir()
+        (src / "a").write_bytes(b"a")
+        m = Migration.create(str(db), str(src), str(dst), None)
+        m.start()
+        assert m.wait(60) and m.phase == "done"
+        m.close()
+        (src / "q").mkdir()
+        (src / "q" / "one").write_bytes(b"1")
+        (src / "b").write_bytes(b"b")
+        prefix = []
+        if os.geteuid() == 0:  # root reads every folder: the mirror runs as nobody
+            for dirpath, dirnames, filenames in os.walk(base):
+                for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+                    os.lchown(name, 65534, 65534)
+            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        os.chmod(src / "q", 0)
+        out = subprocess.run(prefix + [sys.executable, "-c", APPLY_AS_NOBODY, str(src), str(dst), str(db),
+                                       str(src / "q"), str(src / "q" / "one"), str(src / "b")],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got["counts"].get("failed", 0) >= 1 and got["counts"].get("copied") == 1, got
+        assert "q/one: cannot read the source: Permission denied" in got["line"] or \
+            "q: cannot list the source folder" in got["line"], got
+        assert (dst / "b").read_bytes() == b"b"
+    finally:
+        os.chmod(base / "src" / "q", 0o755)
+        shutil.rmtree(base)
