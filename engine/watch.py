@@ -475,7 +475,11 @@ class Mirror:
         """The destination folder exists (created with its missing parents, as on the source)."""
         if not rel or rel in self._folders_ok:
             return True
-        there = self.dst.stat(rel)
+        try:
+            there = self.dst.stat(rel)
+        except OSError as exc:  # a folder above it that cannot be searched
+            self._fail(rel, FOLDER, "added", f"cannot read the destination: {exc.strerror or exc}")
+            return False
         if there is not None and there.type == FOLDER:
             self._open(rel, there)
             self._folders_ok.add(rel)
@@ -547,8 +551,14 @@ class Mirror:
                 self._touched.add(parent_of(rel))
         elif out.kind == "skipped":
             self._record(rel, event, latest, KEPT_NEWER)
-        elif self._same_mode(rel, latest, self.dst.stat(rel), event):
-            self._record(rel, event, latest, IDENTICAL_OUT)
+        else:
+            try:
+                there = self.dst.stat(rel)
+            except OSError as exc:
+                self._fail(rel, entry.type, event, f"cannot read the destination: {exc.strerror or exc}", entry)
+                return
+            if self._same_mode(rel, latest, there, event):
+                self._record(rel, event, latest, IDENTICAL_OUT)
 
     def _same_mode(self, rel: str, entry, there, event) -> bool:
         """An identical destination file ends with the source file's mode, as a run leaves it (a chmod on the
@@ -641,7 +651,10 @@ class Mirror:
         can take its place. Removed and made again within one batch, the deletion has no event of its own."""
         if not self.propagate_deletes:
             return
-        there = self.dst.stat(rel)
+        try:
+            there = self.dst.stat(rel)
+        except OSError:
+            return  # cannot be read: what a copy there says why
         if there is None or (there.type == FOLDER) == (entry.type == FOLDER):
             return
         if self.store is None or rel not in self.store.known_source_mtimes([rel]):
@@ -655,6 +668,12 @@ class Mirror:
         if not rel or rel in self._deleted:
             return
         self._said.pop(rel, None)  # a file made again under this name is news
+        try:
+            self._gone_here(rel)
+        except OSError as exc:  # the destination cannot be read there: nothing deleted, and said why
+            self._fail(rel, None, "deleted", f"cannot read the destination: {exc.strerror or exc}")
+
+    def _gone_here(self, rel: str) -> None:
         blocked = not_a_folder_above(self.dst, rel, "destination")
         if blocked:
             # a symlink now (a folder moved to another disk, say): what the path reaches is not the copy this
@@ -700,9 +719,9 @@ class Mirror:
                 self._record(path, "deleted", entry, KEPT_ON_DST)
                 continue
             parent = parent_of(path)
-            if parent:
-                self._open(parent, self.dst.stat(parent))
             try:
+                if parent:
+                    self._open(parent, self.dst.stat(parent))
                 if entry.type == FOLDER:
                     self.dst.remove_folder(path)
                 else:

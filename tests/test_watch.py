@@ -1130,3 +1130,43 @@ def test_a_change_in_a_source_folder_made_unreadable_fails_without_a_traceback(t
     finally:
         os.chmod(base / "src" / "q", 0o755)
         shutil.rmtree(base)
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs setpriv as root")
+@pytest.mark.parametrize("propagate", [False, True])
+def test_a_destination_folder_that_cannot_be_searched_fails_without_a_traceback(tmp_path, propagate):
+    """A destination folder the watch cannot search (mode 000): a change below it, and a deletion, fail with
+    their reason and the batch goes on; the watch died with a PermissionError traceback."""
+    import tempfile
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="watch-dst000-"))
+    try:
+        os.chmod(base, 0o755)
+        src, dst, db = base / "src", base / "dst", base / "run.duckdb"
+        (src / "p" / "q").mkdir(parents=True)
+        (src / "p" / "q" / "a").write_bytes(b"a")
+        m = Migration.create(str(db), str(src), str(dst), None)
+        m.start()
+        assert m.wait(60) and m.phase == "done"
+        m.close()
+        (src / "p" / "q" / "b").write_bytes(b"b")
+        (src / "p" / "q" / "a").unlink()
+        (src / "y").write_bytes(b"y")
+        prefix = []
+        if os.geteuid() == 0:  # root searches every folder: the mirror runs as nobody
+            for dirpath, dirnames, filenames in os.walk(base):
+                for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+                    os.lchown(name, 65534, 65534)
+            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        os.chmod(dst / "p", 0)
+        script = APPLY_AS_NOBODY if propagate else APPLY_AS_NOBODY.replace(", propagate_deletes=True", "")
+        out = subprocess.run(prefix + [sys.executable, "-c", script, str(src), str(dst), str(db),
+                                       str(src / "p" / "q" / "b"), str(src / "p" / "q" / "a"), str(src / "y")],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got["counts"].get("failed", 0) >= 1 and got["counts"].get("copied") == 1, got
+        assert "cannot read the destination: Permission denied" in got["line"], got
+        assert (dst / "y").read_bytes() == b"y"
+    finally:
+        os.chmod(base / "dst" / "p", 0o755)
+        shutil.rmtree(base)
