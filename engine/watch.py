@@ -387,7 +387,12 @@ class Mirror:
         unwatchable=False skips the folders whose names are not valid UTF-8 (see the module's docstring):
         opening them would make a listener fail again."""
         self._begin(comparing=True)
-        if self.src.stat(rel) is not None:
+        try:
+            here = self.src.stat(rel)
+        except OSError as exc:  # a folder above it made unreadable: said once, as any failure a comparison finds
+            self._fail(rel, FOLDER, "scan", f"cannot read the source: {exc.strerror or exc}")
+            here = None
+        if here is not None:
             self._note_unwatchable(rel)
             self._scope = [(rel, True)]
             self.sync_tree([rel], event="scan",

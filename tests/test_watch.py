@@ -1170,3 +1170,53 @@ def test_a_destination_folder_that_cannot_be_searched_fails_without_a_traceback(
     finally:
         os.chmod(base / "dst" / "p", 0o755)
         shutil.rmtree(base)
+
+
+SCAN_AS_NOBODY = """
+import json, sys
+from engine.settings import Settings
+from engine.store import Store
+from engine.watch import Mirror
+src, dst, db, folder = sys.argv[1:]
+store = Store.open(db)
+try:
+    store.ensure_mirror_table()
+    mirror = Mirror(src, dst, Settings(), store)
+    first, again = mirror.scan(folder, unwatchable=True), mirror.scan(folder, unwatchable=True)
+finally:
+    store.close()
+print(json.dumps({"first": dict(first.counts), "line": first.line(), "again": dict(again.counts)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs setpriv as root")
+def test_comparing_a_folder_under_one_made_unreadable_fails_once_without_a_traceback(tmp_path):
+    """The timed comparison of a folder watchfiles cannot watch, once a folder above it is made unreadable:
+    a failure said once; the watch died with a PermissionError traceback."""
+    import tempfile
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="watch-scan000-"))
+    try:
+        os.chmod(base, 0o755)
+        src, dst, db = base / "src", base / "dst", base / "run.duckdb"
+        (src / "A" / "u").mkdir(parents=True)
+        (src / "A" / "u" / "x").write_bytes(b"x")
+        m = Migration.create(str(db), str(src), str(dst), None)
+        m.start()
+        assert m.wait(60) and m.phase == "done"
+        m.close()
+        prefix = []
+        if os.geteuid() == 0:  # root reads every folder: the mirror runs as nobody
+            for dirpath, dirnames, filenames in os.walk(base):
+                for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+                    os.lchown(name, 65534, 65534)
+            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        os.chmod(src / "A", 0)
+        out = subprocess.run(prefix + [sys.executable, "-c", SCAN_AS_NOBODY, str(src), str(dst), str(db), "A/u"],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
+        got = json.loads(out.stdout.strip().splitlines()[-1])
+        assert got["first"].get("failed") == 1 and "cannot read the source" in got["line"], got
+        assert not got["again"].get("failed"), got  # found again unchanged: said once
+    finally:
+        os.chmod(base / "src" / "A", 0o755)
+        shutil.rmtree(base)
