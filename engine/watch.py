@@ -263,7 +263,10 @@ class Mirror:
         for i in range(1, len(parts) + 1):
             if not _decodable(parts[i - 1]):
                 folder = "/".join(parts[:i])
-                entry = self.src.stat(folder)
+                try:
+                    entry = self.src.stat(folder)
+                except OSError:
+                    return  # cannot be read: nothing to watch there
                 if entry is not None and entry.type == FOLDER:
                     self._note_unwatchable(folder)
                 return
@@ -350,7 +353,11 @@ class Mirror:
                     self._record(rel, kinds[rel], entry, EXCLUDED)
                     continue
                 self._replaced(rel, entry)
-                if ADDED in kinds[rel] or self.dst.stat(rel) is None:
+                try:
+                    new = ADDED in kinds[rel] or self.dst.stat(rel) is None
+                except OSError:
+                    new = True  # the walk says why it cannot be brought over
+                if new:
                     trees.append(rel)
                 else:
                     self._touched.add(rel)  # its listing changed: its mtime did too

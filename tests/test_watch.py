@@ -1086,7 +1086,7 @@ store = Store.open(db)
 try:
     store.ensure_mirror_table()
     mirror = Mirror(src, dst, Settings(), store, propagate_deletes=True)
-    result = mirror.apply({(1, path) for path in changed})
+    result = mirror.apply({(2, path[2:]) if path.startswith("M:") else (1, path) for path in changed})
 finally:
     store.close()
 print(json.dumps({"counts": dict(result.counts), "line": result.line()}))
@@ -1150,6 +1150,7 @@ def test_a_destination_folder_that_cannot_be_searched_fails_without_a_traceback(
         m.close()
         (src / "p" / "q" / "b").write_bytes(b"b")
         (src / "p" / "q" / "a").unlink()
+        (src / "p" / "q" / "n").mkdir()  # its folder's listing changed: an event on p/q itself
         (src / "y").write_bytes(b"y")
         prefix = []
         if os.geteuid() == 0:  # root searches every folder: the mirror runs as nobody
@@ -1160,7 +1161,8 @@ def test_a_destination_folder_that_cannot_be_searched_fails_without_a_traceback(
         os.chmod(dst / "p", 0)
         script = APPLY_AS_NOBODY if propagate else APPLY_AS_NOBODY.replace(", propagate_deletes=True", "")
         out = subprocess.run(prefix + [sys.executable, "-c", script, str(src), str(dst), str(db),
-                                       str(src / "p" / "q" / "b"), str(src / "p" / "q" / "a"), str(src / "y")],
+                                       str(src / "p" / "q" / "b"), str(src / "p" / "q" / "a"), str(src / "y"),
+                                       "M:" + str(src / "p" / "q")],
                              cwd=REPO, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
         got = json.loads(out.stdout.strip().splitlines()[-1])
