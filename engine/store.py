@@ -965,20 +965,20 @@ class Store:
             self._con.execute("CREATE TABLE IF NOT EXISTS mirror_events (ts DOUBLE, batch BIGINT, event VARCHAR, "
                               "path BLOB, type VARCHAR, size BIGINT, mtime_ns BIGINT, outcome VARCHAR, "
                               "error VARCHAR)")
-            # the destination folders (tree: and every folder below) the mirror's batch under way copies into:
-            # where a watch killed mid-copy left its temporaries, for the next one to remove
+            # where the mirror's batch under way copies (kind: a 'file', a 'folder', a 'tree' with every folder
+            # below): where a watch killed mid-copy left its temporaries, for the next one to remove
             # (engine.watch.Mirror.sweep_killed_copies)
-            self._con.execute("CREATE TABLE IF NOT EXISTS mirror_writing (path BLOB, tree BOOLEAN)")
+            self._con.execute("CREATE TABLE IF NOT EXISTS mirror_writing (path BLOB, kind VARCHAR)")
 
-    def mirror_writing(self) -> list[tuple[str, bool]]:
+    def mirror_writing(self) -> list[tuple[str, str]]:
         with self._lock:
-            return [(os.fsdecode(p), tree) for p, tree in self._con.execute(
-                "SELECT path, bool_or(tree) FROM mirror_writing GROUP BY path ORDER BY path").fetchall()]
+            return [(os.fsdecode(p), kind) for p, kind in self._con.execute(
+                "SELECT DISTINCT path, kind FROM mirror_writing ORDER BY path").fetchall()]
 
-    def add_mirror_writing(self, folders: Sequence[tuple[str, bool]]) -> None:
-        """Committed before the first copy into these (folder, tree) in a batch."""
+    def add_mirror_writing(self, places: Sequence[tuple[str, str]]) -> None:
+        """Committed before the batch's first copy into these (path, kind)."""
         self._transaction("mirror", lambda con: con.executemany(
-            "INSERT INTO mirror_writing VALUES (?, ?)", [(os.fsencode(f), tree) for f, tree in folders]), {})
+            "INSERT INTO mirror_writing VALUES (?, ?)", [(os.fsencode(p), kind) for p, kind in places]), {})
 
     def clear_mirror_writing(self) -> None:
         self._transaction("mirror", lambda con: con.execute("DELETE FROM mirror_writing"), {})

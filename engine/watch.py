@@ -309,11 +309,10 @@ class Mirror:
         self._touched: set[str] = set()  # destination folders whose mtime must follow the source's
         self._opened: dict[str, int] = {}  # destination folders given owner rwx for this batch: their mode
         self._deleted: set[str] = set()  # paths whose deletion this batch recorded (not in the store yet)
-        # destination folders this batch copies into, named in the run file before its first copy (see
-        # _before_copying_into): those given as its scope, then any other one; trees: with every folder below
-        self._scope: list[tuple[str, bool]] = []
-        self._writing: set[str] = set()
-        self._writing_trees: set[str] = set()
+        # where this batch copies, named in the run file before its first copy (see _before_copying):
+        # what is given as its scope, then any other file; (path, kind 'file', 'folder' or 'tree')
+        self._scope: list[tuple[str, str]] = []
+        self._writing: dict[str, set[str]] = {"file": set(), "folder": set(), "tree": set()}
         return self._result
 
     def _finish(self) -> BatchResult:
@@ -321,7 +320,7 @@ class Mirror:
         self._fix_folder_times()
         if self.store is not None:
             self.store.record_mirror_events(self._rows)
-            if self._writing or self._writing_trees:  # every copy of the batch is over: none left a temporary
+            if any(self._writing.values()):  # every copy of the batch is over: none left a temporary
                 self.store.clear_mirror_writing()
         result = self._result
         result.seconds = time.perf_counter() - self._t0
@@ -367,7 +366,7 @@ class Mirror:
                 self._replaced(rel, entry)
                 files.append((rel, entry))
 
-        self._scope = [(rel, True) for rel in trees] + [(f, False) for f in {parent_of(rel) for rel, _ in files}]
+        self._scope = [(rel, "tree") for rel in trees] + [(rel, "file") for rel, _ in files]
         walked: set[str] = set()
         for rel in trees:  # shallowest first: a folder inside one already walked is skipped
             if not _under(rel, walked):
@@ -401,7 +400,7 @@ class Mirror:
             here = None
         if here is not None:
             self._note_unwatchable(rel)
-            self._scope = [(rel, True)]
+            self._scope = [(rel, "tree")]
             self.sync_tree([rel], event="scan",
                            descend=None if unwatchable else (lambda child, name: _decodable(name)))
         return self._finish()
@@ -411,7 +410,7 @@ class Mirror:
         covered (watched by a listener of its own), not one of folders, and can be reported."""
         self._begin(comparing=True)
         skip = set(folders) | covered
-        self._scope = [(f, False) for f in folders]
+        self._scope = [(f, "folder") for f in folders]
         self.sync_tree(sorted(folders), event="scan",
                        descend=lambda child, name: child not in skip and _decodable(name))
         return self._finish()
@@ -534,7 +533,7 @@ class Mirror:
         replaced even within the 2 s window (engine.copying.in_the_way)."""
         if not parent_ok and not self._ensure_folder(parent_of(rel)):
             return
-        self._before_copying_into(parent_of(rel))
+        self._before_copying(rel)
         task = Task("copy", self._node(rel, entry), 0)
         s = self.settings
         while True:
@@ -584,25 +583,33 @@ class Mirror:
             return False
         return True
 
-    def _before_copying_into(self, folder: str) -> None:
+    def _before_copying(self, rel: str) -> None:
         """A watch killed mid-copy leaves a temporary: the run file names where (the batch's scope at its first
-        copy, in one transaction; a folder outside it when a copy goes there) before one can be made."""
-        if folder in self._writing or _under(folder, self._writing_trees):
-            return
+        copy, in one transaction; a file outside it when it is copied) before one can be made."""
+        for f, kind in self._scope:
+            self._writing[kind].add(f)
         named, self._scope = self._scope, []
-        if not any(f == folder or (tree and _under(folder, {f})) for f, tree in named):
-            named.append((folder, False))
-        for f, tree in named:
-            (self._writing_trees if tree else self._writing).add(f)
-        if self.store is not None:
+        w, folder = self._writing, parent_of(rel)
+        if not (rel in w["file"] or folder in w["folder"] or _under(folder, w["tree"])):
+            w["file"].add(rel)
+            named.append((rel, "file"))
+        if named and self.store is not None:
             self.store.add_mirror_writing(named)
 
     def sweep_killed_copies(self) -> int:
         """Remove the temporaries a watch killed mid-copy left where its batch was copying (the run file names
-        those folders): those of a source file or symlink's NAME beside them, by the run's listing or the
-        source's now, and not source entries themselves (as a run sweeps). Returns how many were removed."""
+        the files and folders): those of a file it was copying, or of a source file or symlink's NAME beside
+        them (by the run's listing or the source's now), and not source entries themselves (as a run sweeps).
+        Returns how many were removed."""
         removed = 0
-        stack = self.store.mirror_writing()
+        copying: dict[str, set[str]] = {}  # folder -> the NAMEs (as a temporary names them) of files copied there
+        stack: list[tuple[str, bool]] = []
+        for path, kind in self.store.mirror_writing():
+            if kind == "file":
+                copying.setdefault(parent_of(path), set()).add(name_in_temp(path.rpartition("/")[2]))
+            else:
+                stack.append((path, kind == "tree"))
+        stack += [(folder, False) for folder in copying]
         swept: list[str] = []
         while stack:
             folder, tree = stack.pop()
@@ -623,7 +630,7 @@ class Mirror:
             names = {e.name for e in source}
             files = {e.name for e in source if e.type != FOLDER}
             files |= {p.rpartition("/")[2] for p in self.store.source_paths_in(folder, files_only=True)}
-            targets = {name_in_temp(name) for name in files}
+            targets = {name_in_temp(name) for name in files} | copying.get(folder, set())
             for name in temporaries:
                 if name not in names and temp_target(name) in targets:
                     try:
