@@ -280,11 +280,43 @@ def test_stop_ends_cleanly_and_the_events_are_in_the_run_file(watching):
 
 def migrated(tmp_path: Path, settings: Settings | None = None) -> tuple[Path, Path, Path]:
     src, dst, db = plain_tree(tmp_path / "src", folders=3, files=4), tmp_path / "dst", tmp_path / "run.duckdb"
+    run_to_its_end(src, dst, db, settings)
+    return src, dst, db
+
+
+def run_to_its_end(src: Path, dst: Path, db: Path, settings: Settings | None = None) -> None:
     m = Migration.create(str(db), str(src), str(dst), settings)
     m.start()
     assert m.wait(60) and m.phase == "done"
     m.close()
-    return src, dst, db
+
+
+@contextmanager
+def tree_for_nobody(prefix: str):
+    """A folder under /tmp (nobody cannot reach pytest's, under /root) for a mirror run as nobody: root reads
+    and writes every folder whatever its mode, so what a mode refuses shows only to another user. Every
+    folder below is opened again and removed after."""
+    import tempfile
+    base = Path(tempfile.mkdtemp(dir="/tmp", prefix=prefix))
+    try:
+        os.chmod(base, 0o755)
+        yield base
+    finally:
+        for dirpath, dirnames, _ in os.walk(base):
+            for name in dirnames:
+                os.chmod(os.path.join(dirpath, name), 0o755)
+        shutil.rmtree(base)
+
+
+def as_nobody(base: Path, script: str, *args) -> subprocess.CompletedProcess:
+    """python -c script args, as nobody when this is root (the tree below base given to nobody first)."""
+    command = [sys.executable, "-c", script, *map(str, args)]
+    if os.geteuid() == 0:
+        for dirpath, dirnames, filenames in os.walk(base):
+            for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
+                os.lchown(name, 65534, 65534)
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=60)
 
 
 class InThread:
@@ -1014,41 +1046,23 @@ def test_propagate_deletes_opens_a_folder_without_owner_write_and_closes_it_agai
     """A copy in a destination folder given a source mode without owner write (0555) is deleted with
     --propagate-deletes, as it is copied into: the folder is opened for the batch and given its mode again. It
     was kept, said 'not deleted (destination changed or not a copy)', and never deleted later."""
-    import tempfile
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="watch-ro-"))
-    try:
-        os.chmod(base, 0o755)
+    with tree_for_nobody("watch-ro-") as base:
         src, dst, db = base / "src", base / "dst", base / "run.duckdb"
         (src / "ro").mkdir(parents=True)
         (src / "ro" / "a").write_bytes(b"a")
         (src / "ro" / "b").write_bytes(b"b")
         os.chmod(src / "ro", 0o555)
-        m = Migration.create(str(db), str(src), str(dst), None)
-        m.start()
-        assert m.wait(60) and m.phase == "done"
-        m.close()
+        run_to_its_end(src, dst, db)
         assert os.stat(dst / "ro").st_mode & 0o777 == 0o555
         os.chmod(src / "ro", 0o755)
         os.unlink(src / "ro" / "a")
         os.chmod(src / "ro", 0o555)
-        prefix = []
-        if os.geteuid() == 0:  # root writes into any folder: the mirror runs as nobody
-            for dirpath, dirnames, filenames in os.walk(base):
-                for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
-                    os.lchown(name, 65534, 65534)
-            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        out = subprocess.run(prefix + [sys.executable, "-c", MIRROR_AS_NOBODY, str(src), str(dst), str(db),
-                                       str(src / "ro" / "a")], cwd=REPO, capture_output=True, text=True, timeout=60)
+        out = as_nobody(base, MIRROR_AS_NOBODY, src, dst, db, src / "ro" / "a")
         assert out.returncode == 0, out.stderr
         counts = json.loads(out.stdout.strip().splitlines()[-1])
         assert counts.get("deleted_on_dst") == 1 and not counts.get("kept_on_dst"), counts
         assert not (dst / "ro" / "a").exists() and (dst / "ro" / "b").exists()
         assert os.stat(dst / "ro").st_mode & 0o777 == 0o555
-    finally:
-        for dirpath, dirnames, _ in os.walk(base):
-            for name in dirnames:
-                os.chmod(os.path.join(dirpath, name), 0o755)
-        shutil.rmtree(base)
 
 
 def test_a_watch_started_again_gives_the_folders_a_killed_batch_wrote_in_their_mode_and_mtime(tmp_path):
@@ -1060,17 +1074,14 @@ def test_a_watch_started_again_gives_the_folders_a_killed_batch_wrote_in_their_m
     (src / "ro" / "big").write_bytes(b"x" * 1000)
     os.utime(src / "ro", ns=(OLD_NS, OLD_NS))
     os.chmod(src / "ro", 0o555)
-    m = Migration.create(str(db), str(src), str(dst), None)
-    m.start()
-    assert m.wait(60) and m.phase == "done"
-    m.close()
+    run_to_its_end(src, dst, db)
     # what the killed batch left: the folder opened, a temporary in it
     os.chmod(dst / "ro", 0o755)
     (dst / "ro" / ".big.0123abcd.migrate-tmp").write_bytes(b"x" * 10)
     store = Store.open(str(db))
     try:
         store.ensure_mirror_table()
-        store.add_mirror_writing([("ro", False)])
+        store.add_mirror_writing([("ro", "folder")])
         removed = Mirror(str(src), str(dst), Settings(), store).sweep_killed_copies()
     finally:
         store.close()
@@ -1100,39 +1111,22 @@ print(json.dumps({"counts": dict(result.counts), "line": result.line()}))
 def test_a_change_in_a_source_folder_made_unreadable_fails_without_a_traceback(tmp_path):
     """A file created in a folder that is then made unreadable (chmod 000) before the batch: the batch says it
     failed and goes on; the watch died with a PermissionError traceback (and nothing is taken for deleted)."""
-    import tempfile
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="watch-000-"))
-    try:
-        os.chmod(base, 0o755)
+    with tree_for_nobody("watch-000-") as base:
         src, dst, db = base / "src", base / "dst", base / "run.duckdb"
         src.mkdir()
         (src / "a").write_bytes(b"a")
-        m = Migration.create(str(db), str(src), str(dst), None)
-        m.start()
-        assert m.wait(60) and m.phase == "done"
-        m.close()
+        run_to_its_end(src, dst, db)
         (src / "q").mkdir()
         (src / "q" / "one").write_bytes(b"1")
         (src / "b").write_bytes(b"b")
-        prefix = []
-        if os.geteuid() == 0:  # root reads every folder: the mirror runs as nobody
-            for dirpath, dirnames, filenames in os.walk(base):
-                for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
-                    os.lchown(name, 65534, 65534)
-            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         os.chmod(src / "q", 0)
-        out = subprocess.run(prefix + [sys.executable, "-c", APPLY_AS_NOBODY, str(src), str(dst), str(db),
-                                       str(src / "q"), str(src / "q" / "one"), str(src / "b")],
-                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        out = as_nobody(base, APPLY_AS_NOBODY, src, dst, db, src / "q", src / "q" / "one", src / "b")
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
         got = json.loads(out.stdout.strip().splitlines()[-1])
         assert got["counts"].get("failed", 0) >= 1 and got["counts"].get("copied") == 1, got
         assert "q/one: cannot read the source: Permission denied" in got["line"] or \
             "q: cannot list the source folder" in got["line"], got
         assert (dst / "b").read_bytes() == b"b"
-    finally:
-        os.chmod(base / "src" / "q", 0o755)
-        shutil.rmtree(base)
 
 
 @pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs setpriv as root")
@@ -1140,41 +1134,24 @@ def test_a_change_in_a_source_folder_made_unreadable_fails_without_a_traceback(t
 def test_a_destination_folder_that_cannot_be_searched_fails_without_a_traceback(tmp_path, propagate):
     """A destination folder the watch cannot search (mode 000): a change below it, and a deletion, fail with
     their reason and the batch goes on; the watch died with a PermissionError traceback."""
-    import tempfile
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="watch-dst000-"))
-    try:
-        os.chmod(base, 0o755)
+    with tree_for_nobody("watch-dst000-") as base:
         src, dst, db = base / "src", base / "dst", base / "run.duckdb"
         (src / "p" / "q").mkdir(parents=True)
         (src / "p" / "q" / "a").write_bytes(b"a")
-        m = Migration.create(str(db), str(src), str(dst), None)
-        m.start()
-        assert m.wait(60) and m.phase == "done"
-        m.close()
+        run_to_its_end(src, dst, db)
         (src / "p" / "q" / "b").write_bytes(b"b")
         (src / "p" / "q" / "a").unlink()
         (src / "p" / "q" / "n").mkdir()  # its folder's listing changed: an event on p/q itself
         (src / "y").write_bytes(b"y")
-        prefix = []
-        if os.geteuid() == 0:  # root searches every folder: the mirror runs as nobody
-            for dirpath, dirnames, filenames in os.walk(base):
-                for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
-                    os.lchown(name, 65534, 65534)
-            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
         os.chmod(dst / "p", 0)
         script = APPLY_AS_NOBODY if propagate else APPLY_AS_NOBODY.replace(", propagate_deletes=True", "")
-        out = subprocess.run(prefix + [sys.executable, "-c", script, str(src), str(dst), str(db),
-                                       str(src / "p" / "q" / "b"), str(src / "p" / "q" / "a"), str(src / "y"),
-                                       "M:" + str(src / "p" / "q")],
-                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        out = as_nobody(base, script, src, dst, db, src / "p" / "q" / "b", src / "p" / "q" / "a", src / "y",
+                        f"M:{src / 'p' / 'q'}")
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
         got = json.loads(out.stdout.strip().splitlines()[-1])
         assert got["counts"].get("failed", 0) >= 1 and got["counts"].get("copied") == 1, got
         assert "cannot read the destination: Permission denied" in got["line"], got
         assert (dst / "y").read_bytes() == b"y"
-    finally:
-        os.chmod(base / "dst" / "p", 0o755)
-        shutil.rmtree(base)
 
 
 SCAN_AS_NOBODY = """
@@ -1198,30 +1175,14 @@ print(json.dumps({"first": dict(first.counts), "line": first.line(), "again": di
 def test_comparing_a_folder_under_one_made_unreadable_fails_once_without_a_traceback(tmp_path):
     """The timed comparison of a folder watchfiles cannot watch, once a folder above it is made unreadable:
     a failure said once; the watch died with a PermissionError traceback."""
-    import tempfile
-    base = Path(tempfile.mkdtemp(dir="/tmp", prefix="watch-scan000-"))
-    try:
-        os.chmod(base, 0o755)
+    with tree_for_nobody("watch-scan000-") as base:
         src, dst, db = base / "src", base / "dst", base / "run.duckdb"
         (src / "A" / "u").mkdir(parents=True)
         (src / "A" / "u" / "x").write_bytes(b"x")
-        m = Migration.create(str(db), str(src), str(dst), None)
-        m.start()
-        assert m.wait(60) and m.phase == "done"
-        m.close()
-        prefix = []
-        if os.geteuid() == 0:  # root reads every folder: the mirror runs as nobody
-            for dirpath, dirnames, filenames in os.walk(base):
-                for name in [dirpath] + [os.path.join(dirpath, n) for n in dirnames + filenames]:
-                    os.lchown(name, 65534, 65534)
-            prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        run_to_its_end(src, dst, db)
         os.chmod(src / "A", 0)
-        out = subprocess.run(prefix + [sys.executable, "-c", SCAN_AS_NOBODY, str(src), str(dst), str(db), "A/u"],
-                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        out = as_nobody(base, SCAN_AS_NOBODY, src, dst, db, "A/u")
         assert out.returncode == 0 and "Traceback" not in out.stderr, out.stderr
         got = json.loads(out.stdout.strip().splitlines()[-1])
         assert got["first"].get("failed") == 1 and "cannot read the source" in got["line"], got
         assert not got["again"].get("failed"), got  # found again unchanged: said once
-    finally:
-        os.chmod(base / "src" / "A", 0o755)
-        shutil.rmtree(base)
