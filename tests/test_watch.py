@@ -943,21 +943,24 @@ def test_folders_end_with_the_source_mode(tmp_path):
     assert got == {"shared": 0o775, "dir 00": 0o700, "dir 01/inner": 0o555}
 
 
+def a_new_folder_of_subfolders(tmp_path: Path, count: int) -> tuple[Path, Path, Path]:
+    """A source with a folder 'new' of `count` subfolders holding a file each, made before anyone watched."""
+    src, dst, db = plain_tree(tmp_path / "src", 1, 1), tmp_path / "dst", tmp_path / "run.duckdb"
+    dst.mkdir()
+    for i in range(count):
+        p = src / "new" / f"d{i}" / "f"
+        p.parent.mkdir(parents=True)
+        p.write_bytes(b"x" * i)
+    return src, dst, db
+
+
 def test_the_first_signal_lets_a_new_folder_be_walked_whole(tmp_path):
     """The first Ctrl+C/SIGTERM lets the batch under way finish: a new folder being walked when it comes is
     brought over whole (it stopped the walk at the next subfolder, leaving the rest missing without a word,
     and a watch started again without --rescan never brought it)."""
-    src, dst, db = plain_tree(tmp_path / "src", 1, 1), tmp_path / "dst", tmp_path / "run.duckdb"
-    dst.mkdir()
-    for i in range(10):
-        p = src / "new" / f"d{i}" / "f"
-        p.parent.mkdir(parents=True)
-        p.write_bytes(b"x" * i)
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        stop = threading.Event()
-        mirror = Mirror(str(src), str(dst), Settings(), store, stop=stop)
+    src, dst, db = a_new_folder_of_subfolders(tmp_path, 10)
+    stop = threading.Event()
+    with mirror_on(src, dst, db, stop=stop) as mirror:
         real_copy = mirror._copy
 
         def copy_then_signal(*args, **kwargs):
@@ -965,8 +968,6 @@ def test_the_first_signal_lets_a_new_folder_be_walked_whole(tmp_path):
             stop.set()  # the first signal, while the batch walks the new folder
         mirror._copy = copy_then_signal
         result = mirror.apply({(1, str(src / "new"))})
-    finally:
-        store.close()
     assert result.counts["copied"] == 10 and result.counts["abandoned"] == 0, result.line()
     assert tree_state(dst / "new") == tree_state(src / "new")
     assert temp_files(dst) == []
@@ -975,16 +976,8 @@ def test_the_first_signal_lets_a_new_folder_be_walked_whole(tmp_path):
 def test_a_second_signal_counts_only_what_was_not_brought_over(tmp_path):
     """Stopped at once during a new folder's walk: the files named by events inside that folder are not
     counted as left undone when the walk brought them over (all of them were, copied or not)."""
-    src, dst, db = plain_tree(tmp_path / "src", 1, 1), tmp_path / "dst", tmp_path / "run.duckdb"
-    dst.mkdir()
-    for i in range(4):
-        p = src / "new" / f"d{i}" / "f"
-        p.parent.mkdir(parents=True)
-        p.write_bytes(b"x" * i)
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        mirror = Mirror(str(src), str(dst), Settings(), store)
+    src, dst, db = a_new_folder_of_subfolders(tmp_path, 4)
+    with mirror_on(src, dst, db) as mirror:
         real_copy = mirror._copy
 
         def copy_then_abort(*args, **kwargs):
@@ -994,8 +987,6 @@ def test_a_second_signal_counts_only_what_was_not_brought_over(tmp_path):
         mirror._copy = copy_then_abort
         events = {(1, str(src / "new"))} | {(1, str(src / "new" / f"d{i}" / "f")) for i in range(4)}
         result = mirror.apply(events)
-    finally:
-        store.close()
     copied = sum(1 for _, _, names in os.walk(dst / "new") for _ in names)
     assert copied == result.counts["copied"] >= 1
     assert result.counts["abandoned"] <= 4 - copied, result.line()
@@ -1012,13 +1003,8 @@ def test_without_propagate_deletes_a_deletion_under_a_destination_symlink_is_rep
     os.symlink(elsewhere, dst / "dir 00")
     before = tree_state(elsewhere)
     os.unlink(src / "dir 00" / "inner" / "file 0.txt")
-    store = Store.open(str(db))
-    try:
-        store.ensure_mirror_table()
-        mirror = Mirror(str(src), str(dst), Settings(), store)
+    with mirror_on(src, dst, db) as mirror:
         result = mirror.apply({(3, str(src / "dir 00" / "inner" / "file 0.txt"))})
-    finally:
-        store.close()
     assert result.counts["deleted_on_src"] == 1 and result.counts["kept_on_dst"] == 0, result.line()
     assert "not deleted" not in result.line()
     assert ("deleted_on_src", "dir 00/inner/file 0.txt") in outcomes(db)
