@@ -6,6 +6,62 @@ import re
 from typing import Callable
 
 
+# POSIX classes inside [...], as git's wildmatch knows them (ASCII, as its ctype tests)
+_POSIX_CLASSES = {
+    "alnum": "a-zA-Z0-9", "alpha": "a-zA-Z", "blank": " \\t", "cntrl": "\\x00-\\x1f\\x7f", "digit": "0-9",
+    "graph": "!-~", "lower": "a-z", "print": " -~", "punct": "!-/:-@\\[-`{-~", "space": " \\t\\n\\r\\f\\v",
+    "upper": "A-Z", "xdigit": "0-9A-Fa-f",
+}
+
+
+def _class_char(c: str) -> str:
+    return "\\" + c if c in "\\]^-[" else c
+
+
+def _bracket(glob: str, i: int) -> tuple[str, int] | None:
+    """The [...] starting at glob[i] as a regex and the index after it (None: not closed), as git's
+    wildmatch reads it: '!' or '^' first negates, a ']' first is literal, a backslash escapes the next
+    character, 'a-z' is a range, '[:alpha:]' a POSIX class; a class never matches '/'."""
+    j, n = i + 1, len(glob)
+    negated = j < n and glob[j] in "!^"
+    if negated:
+        j += 1
+    items, first = [], True
+    while True:
+        if j >= n:
+            return None
+        c = glob[j]
+        if c == "]" and not first:
+            break
+        first = False
+        if c == "\\":
+            j += 1
+            if j >= n:
+                return None
+            c = glob[j]
+        elif c == "[" and glob.startswith(":", j + 1):
+            end = glob.find(":]", j + 2)
+            if end != -1:
+                name = glob[j + 2:end]
+                if name not in _POSIX_CLASSES:
+                    raise re.error(f"unknown character class [:{name}:]")
+                items.append(_POSIX_CLASSES[name])
+                j = end + 2
+                continue
+        if glob.startswith("-", j + 1) and j + 2 < n and glob[j + 2] != "]":  # a range c-hi
+            hi, j = glob[j + 2], j + 3
+            if hi == "\\":
+                if j >= n:
+                    return None
+                hi, j = glob[j], j + 1
+            items.append(_class_char(c) + "-" + _class_char(hi))
+            continue
+        items.append(_class_char(c))
+        j += 1
+    body = "".join(items)
+    return ("[^/" + body + "]" if negated else "(?!/)[" + body + "]"), j + 1
+
+
 def _translate(glob: str) -> str:
     out, i = [], 0
     while i < len(glob):
@@ -26,14 +82,13 @@ def _translate(glob: str) -> str:
             out.append("[^/]")
             i += 1
         elif c == "[":
-            end = glob.find("]", i + 2)
-            if end == -1:
+            found = _bracket(glob, i)
+            if found is None:  # no closing ']': a literal '['
                 out.append(re.escape(c))
                 i += 1
             else:
-                body = glob[i + 1:end]
-                out.append("[" + ("^" + body[1:] if body.startswith("!") else body) + "]")
-                i = end + 1
+                out.append(found[0])
+                i = found[1]
         elif c == "\\" and i + 1 < len(glob):
             out.append(re.escape(glob[i + 1]))
             i += 2

@@ -98,6 +98,20 @@ def test_excluded_entries_are_recorded_and_never_copied(capsys, tmp_path):
     assert "node_modules/pkg" not in rows, "an excluded folder was listed"
 
 
+def test_exclude_character_classes_follow_git(capsys, tmp_path):
+    """[...] as in git: a class never matches '/' (so 'a[!x]c' keeps the file c in folder a), and POSIX
+    classes ('[[:digit:]]') work, with no Python warning on stderr."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    (src / "a").mkdir(parents=True)
+    for name in ("a/c", "abc", "axc", "1file", "xfile"):
+        (src / name).write_text(name)
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db),
+                             "--exclude", "a[!x]c", "--exclude", "[[:digit:]]file")
+    assert code == 0 and "Warning" not in err, err
+    assert sorted(tree_state(dst)) == ["a", "a/c", "axc", "xfile"]
+    assert "excluded     2 source entries" in out
+
+
 def test_permission_bits_follow_the_source(capsys, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
