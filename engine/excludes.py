@@ -66,18 +66,22 @@ def _translate(glob: str) -> str:
     out, i = [], 0
     while i < len(glob):
         c = glob[i]
-        if glob.startswith("**/", i):
+        # '**' is special only as a whole component ('**/x', 'a/**/b', 'a/**', '**'); elsewhere ('foo**bar',
+        # 'a/**b') it is a plain '*', as in git
+        whole = i == 0 or glob[i - 1] == "/"
+        if whole and glob.startswith("**/", i):
             out.append("(?:.*/)?")
             i += 3
         elif glob.startswith("/**", i) and i + 3 == len(glob):
             out.append("/.*")
             i += 3
-        elif glob.startswith("**", i):
+        elif glob == "**":
             out.append(".*")
             i += 2
         elif c == "*":
+            while i < len(glob) and glob[i] == "*":
+                i += 1
             out.append("[^/]*")
-            i += 1
         elif c == "?":
             out.append("[^/]")
             i += 1

@@ -112,6 +112,18 @@ def test_exclude_character_classes_follow_git(capsys, tmp_path):
     assert "excluded     2 source entries" in out
 
 
+def test_a_double_star_inside_a_name_does_not_cross_folders(capsys, tmp_path):
+    """As in git, '**' is special only as a whole path component: in 'foo**bar' it is a plain '*', so the
+    file bar in folder foo is copied."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    (src / "foo").mkdir(parents=True)
+    for name in ("foo/bar", "foobar", "foo-and-bar"):
+        (src / name).write_text(name)
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--exclude", "foo**bar")
+    assert code == 0, err
+    assert sorted(tree_state(dst)) == ["foo", "foo/bar"]
+
+
 def test_permission_bits_follow_the_source(capsys, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
