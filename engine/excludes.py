@@ -102,6 +102,24 @@ def _translate(glob: str) -> str:
     return "".join(out)
 
 
+def _trim_trailing_spaces(pattern: str) -> str:
+    """As git reads a .gitignore line: trailing spaces go unless escaped ('name\\ '); leading ones stay."""
+    last_space, i = None, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == " ":
+            if last_space is None:
+                last_space = i
+        else:
+            if c == "\\":
+                i += 1
+                if i == len(pattern):
+                    return pattern
+            last_space = None
+        i += 1
+    return pattern if last_space is None else pattern[:last_space]
+
+
 def compile_excludes(patterns: list[str]) -> Callable[[str, bool], bool] | None:
     """A matcher (relative path, is_folder) -> excluded, or None when there is nothing to exclude.
 
@@ -109,7 +127,7 @@ def compile_excludes(patterns: list[str]) -> Callable[[str, bool], bool] | None:
     is anchored at the root; a trailing '/' matches folders only; a later '!pattern' re-includes."""
     rules = []
     for raw in patterns:
-        pattern = raw.strip()
+        pattern = _trim_trailing_spaces(raw)
         if not pattern or pattern.startswith("#"):
             continue
         negate = pattern.startswith("!")

@@ -124,6 +124,19 @@ def test_a_double_star_inside_a_name_does_not_cross_folders(capsys, tmp_path):
     assert sorted(tree_state(dst)) == ["foo", "foo/bar"]
 
 
+def test_exclude_spaces_are_read_as_git_reads_them(capsys, tmp_path):
+    """A trailing space escaped with a backslash is part of the name ('trail\\ ' excludes 'trail '), and
+    leading spaces are part of it too (' lead' excludes ' lead', not 'lead'), as in a .gitignore."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    src.mkdir()
+    for name in ("trail ", "trail\\", " lead", "lead"):
+        (src / name).write_text(name)
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db),
+                           "--exclude", "trail\\ ", "--exclude", " lead")
+    assert code == 0, err
+    assert sorted(tree_state(dst)) == ["lead", "trail\\"]
+
+
 def test_permission_bits_follow_the_source(capsys, tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
