@@ -143,6 +143,9 @@ class Migration:
             stored_exclude = info.settings.get("exclude", []) if info is not None else []
             if use_plan and (info is None or info.phase != "planned"):  # asked for that plan, not another run
                 raise UserError(no_plan(db_path))
+            if use_plan and given is not None and "exclude" not in given:
+                # the plan's own excludes, as a resume keeps them: the dry run's 'next' command names none
+                settings = settings.model_copy(update={"exclude": stored_exclude})
             if use_plan and stored_exclude != settings.exclude:
                 raise UserError(plan_excludes_otherwise(db_path, stored_exclude, settings.exclude))
             if info is not None and info.phase == "planned" and not dry_run:

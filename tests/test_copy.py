@@ -788,6 +788,20 @@ def test_use_plan_with_another_exclude_than_the_plans_is_refused(capsys, tmp_pat
     assert "phase    planned (dry run)" in out
 
 
+def test_use_plan_keeps_the_plans_exclude_when_none_is_given(capsys, tmp_path):
+    """The dry run's own 'next' command (--use-plan, no --exclude) copies its plan with the plan's excludes,
+    as a resume keeps a run's settings: it is not refused, and what the plan excluded is not copied."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    (src / "cache").mkdir(parents=True)
+    (src / "cache" / "big").write_text("big")
+    (src / "a.txt").write_text("a")
+    code, out, _ = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "-n", "--exclude", "cache")
+    assert code == 0 and "--exclude" not in out.split("next", 1)[1].splitlines()[0]
+    code, _, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db), "--use-plan")
+    assert code == 0, err
+    assert sorted(tree_state(dst)) == ["a.txt"]
+
+
 @pytest.mark.parametrize("size", [1000, 3_000_000])  # a helper process's batch, and a copy in this process
 def test_bytes_copied_are_the_bytes_that_moved_when_the_source_grew_after_the_plan(capsys, tmp_path, size):
     """A file that changed after the dry run is copied as it is now: the summary's bytes and its record's
