@@ -709,6 +709,9 @@ class Mirror:
         there = self.dst.stat(rel)  # None too when a folder above it is gone: nothing to say then
         if there is None:
             return  # a short-lived file, or already gone: nothing to say
+        if self.excluded(rel, there.type == FOLDER):  # never touched, as a comparison leaves it (_gone_since)
+            self._record(rel, "deleted", there, EXCLUDED)
+            return
         if not self.propagate_deletes:
             self._record(rel, "deleted", there, DELETED_ON_SRC)
             return
@@ -731,6 +734,8 @@ class Mirror:
             doomed.append((rel, there))
             said = self._deletions_said([p for p, _ in doomed])
             doomed = [(p, entry) for p, entry in doomed if p not in said]
+            # what is excluded in it is never touched (its folder is kept: not emptied)
+            doomed = [(p, entry) for p, entry in doomed if not self.excluded(p, entry.type == FOLDER)]
         known = self.store.known_source_mtimes([p for p, _ in doomed]) if self.store is not None else {}
         for path, entry in doomed:
             if path not in known or (entry.type != FOLDER and (entry.mtime_ns > known[path] + MTIME_WINDOW_NS

@@ -507,6 +507,30 @@ def test_excluded_entries_are_recorded_not_copied(tmp_path):
     assert ("excluded", "x.tmp") in got and ("excluded", "cache") in got and ("copied", "ok.txt") in got
 
 
+def test_propagated_deletions_never_touch_what_the_watch_excludes(tmp_path):
+    """A watch given an exclude (here another than the run's, as `migrate watch --exclude` allows for a
+    finished run) never deletes an excluded destination entry, as it never copies one: a deleted excluded
+    file, and the excluded files in a deleted folder, stay on the destination."""
+    src, dst, db = migrated(tmp_path)  # every file copied by the run
+    shutil.rmtree(src / "dir 00")
+    os.unlink(src / "dir 01" / "inner" / "file 0.txt")
+    (src / "dir 02" / "inner" / "file 1.txt").unlink()
+    changes = {(3, str(src / "dir 00")), (3, str(src / "dir 01" / "inner" / "file 0.txt")),
+               (3, str(src / "dir 02" / "inner" / "file 1.txt"))}
+    store = Store.open(str(db))
+    try:
+        store.ensure_mirror_table()
+        mirror = Mirror(str(src), str(dst), Settings(exclude=["file 0.txt", "dir 02/"]), store,
+                        propagate_deletes=True)
+        mirror.apply(changes)
+    finally:
+        store.close()
+    assert (dst / "dir 00" / "inner" / "file 0.txt").exists()  # excluded, in a deleted folder
+    assert not (dst / "dir 00" / "inner" / "file 1.txt").exists()  # a copy, not excluded: deleted
+    assert (dst / "dir 01" / "inner" / "file 0.txt").exists()
+    assert (dst / "dir 02" / "inner" / "file 1.txt").exists()  # in an excluded folder
+
+
 def test_non_utf8_names_still_arrive(tmp_path, monkeypatch):
     """watchfiles fails on any event for a path that is not valid UTF-8, even on its own start: such folders
     are kept out of the listeners and swept; the mirror's own reads never make a listener fail again."""
