@@ -941,11 +941,14 @@ class Store:
     # retry -----------------------------------------------------------------------------------------
 
     def reset_for_retry(self) -> None:
-        """Failed traversals and copies go back to pending, so the retry rounds pick them up."""
+        """Failed traversals and copies go back to pending, so the retry rounds pick them up; the run's phase
+        becomes 'retry' in the same transaction: killed right after, a finished run whose failures were
+        forgotten (its dead letters deleted) would say 'done, 0 failed' with those entries never copied."""
         with self._lock:
             self._log("retry")
             con = self._con
             con.execute("BEGIN")
+            con.execute("UPDATE run SET phase = 'retry', updated_at = ?, finished_at = NULL", [time.time()])
             for side in (SRC, DST):
                 con.execute(f"UPDATE {side}_nodes SET traversal_status = 'pending', attempts = 0, error = NULL "
                             "WHERE traversal_status IN ('failed', 'in_progress')")
@@ -953,6 +956,7 @@ class Store:
                         "WHERE copy_status IN ('failed', 'in_progress')")
             con.execute("DELETE FROM task_errors")
             con.execute("COMMIT")
+            crashpoints.hit("retry-reset")  # a kill here: the run file says a retry was interrupted
 
     # live mirror -----------------------------------------------------------------------------------
 

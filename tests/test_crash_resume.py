@@ -319,3 +319,31 @@ def test_a_file_changed_since_the_plan_and_copied_before_a_kill_has_its_copied_s
     assert code == 0, err
     sizes = {line.split(",")[1]: int(line.split(",")[3]) for line in out.splitlines()[1:] if line.startswith("src,")}
     assert sizes == {"small": 1000, "big": 3 << 20}, out
+
+
+def test_a_retry_killed_right_after_its_reset_is_an_interrupted_retry_not_a_finished_run(tmp_path, capsys):
+    """The retry's reset (failures back to pending, dead letters deleted) and its phase are one commit: a kill
+    between them left a file saying 'done, 0 failed' with the failed entries never copied, and resume
+    said there was nothing to resume."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", tmp_path / "run.duckdb"
+    (src / "blocked" / "deeper").mkdir(parents=True)
+    for name in ("a", "b", "deeper/c"):
+        (src / "blocked" / name).write_text(name)
+    (src / "top").write_text("top")
+    dst.mkdir()
+    (dst / "blocked").write_text("a file where the source has a folder")
+    code, out, err = run_cli(capsys, "run", str(src), str(dst), "--db", str(db))
+    assert code == 1, (code, out, err)  # 'blocked' and what is under it failed
+    os.remove(dst / "blocked")  # the cause fixed
+
+    env = {**os.environ, "MIGRATE_CRASH_AT": "retry-reset:1"}
+    killed = subprocess.run([sys.executable, "-m", "engine.cli", "retry", "--db", str(db)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    code, out, err = run_cli(capsys, "status", "--db", str(db))
+    assert code == 0 and "interrupted" in out and "phase    done" not in out, out
+    code, out, err = run_cli(capsys, "resume", "--db", str(db))
+    assert code == 0 and "nothing to resume" not in out + err, (out, err)
+    assert (dst / "blocked" / "deeper" / "c").read_text() == "deeper/c"
+    assert tree_state(dst) == tree_state(src)
