@@ -824,3 +824,26 @@ def test_bytes_copied_are_the_bytes_that_moved_when_the_source_grew_after_the_pl
         assert summarize(store, 0.0).bytes_copied == size + 3
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("copy_processes", [True, False])
+def test_a_blocked_source_folder_deleted_before_the_retry_leaves_no_failure_behind(capsys, tmp_path, copy_processes):
+    """'blk' failed (DST has a file there), then the operator deletes it on SRC and retries: the folder and
+    everything below it vanished, nothing is a failure the retry repeats for ever, and DST's file is untouched
+    (the entries below were failed with "'blk' on the destination is a file now", exit 1 at every retry)."""
+    src, dst, db = tmp_path / "src", tmp_path / "dst", str(tmp_path / "r.duckdb")
+    (src / "blk" / "x").mkdir(parents=True)
+    (src / "blk" / "f").write_text("f")
+    (src / "blk" / "x" / "g").write_text("g")
+    (src / "kept").write_text("kept")
+    dst.mkdir()
+    (dst / "blk").write_text("in the way")
+    flag = f"--{'' if copy_processes else 'no-'}copy-processes"
+    assert run_cli(capsys, "run", str(src), str(dst), "--db", db, flag)[0] == 1
+    shutil.rmtree(src / "blk")
+    code, out, err = run_cli(capsys, "retry", "--db", db, flag)
+    assert code == 0 and "failed       0" in out, (out, err)
+    assert report(capsys, tmp_path / "r.duckdb", "--failed") == []
+    actions = {row["path"]: row["action"] for row in report(capsys, tmp_path / "r.duckdb") if row["side"] == "src"}
+    assert actions["blk"] == actions["blk/f"] == actions["blk/x"] == actions["blk/x/g"] == "vanished"
+    assert (dst / "blk").read_text() == "in the way" and (dst / "kept").read_text() == "kept"

@@ -181,6 +181,8 @@ class CopyMode:
                                             f"({describe(exc)})"
                     return
             there, here = found["destination"], found["source"]
+            if here is None:  # deleted on the source since it was listed: what is below vanished with it (each
+                return        # copy finds its entry gone), whatever DST has there: nothing is written there
             for side, entry in found.items():
                 if entry is not None and entry.type != FOLDER:
                     self._blocking[above] = not_a_folder_now(above, side, entry.type)
