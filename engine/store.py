@@ -1071,8 +1071,10 @@ class Store:
     def report_rows(self, failed_only: bool = False) -> Iterator[tuple]:
         """(side, path, type, size, traversal_status, action, copy_status, error) for every entry."""
         failed = "n.traversal_status = 'failed' OR n.copy_status = 'failed'"
-        where_src = "WHERE n.depth > 0" + (f" AND ({failed})" if failed_only else "")
-        where_dst = "WHERE n.depth > 0" + (" AND n.traversal_status = 'failed'" if failed_only else "")
+        # A root is no entry of its own, unless it failed: then it is why nothing below it was migrated.
+        where_src = f"WHERE (n.depth > 0 OR n.traversal_status = 'failed')" + (f" AND ({failed})" if failed_only else "")
+        where_dst = "WHERE (n.depth > 0 OR n.traversal_status = 'failed')" + \
+            (" AND n.traversal_status = 'failed'" if failed_only else "")
         # A failed entry's reason is its row's error, or else its last dead letter: a folder that could not
         # be listed is still created on DST, and that copy's seal leaves the row's error empty.
         sql = (f"WITH last_error AS (SELECT side, path, arg_max(message, ts) AS message FROM task_errors "

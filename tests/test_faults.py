@@ -174,3 +174,18 @@ def test_a_source_folder_that_cannot_be_looked_at_when_copied_fails_its_entries_
     copied = files_of(dst)
     assert {p: d for p, d in files_of(src).items() if not p.startswith("d4/")} == copied  # the rest copied
     m.close()
+
+
+def test_a_root_that_cannot_be_listed_is_in_the_failed_report(tmp_path):
+    """status counts a failed root among the failures and the CLI sends the operator to report --failed:
+    that report must name it, with its reason (it gave nothing: roots were left out of every report)."""
+    src = memory_tree(folders=6, files_per_folder=2)
+    src.faults = Faults(permanent={"": PermissionError(errno.EACCES, "Permission denied", "")})
+    m = run(tmp_path, src, MemoryAdapter())
+    assert m.fatal is None
+    failed = {(r[0], r[1]): r[7] for r in m.store.report_rows(failed_only=True)}
+    assert set(failed) == {("src", ""), ("dst", "")}, failed  # DST's root waits for its SRC counterpart
+    assert failed[("src", "")].startswith("Permission denied")
+    assert all(r[1] for r in m.store.report_rows()  # the full report lists entries, never a root that was listed
+               if r[4] != "failed")
+    m.close()
