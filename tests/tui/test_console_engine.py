@@ -194,6 +194,16 @@ def test_demo_builds_sample_trees_and_a_new_run_in_one_folder(tmp_path, monkeypa
         launched.controller.close()
 
 
+async def retry_after_failures(pilot, app, migration, failed: int, fix) -> None:
+    """The run ends with `failed` failures; fix() removes their cause, t retries, and the retry ends with none."""
+    await wait_until(pilot, lambda: migration.wait(0) and app.snapshot.phase == "done", timeout=30)
+    assert migration.snapshot().summary.failed == failed
+    fix()
+    await pilot.press("t")
+    await wait_until(pilot, lambda: migration.wait(0) and app.snapshot.summary is not None
+                     and app.snapshot.summary.failed == 0, timeout=30)
+
+
 def test_t_after_a_run_with_failures_counts_the_retry_copy_alone(tmp_path):
     """A run started in the console ends with failures; once their cause is moved away, t copies what failed.
     The Throughput panel counts that copy against its own total, as it counted the first against its own:
@@ -210,12 +220,7 @@ def test_t_after_a_run_with_failures_counts_the_retry_copy_alone(tmp_path):
     async def main():
         app = MigrationConsole(migration, start_run=True)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: migration.wait(0) and app.snapshot.phase == "done", timeout=30)
-            assert migration.snapshot().summary.failed == 6
-            (dst / "b").unlink()
-            await pilot.press("t")
-            await wait_until(pilot, lambda: migration.wait(0) and app.snapshot.summary is not None
-                             and app.snapshot.summary.failed == 0, timeout=30)
+            await retry_after_failures(pilot, app, migration, 6, (dst / "b").unlink)
             await pilot.pause(0.2)
             copy = migration.snapshot().copy
             assert (copy.items_done, copy.items_total, copy.failed) == (6, 6, 0)
@@ -260,13 +265,10 @@ def test_t_after_a_listing_failure_shows_what_the_retry_found(tmp_path):
     async def main():
         app = MigrationConsole(migration, start_run=True)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_until(pilot, lambda: migration.wait(0) and app.snapshot.phase == "done", timeout=30)
-            assert migration.snapshot().summary.failed == 1
-            assert "5 files · 2 folders" in static_text(app, "#src-found")
-            adapter.allow = True
-            await pilot.press("t")
-            await wait_until(pilot, lambda: migration.wait(0) and app.snapshot.summary is not None
-                             and app.snapshot.summary.failed == 0, timeout=30)
+            def allow():
+                assert "5 files · 2 folders" in static_text(app, "#src-found")
+                adapter.allow = True
+            await retry_after_failures(pilot, app, migration, 1, allow)
             await pilot.pause(1.2)  # the panels' next redraw
             snapshot = migration.snapshot()
             assert (snapshot.summary.src_files, snapshot.summary.src_folders) == (15, 3)
