@@ -420,9 +420,8 @@ class Migration:
         phase = self.store.run_info().phase
         if self._retry_requested:
             self._retry_requested = False
-            self._reset_for_retry()
+            self._reset_for_retry()  # the file's phase becomes 'retry' with it
             phase = "retry"
-            self.store.set_phase(phase)
         resuming_copy = phase == "copy"
         # Temporaries an interrupted copy left behind: DST's listings record those they find (the run file's
         # dst_temporaries); unless this process listed the whole DST itself, the copy also sweeps the
@@ -449,7 +448,6 @@ class Migration:
                     self._retry_requested = False
                     self._reset_for_retry()
                     phase = "retry"
-                    self.store.set_phase(phase)
                     continue
                 self.phase = phase
                 # the clock stops here: the summary, the file and every snapshot after say the same time
@@ -464,8 +462,8 @@ class Migration:
                 return
 
     def _reset_for_retry(self) -> None:
-        """The file's failures go back to pending and its dead letters are deleted: so are the ones listed
-        here (a failure that fails again is listed again, and counted once)."""
+        """The file's failures go back to pending, its dead letters are deleted and its phase becomes 'retry'
+        (one transaction): so are the failures listed here (one that fails again is listed again, counted once)."""
         self.store.reset_for_retry()
         self.errors.clear()
         self.failed_count = 0
@@ -556,12 +554,14 @@ class Migration:
             self._check_roots()
         if sweep:
             self._sweep_temporary_files()
-        for path in self._not_on_source(self.store.found_temporaries()):  # e.g. a run killed mid-file, started over
+        found = self.store.found_temporaries()
+        for path in self._not_on_source(found):  # e.g. a run killed mid-file, started over
             try:
                 self.dst.remove(path)
             except OSError:
                 pass  # not ours to fail the run for: it stays, as it would have
-        self.store.forget_temporaries()
+        if found:
+            self.store.forget_temporaries()
         if isinstance(self.dst, LocalAdapter):
             try:
                 os.makedirs(self.dst_root, exist_ok=True)

@@ -635,9 +635,8 @@ class Store:
                     self._con.execute("SELECT DISTINCT path FROM dst_temporaries ORDER BY path").fetchall()]
 
     def forget_temporaries(self) -> None:
-        """The copy has removed what it found of them."""
-        if self.found_temporaries():
-            self._transaction("temporaries", lambda con: con.execute("DELETE FROM dst_temporaries"), {})
+        """The copy has removed what it found of them (found_temporaries found some: the table exists)."""
+        self._transaction("temporaries", lambda con: con.execute("DELETE FROM dst_temporaries"), {})
 
     def seal_by_id(self, side: str, depth: int, level: Sequence[Node], next_level: Sequence[Node],
                    errors: Sequence[tuple[str, str, int]], relisted: Sequence[str],
