@@ -191,7 +191,8 @@ def test_a_key_the_file_stops_setting_goes_back_to_the_continued_runs_own_value(
         assert wait_for(lambda: m.settings.max_src_ahead == 2), m.message
         assert m.settings.copy_workers == 4, m.message  # the run's own, not the default 2
         assert m.settings.bwlimit == 1 << 20 and Store  # untouched by the file throughout
-        assert m.store.run_info().settings["copy_workers"] == 4
+        # stored once the whole change is applied (the settings object is set first)
+        assert wait_for(lambda: m.store.run_info().settings["copy_workers"] == 4)
     finally:
         watcher.stop()
         m.close()
