@@ -20,13 +20,17 @@ _HEADER = struct.Struct("<Q")
 
 
 def start(module: str) -> subprocess.Popen:
-    """`module`.serve() in a new interpreter that imports this checkout's engine; OSError if it cannot.
-    A helper imports only the standard library and the engine: without site (-S) it boots in ~25 ms, not
-    ~40 (the site-packages scan and the editable-install finder)."""
+    """`module`.serve() in a new interpreter that imports this checkout's engine; OSError if it cannot."""
+    return subprocess.Popen(helper_argv(f"from {module} import serve; serve()"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+
+
+def helper_argv(code: str) -> list[str]:
+    """The command line that runs `code` as a helper does. A helper imports only the standard library and
+    the engine: without site (-S) it boots in ~25 ms, not ~40 (the site-packages scan and the
+    editable-install finder)."""
     engine_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    code = f"import sys; sys.path.insert(0, {engine_parent!r}); from {module} import serve; serve()"
-    return subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    return [sys.executable, "-I", "-S", "-c", f"import sys; sys.path.insert(0, {engine_parent!r}); {code}"]
 
 
 def serve_requests(answer: Callable[[object], object | None]) -> None:

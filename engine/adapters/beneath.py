@@ -57,6 +57,11 @@ def _how(flags: int, mode: int) -> int:
     return made[1]
 
 
+def openat2_usable() -> bool:
+    """False once openat2 is known to be refused here (open_beneath walks instead)."""
+    return _syscall is not None
+
+
 def _symlink_in_path(path: str) -> OSError:
     return OSError(errno.ELOOP, SYMLINK_IN_PATH, path)
 

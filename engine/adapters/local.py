@@ -23,6 +23,7 @@ _KIND = {stat_mod.S_IFDIR: FOLDER, stat_mod.S_IFREG: FILE, stat_mod.S_IFLNK: SYM
 # what the rest are, in a notice (not migrated: as rclone; rsync -a would make them again)
 SPECIAL_KINDS = {stat_mod.S_IFIFO: "a FIFO", stat_mod.S_IFSOCK: "a socket", stat_mod.S_IFCHR: "a character device",
                  stat_mod.S_IFBLK: "a block device"}
+OTHER_SPECIAL_KIND = "a special file"
 _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 # a source file: never through a symlink (ELOOP), never blocking on a fifo that replaced it
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -80,6 +81,10 @@ class LocalAdapter:
                 os.close(fd)
             except (OSError, TypeError):  # TypeError: os torn down at interpreter exit
                 pass
+
+    def root_fd(self) -> int:
+        """The root's descriptor (engine.listing's native loop opens folders beneath it)."""
+        return self._root()
 
     def _root(self) -> int:
         """The root's descriptor, opened on first use (a destination may only exist once the copy made it)
@@ -150,7 +155,7 @@ class LocalAdapter:
         kind_of = _KIND.get
         new = tuple.__new__
         lstat = os.lstat
-        fd = self._open(path, _DIR_FLAGS)
+        fd = self.open_folder(path)
         try:
             for name in os.listdir(fd):
                 try:
@@ -165,10 +170,14 @@ class LocalAdapter:
                         mtime = mtime_ns(st)
                     append(new(Entry, (name, kind, st.st_size, mtime, mode & 0o7777)))
                 elif specials is not None:
-                    specials.append((name, SPECIAL_KINDS.get(mode & 0o170000, "a special file")))
+                    specials.append((name, SPECIAL_KINDS.get(mode & 0o170000, OTHER_SPECIAL_KIND)))
         finally:
             os.close(fd)
         return entries
+
+    def open_folder(self, path: str) -> int:
+        """A descriptor to read the folder's entries from (the caller closes it)."""
+        return self._open(path, _DIR_FLAGS)
 
     def stat(self, path: str, exact_mtime: bool = False) -> Entry | None:
         try:
