@@ -175,7 +175,7 @@ typedef struct {
     int skip_temporaries, use_openat2;
     PyObject *is_temp_name, *our_temporary, *special_kinds, *special_default, *open_folder;
     const char *symlink_in_path;
-} Settings;
+} ListingOptions;
 
 static const char TEMP_SUFFIX[] = ".migrate-tmp";
 
@@ -185,7 +185,7 @@ static PyObject *failure(int code, const char *message) {
 }
 
 /* A descriptor of the folder, or -1 with *failed set to its (errno, strerror) (NULL: a Python error). */
-static int open_folder(int root_fd, const Settings *s, PyObject *path, const char *encoded, PyObject **failed) {
+static int open_folder(int root_fd, const ListingOptions *s, PyObject *path, const char *encoded, PyObject **failed) {
     const uint64_t flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
     int fd;
     *failed = NULL;
@@ -234,7 +234,7 @@ static inline int64_t mtime_ns(const struct stat *st) {
     return (int64_t)m;
 }
 
-static int is_our_temporary(const Settings *s, const char *name, size_t size) {
+static int is_our_temporary(const ListingOptions *s, const char *name, size_t size) {
     const size_t suffix = sizeof TEMP_SUFFIX - 1;
     if (!s->skip_temporaries || name[0] != '.' || size < suffix || memcmp(name + size - suffix, TEMP_SUFFIX, suffix))
         return 0;
@@ -250,7 +250,7 @@ static int is_our_temporary(const Settings *s, const char *name, size_t size) {
 
 /* One folder's entries: subfolders into *f, files appended to the buffers. 0, or an errno that keeps the
  * folder from being listed (the caller drops what was added), or -1 with a Python error set. */
-static int list_folder(int fd, const Settings *s, const char *prefix, size_t prefix_size, FolderColumns *f,
+static int list_folder(int fd, const ListingOptions *s, const char *prefix, size_t prefix_size, FolderColumns *f,
                        Buffer *columns, Py_ssize_t *files) {
     DIR *dir = fdopendir(fd);
     if (dir == NULL) {
@@ -377,7 +377,7 @@ static PyObject *list_batch(PyObject *module, PyObject *args, PyObject *kwargs) 
     PyObject *folders;
     const char *person;
     Py_ssize_t person_size;
-    Settings s;
+    ListingOptions s;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iO!y#pOUO!UpOs", keywords, &root_fd, &PyList_Type, &folders,
                                      &person, &person_size, &skip, &s.is_temp_name, &s.our_temporary, &PyDict_Type,
                                      &s.special_kinds, &s.special_default, &use_openat2, &s.open_folder,
