@@ -285,6 +285,17 @@ static int list_folder(int fd, const ListingOptions *s, const char *prefix, size
             break;
         }
         size_t name_size = strlen(name);
+        if (name_at + name_size > room) {
+            /* NAME_MAX is no limit of readdir's: a FUSE filesystem answers names of up to 1024 bytes (and
+             * looks them up), ntfs3 up to 765: the buffer grows to the name rather than being overrun */
+            char *grown = PyMem_Realloc(path, name_at + name_size);
+            if (grown == NULL) {
+                PyErr_NoMemory();
+                goto python_error;
+            }
+            path = grown;
+            room = name_at + name_size;
+        }
         memcpy(path + name_at, name, name_size);
         size_t path_size = name_at + name_size;
         mode_t kind = st.st_mode & S_IFMT;

@@ -112,3 +112,104 @@ def test_a_listing_helper_finds_the_native_listing():
     shown = subprocess.run(helper_argv("from engine import listing; print(listing._native_listing is not None)"),
                            capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "True"
+
+
+# A FUSE filesystem in a few lines of the raw /dev/fuse protocol: its root holds a file named by more than
+# NAME_MAX bytes, which FUSE allows (up to 1024) and readdir passes on as they are.
+_FUSE_SERVER = r'''
+import ctypes, errno, os, struct, sys
+
+mountpoint, length = sys.argv[1], int(sys.argv[2])
+NAMES = {b"L" * length: 2, b"short": 3}
+dev = os.open("/dev/fuse", os.O_RDWR)
+options = f"fd={dev},rootmode=40000,user_id=0,group_id=0".encode()
+if ctypes.CDLL(None, use_errno=True).mount(b"longnames", mountpoint.encode(), b"fuse", 0, options) != 0:
+    sys.exit(f"mount: {os.strerror(ctypes.get_errno())}")
+
+
+def attr(node):
+    mode = 0o40755 if node == 1 else 0o100644
+    return struct.pack("<QQQQQQIIIIIIIIII", node, 0, 0, 0, 0, 0, 0, 0, 0, mode, 1, 0, 0, 0, 4096, 0)
+
+
+def reply(unique, error=0, data=b""):
+    os.write(dev, struct.pack("<IiQ", 16 + len(data), -error, unique) + data)
+
+
+while True:
+    try:
+        request = os.read(dev, 1 << 20)
+    except OSError as exc:
+        if exc.errno in (errno.EINTR, errno.ENOENT):
+            continue
+        break  # ENODEV: unmounted
+    _, opcode, unique, node = struct.unpack_from("<IIQQ", request)
+    body = request[40:]
+    if opcode == 26:  # INIT
+        reply(unique, 0, struct.pack("<IIIIHHIIHHII", 7, 31, 0, 0, 16, 12, 4096, 1, 0, 0, 0, 0) + bytes(24))
+    elif opcode == 1:  # LOOKUP
+        child = NAMES.get(body.split(b"\0", 1)[0]) if node == 1 else None
+        if child is None:
+            reply(unique, errno.ENOENT)
+        else:
+            reply(unique, 0, struct.pack("<QQQQII", child, 0, 1, 1, 0, 0) + attr(child))
+    elif opcode == 3:  # GETATTR
+        reply(unique, 0, struct.pack("<QII", 1, 0, 0) + attr(node))
+    elif opcode == 27:  # OPENDIR
+        reply(unique, 0, bytes(16))
+    elif opcode == 28:  # READDIR
+        out = b""
+        if struct.unpack_from("<QQ", body)[1] == 0:
+            for i, (name, child) in enumerate(NAMES.items()):
+                entry = struct.pack("<QQII", child, i + 1, len(name), 8) + name
+                out += entry + bytes(-len(entry) % 8)
+        reply(unique, 0, out)
+    elif opcode in (2, 42):  # FORGET, BATCH_FORGET: no reply
+        pass
+    elif opcode in (18, 25, 29, 38):  # RELEASE, FLUSH, RELEASEDIR, DESTROY
+        reply(unique)
+        if opcode == 38:
+            break
+    else:
+        reply(unique, errno.ENOSYS)
+'''
+
+_COMPARE = r'''
+import sys
+from engine.adapters.local import LocalAdapter
+from engine.listing import list_batch, list_natively
+adapter = LocalAdapter(sys.argv[1])
+results, files = list_batch("src", adapter.list, [""])
+assert list_natively(adapter, adapter.root_fd(), "src", [""]) == (results, files)
+assert max(memoryview(files[5]).cast("i")) == int(sys.argv[2])
+print("same")
+'''
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs /dev/fuse and root")
+@pytest.mark.parametrize("length", [800, 1024])
+def test_a_name_longer_than_name_max_is_listed_as_in_python(tmp_path, length):
+    """readdir may answer names past NAME_MAX (FUSE: 1024 bytes): the path buffer grows to them, never
+    overrun (which crashed the helper, or corrupted its heap). In a child: an overrun may kill it."""
+    import sys
+    import time
+
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    server = subprocess.Popen([sys.executable, "-c", _FUSE_SERVER, str(mountpoint), str(length)],
+                              stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            if os.path.ismount(mountpoint) or server.poll() is not None:
+                break
+            time.sleep(0.02)
+        if not os.path.ismount(mountpoint):
+            pytest.skip(f"no FUSE mount here: {server.communicate()[1].decode()[-200:]}")
+        listed = subprocess.run([sys.executable, "-X", "dev", "-c", _COMPARE, str(mountpoint), str(length)],
+                                capture_output=True, text=True, timeout=60,
+                                env={**os.environ, "PYTHONMALLOC": "debug"})
+        assert (listed.returncode, listed.stdout.strip()) == (0, "same"), listed.stderr[-2000:]
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        server.kill()
+        server.wait()
