@@ -108,32 +108,31 @@ def list_batch(side: str, list_folder, folders: list[str]) -> tuple[list[FolderR
 # the helper process ----------------------------------------------------------------------------------
 
 def serve() -> None:
-    """The helper's loop: (root, side, [folder paths]) in, list_batch's (results, files) out, until EOF.
-    A folder that failed travels as (errno, strerror): the parent turns it back into an OSError."""
-
-    def answer(request):
-        root, side, folders = request
-        adapter = local_adapter(root)
-
-        def list_folder(path: str, specials: list):
-            try:
-                return adapter.list(path, specials)
-            except OSError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a bug here must fail one folder, not the helper
-                raise OSError(0, f"internal error in the listing process: {exc!r}") from None
-
-        if _native_listing is not None:
-            try:
-                root_fd = adapter.root_fd()
-            except OSError:
-                root_fd = None  # list_batch fails every folder, each with its own error
-            if root_fd is not None:
-                return list_natively(adapter, root_fd, side, folders)
-        results, files = list_batch(side, list_folder, folders)
-        return [(r.errno or 0, r.strerror or str(r)) if isinstance(r, OSError) else r for r in results], files
-
+    """The helper's loop: (root, side, [folder paths]) in, list_batch's (results, files) out, until EOF."""
     serve_requests(answer)
+
+
+def answer(request) -> tuple[list, FileBuffers]:
+    """One request's answer. A folder that failed travels as (errno, strerror): the parent turns it back into
+    an OSError."""
+    root, side, folders = request
+    adapter = local_adapter(root)
+    if _native_listing is not None:
+        try:
+            return list_natively(adapter, adapter.root_fd(), side, folders)
+        except Exception:  # noqa: BLE001 - the root cannot be opened, MemoryError, a bug: list_batch below
+            pass  # answers folder by folder, each failure with its own error
+
+    def list_folder(path: str, specials: list):
+        try:
+            return adapter.list(path, specials)
+        except OSError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug here must fail one folder, not the helper
+            raise OSError(0, f"internal error in the listing process: {exc!r}") from None
+
+    results, files = list_batch(side, list_folder, folders)
+    return [(r.errno or 0, r.strerror or str(r)) if isinstance(r, OSError) else r for r in results], files
 
 
 def list_natively(adapter, root_fd: int, side: str, folders: list[str]) -> tuple[list, FileBuffers]:

@@ -100,6 +100,15 @@ def test_where_openat2_is_refused_the_native_listing_walks_as_the_adapter_does(a
     assert natively(adapter, SRC, FOLDERS) == expected
 
 
+def test_a_helper_whose_native_listing_raises_answers_folder_by_folder_in_python(awkward_tree, monkeypatch):
+    expected = in_python(LocalAdapter(str(awkward_tree)), DST, FOLDERS)
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError
+    monkeypatch.setattr(listing._native_listing, "list_batch", out_of_memory)
+    assert listing.answer((str(awkward_tree), DST, FOLDERS)) == expected
+
+
 @pytest.mark.parametrize("size", [0, 1, 127, 128, 129, 255, 256, 257, 1000])
 def test_ids_made_in_c_are_node_ids(size):
     encoded = (b"x\xff/\xc3\xbc" * size)[:size]  # `size` bytes: BLAKE2b's block is 128
