@@ -59,7 +59,9 @@ def run(tmp_path):
 def test_live_change_of_workers_bwlimit_gate_and_retries_without_restart(run):
     m, toml = run
     assert m.limiter.rate == 64 << 10 and m.settings.dst_workers == 2
-    watcher = SettingsWatcher.for_migration(m)  # follows the file the settings came from
+    # the file the run's own watcher (started with the run) follows: the one the settings came from. Not
+    # started here: a second watcher would say its own "reloaded" message over the run's.
+    watcher = SettingsWatcher.for_migration(m, start=False)
     assert watcher is not None and watcher.path == str(toml)
     try:
         m.pause()  # traversal stays in its first round: the queues are there to be resized
