@@ -2,9 +2,10 @@
  *
  * Per folder: openat2 beneath the root with no symlink followed (as engine.adapters.beneath), readdir, an
  * fstatat per entry, each subfolder as Python values and each file straight into the batch's raw
- * buffers, its id hashed here (BLAKE2b, as engine.model.node_id). In Python the same loop costs ~5 us of
- * CPU per entry on top of the system calls; here it is the system calls. Optional: where it was not built,
- * engine.listing lists in Python and gives the same answer (tests compare the two).
+ * buffers, its id hashed here (BLAKE2b, as engine.model.node_id). In Python the same loop costs several
+ * microseconds of CPU per entry on top of the system calls (bench/LOG.md section 15); here it is the system
+ * calls. Optional: where it was not built, engine.listing lists in Python and gives the same answer (tests
+ * compare the two).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -133,7 +134,7 @@ static int buffer_add(Buffer *b, const void *data, size_t size) {
 
 enum { IDS, SIZES, MTIMES, MODES, KINDS, PATH_SIZES, PATHS, COLUMNS };
 
-/* per folder: its subfolders' columns, its specials, and where its files start in the buffers */
+/* one folder's subfolder columns, its special files and its temporaries of ours (its files go to the buffers) */
 typedef struct {
     PyObject *paths, *ids, *sizes, *mtimes, *modes, *specials, *temporaries;
 } FolderColumns;

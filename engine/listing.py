@@ -5,7 +5,9 @@ two sides listing in threads take turns on the GIL; a helper process per travers
 other core and hands back whole columns (marshal over a pipe; the files of a batch of folders as raw
 buffers that this side keeps as they are until a seal makes Arrow of them: no Python object per file
 here, a Node per subfolder). The helpers are plain children on pipes: they exit when the pipe closes,
-so a killed run leaves none behind, and they import nothing heavier than the local adapter.
+so a killed run leaves none behind, and they import nothing heavier than the local adapter. Their loop is
+engine/_native_listing.c where that was built at install (the same answer for ~40% of the CPU), list_batch
+otherwise.
 """
 
 from __future__ import annotations
