@@ -222,3 +222,4 @@ def test_a_name_longer_than_name_max_is_listed_as_in_python(tmp_path, length):
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
         server.kill()
         server.wait()
+        server.stderr.close()
