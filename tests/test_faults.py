@@ -43,7 +43,9 @@ def test_transient_permanent_and_hung_faults(tmp_path):
                                    "d4/d16/f2": OSError(errno.ENAMETOOLONG, "File name too long", "f2")},
                         hang_seconds={"d5": 1.5})
     dst = MemoryAdapter(Faults(transient_rate=0.05, seed=6))
-    m = run(tmp_path, src, dst, max_retries=6, lease_timeout=0.4, src_workers=2, dst_workers=2, copy_workers=2)
+    # a lease shorter than d5's hang (it is reclaimed), long enough that a slow machine expires no other one:
+    # an expired lease is an attempt, and the permanent errors below must show exactly one
+    m = run(tmp_path, src, dst, max_retries=6, lease_timeout=1.0, src_workers=2, dst_workers=2, copy_workers=2)
     assert m.fatal is None and m.phase == "done"
 
     letters = {(d.path, d.message.split(" (")[0]) for d in m.store.dead_letters()}
