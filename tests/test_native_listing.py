@@ -124,12 +124,13 @@ def test_a_listing_helper_finds_the_native_listing():
 
 
 # A FUSE filesystem in a few lines of the raw /dev/fuse protocol: its root holds a file named by more than
-# NAME_MAX bytes, which FUSE allows (up to 1024) and readdir passes on as they are.
+# NAME_MAX bytes, which FUSE allows (up to 1024) and readdir passes on as they are; with "broken", also a
+# name that readdir lists but whose lstat fails (EIO), after the others: a folder that fails mid-listing.
 _FUSE_SERVER = r'''
 import ctypes, errno, os, struct, sys
 
-mountpoint, length = sys.argv[1], int(sys.argv[2])
-NAMES = {b"L" * length: 2, b"short": 3}
+mountpoint, length, broken = sys.argv[1], int(sys.argv[2]), sys.argv[3:] == ["broken"]
+NAMES = {b"L" * length: 2, b"short": 3, **({b"broken": 4} if broken else {})}
 dev = os.open("/dev/fuse", os.O_RDWR)
 options = f"fd={dev},rootmode=40000,user_id=0,group_id=0".encode()
 if ctypes.CDLL(None, use_errno=True).mount(b"longnames", mountpoint.encode(), b"fuse", 0, options) != 0:
@@ -158,7 +159,9 @@ while True:
         reply(unique, 0, struct.pack("<IIIIHHIIHHII", 7, 31, 0, 0, 16, 12, 4096, 1, 0, 0, 0, 0) + bytes(24))
     elif opcode == 1:  # LOOKUP
         child = NAMES.get(body.split(b"\0", 1)[0]) if node == 1 else None
-        if child is None:
+        if child == 4:
+            reply(unique, errno.EIO)
+        elif child is None:
             reply(unique, errno.ENOENT)
         else:
             reply(unique, 0, struct.pack("<QQQQII", child, 0, 1, 1, 0, 0) + attr(child))
@@ -184,28 +187,30 @@ while True:
 '''
 
 _COMPARE = r'''
-import sys
+import errno, os, sys
 from engine.adapters.local import LocalAdapter
 from engine.listing import list_batch, list_natively
 adapter = LocalAdapter(sys.argv[1])
 results, files = list_batch("src", adapter.list, [""])
+results = [(r.errno, r.strerror) if isinstance(r, OSError) else r for r in results]
 assert list_natively(adapter, adapter.root_fd(), "src", [""]) == (results, files)
-assert max(memoryview(files[5]).cast("i")) == int(sys.argv[2])
+if sys.argv[2] == "broken":  # the folder failed, and nothing of what was listed before the failure stays
+    assert results == [(errno.EIO, os.strerror(errno.EIO))] and not any(files), (results, files)
+else:
+    assert max(memoryview(files[5]).cast("i")) == int(sys.argv[2])
 print("same")
 '''
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs /dev/fuse and root")
-@pytest.mark.parametrize("length", [800, 1024])
-def test_a_name_longer_than_name_max_is_listed_as_in_python(tmp_path, length):
-    """readdir may answer names past NAME_MAX (FUSE: 1024 bytes): the path buffer grows to them, never
-    overrun (which crashed the helper, or corrupted its heap). In a child: an overrun may kill it."""
+def listed_on_fuse(tmp_path, length: int, *server_args: str) -> subprocess.CompletedProcess:
+    """_COMPARE run over _FUSE_SERVER's filesystem, in a child under PYTHONMALLOC=debug (an overrun may
+    kill it, or corrupt its heap where debug malloc finds it)."""
     import sys
     import time
 
     mountpoint = tmp_path / "mnt"
     mountpoint.mkdir()
-    server = subprocess.Popen([sys.executable, "-c", _FUSE_SERVER, str(mountpoint), str(length)],
+    server = subprocess.Popen([sys.executable, "-c", _FUSE_SERVER, str(mountpoint), str(length), *server_args],
                               stderr=subprocess.PIPE)
     try:
         for _ in range(200):
@@ -214,12 +219,29 @@ def test_a_name_longer_than_name_max_is_listed_as_in_python(tmp_path, length):
             time.sleep(0.02)
         if not os.path.ismount(mountpoint):
             pytest.skip(f"no FUSE mount here: {server.communicate()[1].decode()[-200:]}")
-        listed = subprocess.run([sys.executable, "-X", "dev", "-c", _COMPARE, str(mountpoint), str(length)],
-                                capture_output=True, text=True, timeout=60,
-                                env={**os.environ, "PYTHONMALLOC": "debug"})
-        assert (listed.returncode, listed.stdout.strip()) == (0, "same"), listed.stderr[-2000:]
+        return subprocess.run([sys.executable, "-X", "dev", "-c", _COMPARE, str(mountpoint),
+                               "broken" if server_args else str(length)],
+                              capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONMALLOC": "debug"})
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
         server.kill()
         server.wait()
         server.stderr.close()
+
+
+needs_fuse = pytest.mark.skipif(not os.path.exists("/dev/fuse") or os.geteuid() != 0, reason="needs /dev/fuse and root")
+
+
+@needs_fuse
+@pytest.mark.parametrize("length", [800, 1024])
+def test_a_name_longer_than_name_max_is_listed_as_in_python(tmp_path, length):
+    """readdir may answer names past NAME_MAX (FUSE: 1024 bytes): the path buffer grows to them, never
+    overrun (which crashed the helper, or corrupted its heap)."""
+    listed = listed_on_fuse(tmp_path, length)
+    assert (listed.returncode, listed.stdout.strip()) == (0, "same"), listed.stderr[-2000:]
+
+
+@needs_fuse
+def test_a_folder_that_fails_mid_listing_leaves_nothing_of_it_in_the_batch(tmp_path):
+    listed = listed_on_fuse(tmp_path, 20, "broken")
+    assert (listed.returncode, listed.stdout.strip()) == (0, "same"), listed.stderr[-2000:]
