@@ -15,6 +15,8 @@ from __future__ import annotations
 import threading
 from array import array
 
+from engine.adapters import beneath
+from engine.adapters.local import OTHER_SPECIAL_KIND, SPECIAL_KINDS
 from engine.helper_process import Helper, HelperGone, HelperPool, local_adapter, serve_requests
 from engine.model import DST, FILE, FOLDER, OUR_TEMPORARY, SYMLINK, TEMP_SUFFIX, fs_bytes, fs_str, is_temp_name, node_id
 
@@ -140,9 +142,6 @@ def answer(request) -> tuple[list, FileBuffers]:
 def list_natively(adapter, root_fd: int, side: str, folders: list[str]) -> tuple[list, FileBuffers]:
     """serve()'s answer from engine._native_listing (C: ~2.4x less CPU than list_batch over a local
     adapter): the same results and buffers, failures as (errno, strerror)."""
-    from engine.adapters import beneath
-    from engine.adapters.local import OTHER_SPECIAL_KIND, SPECIAL_KINDS
-
     def open_folder(path: str):
         """Where openat2 is refused: the adapter's own open, which walks the path instead."""
         try:

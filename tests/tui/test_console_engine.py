@@ -204,6 +204,15 @@ async def retry_after_failures(pilot, app, migration, failed: int, fix) -> None:
                      and app.snapshot.summary.failed == 0, timeout=30)
 
 
+def run_to_a_mirror(scenario, migration: Migration, src: Path, dst: Path) -> None:
+    """Run the console scenario, close the run file, and find DST a copy of SRC."""
+    try:
+        asyncio.run(scenario)
+    finally:
+        migration.close()
+    assert files_below(dst) == files_below(src)
+
+
 def test_t_after_a_run_with_failures_counts_the_retry_copy_alone(tmp_path):
     """A run started in the console ends with failures; once their cause is moved away, t copies what failed.
     The Throughput panel counts that copy against its own total, as it counted the first against its own:
@@ -229,11 +238,7 @@ def test_t_after_a_run_with_failures_counts_the_retry_copy_alone(tmp_path):
             assert "6 / 6 items" in rates and "failed" not in rates
             await pilot.press("q")
 
-    try:
-        asyncio.run(main())
-    finally:
-        migration.close()
-    assert files_below(dst) == files_below(src)
+    run_to_a_mirror(main(), migration, src, dst)
 
 
 class Refusing(LocalAdapter):
@@ -277,8 +282,4 @@ def test_t_after_a_listing_failure_shows_what_the_retry_found(tmp_path):
             assert snapshot.gate.src_round == 2 and "SRC round 2" in static_text(app, "#gate-text")
             await pilot.press("q")
 
-    try:
-        asyncio.run(main())
-    finally:
-        migration.close()
-    assert files_below(dst) == files_below(src)
+    run_to_a_mirror(main(), migration, src, dst)
